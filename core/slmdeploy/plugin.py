@@ -1,0 +1,98 @@
+"""The public API for plugin authors: everything a plugin imports from slmdeploy is here.
+
+A complete plugin adding a quantizer, in a package ``slmdeploy_myquant``::
+
+    from __future__ import annotations
+
+    import shutil
+
+    import attrs
+
+    from slmdeploy.plugin import QuantizedModel, Quantizer, hookimpl, option
+
+
+    @attrs.define
+    class CopyOptions:
+        precision: str = option("fp32", help="the precision to record", variants=True)
+
+
+    class CopyQuantizer(Quantizer):
+        PLUGIN_NAME = "copy"          # [quantize] plugin = "copy"
+        Options = CopyOptions
+
+        def run(self, artifact, output_dir):
+            shutil.copytree(artifact.path, output_dir, dirs_exist_ok=True)
+            return QuantizedModel(output_dir, precision=self.options.precision)
+
+
+    @hookimpl
+    def slmdeploy_register_quantizers():
+        return [CopyQuantizer]
+
+and its entry point, in the plugin's ``pyproject.toml``::
+
+    [project.entry-points.slmdeploy]
+    myquant = "slmdeploy_myquant"
+
+A project can also keep unpackaged plugins in a ``slmdeploy_plugins.py`` beside its ``slmdeploy.toml``.
+The hooks are documented in `slmdeploy.hookspecs`.
+"""
+
+from __future__ import annotations
+
+import pluggy
+
+from slmdeploy.artifacts import (
+    Artifact,
+    DeployPackage,
+    EvaluationReport,
+    ModelInfo,
+    OnnxModel,
+    QuantizedModel,
+    Registration,
+    SourceModel,
+    chat_template,
+    model_config,
+)
+from slmdeploy.errors import ConfigError, GateFailed, InputError, StageError
+from slmdeploy.stages import (
+    Converter,
+    Evaluator,
+    NoOptions,
+    Quantizer,
+    Registrar,
+    Stage,
+    StageContext,
+    TemplateFamily,
+    option,
+)
+
+hookimpl = pluggy.HookimplMarker("slmdeploy")
+"""Marks a plugin's hook implementations: ``@hookimpl``, ``@hookimpl(trylast=True)``."""
+
+__all__ = [
+    "Artifact",
+    "ConfigError",
+    "Converter",
+    "DeployPackage",
+    "EvaluationReport",
+    "Evaluator",
+    "GateFailed",
+    "InputError",
+    "ModelInfo",
+    "NoOptions",
+    "OnnxModel",
+    "QuantizedModel",
+    "Quantizer",
+    "Registrar",
+    "Registration",
+    "SourceModel",
+    "Stage",
+    "StageContext",
+    "StageError",
+    "TemplateFamily",
+    "chat_template",
+    "hookimpl",
+    "model_config",
+    "option",
+]

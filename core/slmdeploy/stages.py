@@ -1,0 +1,147 @@
+"""Stage implementation classes: what a plugin returns from its registration hook.
+
+A stage implementation is a small class with a `PLUGIN_NAME` (its name in ``slmdeploy.toml``), an
+`Options` attrs class describing its table, and a `run` method turning the previous stage's artifact into
+its own. One base class per stage fixes the artifact types.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ClassVar
+
+import attrs
+
+from slmdeploy.artifacts import (
+    Artifact,
+    DeployPackage,
+    EvaluationReport,
+    OnnxModel,
+    QuantizedModel,
+    Registration,
+    SourceModel,
+)
+
+STAGE_ORDER = ("convert", "quantize", "template", "evaluate", "register")
+"""The order stages run in. Evaluation runs before registration so that a failed gate deploys nothing."""
+
+
+def option(
+    default: Any = attrs.NOTHING,
+    *,
+    help: str,  # noqa: A002 - the word users know from argparse and click
+    variants: bool = False,
+    path: bool = False,
+    validator: Callable[..., Any] | None = None,
+) -> Any:
+    """Declare one key of a stage's table.
+
+    `help` documents the key (shown by ``slmdeploy plugins --options`` and in error messages).
+    `variants=True` lets the user give a list: each value builds its own variant (``precision =
+    ["int4", "int8"]``). `path=True` marks a file or folder path, resolved against the project folder;
+    the content's digest is part of the stage's cache key, so editing the file re-runs the stage.
+    """
+    metadata = {"help": help, "variants": variants, "path": path}
+    if isinstance(default, (list, dict, set)):
+        return attrs.field(factory=lambda: type(default)(default), metadata=metadata, validator=validator)
+    return attrs.field(default=default, metadata=metadata, validator=validator)
+
+
+@attrs.define
+class NoOptions:
+    """Options of a stage whose table takes no keys besides the plugin selector."""
+
+
+@attrs.define
+class StageContext:
+    """What a running stage may know besides its own table."""
+
+    project_dir: Path
+    project_name: str
+    project_version: int
+    variant: str
+    tables: dict[str, Any]
+    """The core tables a stage asked for in `CONTEXT_TABLES` (for example ``generation``)."""
+    log: Callable[[str], None]
+    """Report progress; shown under the stage's spinner or as a plain line."""
+
+
+class Stage:
+    """Base of all stage implementations. Subclass one of the five stage bases below, not this."""
+
+    STAGE: ClassVar[str]
+    PLUGIN_NAME: ClassVar[str]
+    INPUT: ClassVar[type[Artifact]]
+    OUTPUT: ClassVar[type[Artifact]]
+    Options: ClassVar[type] = NoOptions
+    CONTEXT_TABLES: ClassVar[tuple[str, ...]] = ()
+    """Core tables of the project file this stage reads; they become part of its cache key."""
+    CACHE_VERSION: ClassVar[str] = "1"
+    """Bump to invalidate cached outputs when the plugin's output changes but its version does not."""
+
+    def __init__(self, options: Any, context: StageContext) -> None:
+        self.options = options
+        self.context = context
+
+    def check(self) -> None:
+        """Validate the options before any stage runs; raise `ConfigError`. Cheap: no model loading."""
+
+    def run(self, artifact: Any, output_dir: Path) -> Artifact:
+        """Produce this stage's artifact from the previous stage's, writing files only under
+        `output_dir` (an empty temporary folder, moved into the cache when `run` returns)."""
+        raise NotImplementedError
+
+    def is_current(self, artifact: Any) -> bool:
+        """Whether a cached output is still valid outside the cache (a registration still present)."""
+        return True
+
+
+class Converter(Stage):
+    """``[convert]``: a Hugging Face model (folder, GGUF, LoRA adapter) to an ONNX model folder."""
+
+    STAGE = "convert"
+    INPUT = SourceModel
+    OUTPUT = OnnxModel
+
+
+class Quantizer(Stage):
+    """``[quantize]``: an ONNX model folder to a quantized one."""
+
+    STAGE = "quantize"
+    INPUT = OnnxModel
+    OUTPUT = QuantizedModel
+
+
+class TemplateFamily(Stage):
+    """``[template]``: a model folder to a deployable package with chat template and stop tokens.
+
+    Selected by ``[template] family``; with ``family = "auto"`` the `slmdeploy_template_family` hook
+    picks one from the model's config and tokenizer."""
+
+    STAGE = "template"
+    INPUT = OnnxModel
+    OUTPUT = DeployPackage
+    CONTEXT_TABLES = ("project", "generation")
+
+
+class Evaluator(Stage):
+    """``[evaluate]``: measure a package. The package itself goes on to registration unchanged."""
+
+    STAGE = "evaluate"
+    INPUT = DeployPackage
+    OUTPUT = EvaluationReport
+
+
+class Registrar(Stage):
+    """``[register]``: put a package where a runtime finds it, and prove it runs there."""
+
+    STAGE = "register"
+    INPUT = DeployPackage
+    OUTPUT = Registration
+    CONTEXT_TABLES = ("project",)
+
+
+STAGE_BASES: dict[str, type[Stage]] = {
+    base.STAGE: base for base in (Converter, Quantizer, TemplateFamily, Evaluator, Registrar)
+}

@@ -1,0 +1,115 @@
+"""A pytest plugin for plugin authors (entry point ``pytest11``), loaded automatically with slmdeploy.
+
+Fixtures:
+
+``slmdeploy_project``
+    Makes a project folder from a project file's text (and optionally a local plugins file) and runs
+    the CLI in it::
+
+        def test_builds(slmdeploy_project):
+            project = slmdeploy_project(PROJECT_TOML)
+            result = project.cli("build")
+            assert result.exit_code == 0, result.output
+
+``run_stage``
+    Runs one stage class on an artifact, with its options validated from a dict as if they came from
+    ``slmdeploy.toml``, and returns the artifact it made::
+
+        def test_quantizer(run_stage, tmp_path):
+            made = run_stage(MyQuantizer, OnnxModel(model_dir), {"precision": "int4"})
+"""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+
+from slmdeploy.artifacts import Artifact
+from slmdeploy.options import structure_table
+from slmdeploy.stages import Stage, StageContext
+
+
+@attrs.define
+class CliResult:
+    exit_code: int
+    output: str
+    """stdout and stderr, interleaved as a user would see them."""
+    stdout: str
+    stderr: str
+
+
+@attrs.define
+class ProjectFolder:
+    """A project folder made by the `slmdeploy_project` fixture."""
+
+    path: Path
+
+    @property
+    def file(self) -> Path:
+        return self.path / "slmdeploy.toml"
+
+    def cli(self, *args: str) -> CliResult:
+        """Run ``slmdeploy -C <folder> --plain ARGS`` in-process and capture what it printed."""
+        from click.testing import CliRunner
+
+        from slmdeploy.cli import main
+
+        runner = CliRunner()
+        result = runner.invoke(_as_command(main), ["-C", str(self.path), "--plain", *args], catch_exceptions=False)
+        return CliResult(result.exit_code, result.output, result.stdout, result.stderr)
+
+
+def _as_command(main: Callable[[list[str]], None]) -> Any:
+    import click
+
+    @click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+    @click.pass_context
+    def command(ctx: click.Context) -> None:
+        main(list(ctx.args))
+
+    return command
+
+
+@pytest.fixture
+def slmdeploy_project(tmp_path: Path) -> Callable[..., ProjectFolder]:
+    """Factory: ``slmdeploy_project(toml_text, plugins=None, files={})`` makes a project folder."""
+
+    def make(toml: str, plugins: str | None = None, files: Mapping[str, str] | None = None) -> ProjectFolder:
+        folder = tmp_path / "project"
+        folder.mkdir(exist_ok=True)
+        (folder / "slmdeploy.toml").write_text(textwrap.dedent(toml), encoding="utf-8")
+        if plugins is not None:
+            (folder / "slmdeploy_plugins.py").write_text(textwrap.dedent(plugins), encoding="utf-8")
+        for name, text in (files or {}).items():
+            target = folder / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(textwrap.dedent(text), encoding="utf-8")
+        return ProjectFolder(folder)
+
+    return make
+
+
+@pytest.fixture
+def run_stage(tmp_path: Path) -> Callable[..., Artifact]:
+    """Factory: ``run_stage(StageClass, artifact, options={}, tables={})`` runs one stage, returns its artifact."""
+    counter = iter(range(1_000_000))
+
+    def run(cls: type[Stage], artifact: Artifact, options: Mapping[str, Any] | None = None,
+            tables: Mapping[str, Any] | None = None, variant: str = "test") -> Artifact:
+        structured = structure_table(cls.Options, dict(options or {}), cls.STAGE, lambda key: f"<test> {key}")
+        context = StageContext(project_dir=tmp_path, project_name="test-model", project_version=1, variant=variant,
+                               tables=dict(tables or {}), log=lambda message: None)
+        stage = cls(structured, context)
+        stage.check()
+        output_dir = tmp_path / f"{cls.STAGE}-{cls.PLUGIN_NAME}-{next(counter)}"
+        output_dir.mkdir()
+        produced = stage.run(artifact, output_dir)
+        assert isinstance(produced, cls.OUTPUT), f"{cls.__name__}.run returned {produced!r}"
+        return produced
+
+    return run

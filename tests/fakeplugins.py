@@ -1,0 +1,190 @@
+"""In-process fake stage plugins for the core's unit tests: real files, no ML libraries.
+
+Copied into a test project as its local ``slmdeploy_plugins.py``, so they load exactly as a project's
+own plugins would. Every run appends a line to ``runs.log`` in the project folder, so tests can see
+which stages ran and which came from the cache.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Literal
+
+import attrs
+
+from slmdeploy.plugin import (
+    ConfigError,
+    Converter,
+    DeployPackage,
+    EvaluationReport,
+    Evaluator,
+    OnnxModel,
+    QuantizedModel,
+    Quantizer,
+    Registrar,
+    Registration,
+    StageError,
+    TemplateFamily,
+    hookimpl,
+    model_config,
+    option,
+)
+
+
+def _log(stage, text):
+    with (stage.context.project_dir / "runs.log").open("a", encoding="utf-8") as log:
+        log.write(f"{stage.context.variant} {text}\n")
+
+
+@attrs.define
+class CopyOptions:
+    device: Literal["cpu", "gpu"] = option("cpu", help="where the model runs")
+    sleep: float = option(0.0, help="seconds to sleep, to test interrupted builds")
+    fail: bool = option(False, help="raise instead of converting")
+
+
+class CopyConverter(Converter):
+    PLUGIN_NAME = "copy"
+    Options = CopyOptions
+
+    def run(self, artifact, output_dir):
+        _log(self, "convert")
+        if self.options.fail:
+            raise StageError("the fake converter was told to fail", fix="Set fail = false.")
+        for name in ("config.json", "weights.bin", "tokenizer_config.json"):
+            if (artifact.path / name).exists():
+                shutil.copy(artifact.path / name, output_dir / name)
+        (output_dir / "model.onnx").write_text("fake onnx", encoding="utf-8")
+        deadline = time.monotonic() + self.options.sleep
+        while time.monotonic() < deadline:
+            (output_dir / "progress").write_text(str(time.monotonic()), encoding="utf-8")
+            time.sleep(0.05)
+        return OnnxModel(output_dir, precision="fp32", execution_provider=self.options.device)
+
+
+@attrs.define
+class FakeQuantOptions:
+    precision: Literal["int4", "int8", "fp32"] = option("int4", help="weight precision", variants=True)
+    block_size: int = option(32, help="weights per quantization block", validator=attrs.validators.in_([16, 32, 64, 128]))
+    calibration: str | None = option(None, help="a calibration text file", path=True)
+
+
+class FakeQuantizer(Quantizer):
+    PLUGIN_NAME = "fake"
+    Options = FakeQuantOptions
+
+    def run(self, artifact, output_dir):
+        _log(self, f"quantize {self.options.precision}")
+        shutil.copytree(artifact.path, output_dir, dirs_exist_ok=True)
+        (output_dir / "precision.txt").write_text(self.options.precision, encoding="utf-8")
+        return QuantizedModel(output_dir, precision=self.options.precision)
+
+
+@attrs.define
+class FamOptions:
+    system_prompt: str = option("", help="a default system prompt")
+
+
+class FakeFamily(TemplateFamily):
+    PLUGIN_NAME = "fakefam"
+    Options = FamOptions
+
+    def run(self, artifact, output_dir):
+        _log(self, "template")
+        shutil.copytree(artifact.path, output_dir, dirs_exist_ok=True)
+        generation = self.context.tables["generation"]
+        info = {"Name": self.context.tables["project"]["name"], "ModelConfig": generation,
+                "system": self.options.system_prompt}
+        (output_dir / "inference_model.json").write_text(json.dumps(info), encoding="utf-8")
+        return DeployPackage(output_dir, precision=artifact.precision, family=self.PLUGIN_NAME,
+                             model_name=self.context.project_name)
+
+
+@attrs.define
+class SizeOptions:
+    max_bytes: int = option(1_000_000, help="the largest package that passes")
+
+
+class SizeEvaluator(Evaluator):
+    PLUGIN_NAME = "size"
+    Options = SizeOptions
+
+    def run(self, artifact, output_dir):
+        _log(self, "evaluate")
+        size = sum(path.stat().st_size for path in artifact.path.rglob("*") if path.is_file())
+        passed = size <= self.options.max_bytes
+        (output_dir / "report.json").write_text(json.dumps({"size": size}), encoding="utf-8")
+        summary = {"size": size} if passed else {"size": size, "failed": f"size {size} > {self.options.max_bytes}"}
+        return EvaluationReport(output_dir, passed=passed, summary=summary)
+
+
+@attrs.define
+class DirOptions:
+    folder: str = option(help="the registry folder, relative to the project")
+
+
+class DirRegistrar(Registrar):
+    PLUGIN_NAME = "dir"
+    Options = DirOptions
+
+    def target(self):
+        return self.context.project_dir / self.options.folder / self.context.project_name / self.context.variant
+
+    def run(self, artifact, output_dir):
+        _log(self, "register")
+        target = self.target()
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(artifact.path, target)
+        (output_dir / "registration.json").write_text(json.dumps({"target": str(target)}), encoding="utf-8")
+        return Registration(target, registry="dir", model_id=f"{self.context.project_name}:{self.context.project_version}")
+
+    def is_current(self, artifact):
+        return artifact.path.is_dir()
+
+
+@hookimpl
+def slmdeploy_register_converters():
+    return [CopyConverter]
+
+
+@hookimpl
+def slmdeploy_register_quantizers():
+    return [FakeQuantizer]
+
+
+@hookimpl
+def slmdeploy_register_templates():
+    return [FakeFamily]
+
+
+@hookimpl
+def slmdeploy_register_evaluators():
+    return [SizeEvaluator]
+
+
+@hookimpl
+def slmdeploy_register_registrars():
+    return [DirRegistrar]
+
+
+@hookimpl
+def slmdeploy_template_family(model):
+    return "fakefam" if model.model_type == "fake" else None
+
+
+@hookimpl
+def slmdeploy_check_project(project):
+    if os.environ.get("FAKE_REJECT_GPU") and project.stages.get("convert", {}).get("device") == "gpu":
+        raise ConfigError("device gpu is rejected by the fake plugin", where=project.locate("convert.device"))
+
+
+def make_model(folder: Path, model_type: str = "fake") -> Path:
+    """A fake source model folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps({"model_type": model_type, "architectures": ["Fake"]}))
+    (folder / "weights.bin").write_bytes(os.urandom(4096))
+    return folder
