@@ -30,7 +30,6 @@ from slmdeploy.plugin import (
     StageError,
     TemplateFamily,
     hookimpl,
-    model_config,
     option,
 )
 
@@ -69,7 +68,9 @@ class CopyConverter(Converter):
 @attrs.define
 class FakeQuantOptions:
     precision: Literal["int4", "int8", "fp32"] = option("int4", help="weight precision", variants=True)
-    block_size: int = option(32, help="weights per quantization block", validator=attrs.validators.in_([16, 32, 64, 128]))
+    block_size: int = option(
+        32, help="weights per quantization block", validator=attrs.validators.in_([16, 32, 64, 128])
+    )
     calibration: str | None = option(None, help="a calibration text file", path=True)
 
 
@@ -97,11 +98,15 @@ class FakeFamily(TemplateFamily):
         _log(self, "template")
         shutil.copytree(artifact.path, output_dir, dirs_exist_ok=True)
         generation = self.context.tables["generation"]
-        info = {"Name": self.context.tables["project"]["name"], "ModelConfig": generation,
-                "system": self.options.system_prompt}
+        info = {
+            "Name": self.context.tables["project"]["name"],
+            "ModelConfig": generation,
+            "system": self.options.system_prompt,
+        }
         (output_dir / "inference_model.json").write_text(json.dumps(info), encoding="utf-8")
-        return DeployPackage(output_dir, precision=artifact.precision, family=self.PLUGIN_NAME,
-                             model_name=self.context.project_name)
+        return DeployPackage(
+            output_dir, precision=artifact.precision, family=self.PLUGIN_NAME, model_name=self.context.project_name
+        )
 
 
 @attrs.define
@@ -140,7 +145,9 @@ class DirRegistrar(Registrar):
         shutil.rmtree(target, ignore_errors=True)
         shutil.copytree(artifact.path, target)
         (output_dir / "registration.json").write_text(json.dumps({"target": str(target)}), encoding="utf-8")
-        return Registration(target, registry="dir", model_id=f"{self.context.project_name}:{self.context.project_version}")
+        return Registration(
+            target, registry="dir", model_id=f"{self.context.project_name}:{self.context.project_version}"
+        )
 
     def is_current(self, artifact):
         return artifact.path.is_dir()

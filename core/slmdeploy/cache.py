@@ -90,7 +90,7 @@ def atomic_write_text(path: Path, text: str) -> None:
     with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, encoding="utf-8", suffix=".tmp") as out:
         out.write(text)
         temporary = Path(out.name)
-    os.replace(temporary, path)
+    temporary.replace(path)
 
 
 @attrs.frozen
@@ -145,7 +145,7 @@ class Store:
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         if target.exists():  # a stale entry without a readable entry.json
             shutil.rmtree(target)
-        os.replace(staged, target)
+        staged.replace(target)
         return Entry(target, record)
 
     def remove_stale_tmp(self) -> None:

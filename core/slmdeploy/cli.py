@@ -53,12 +53,22 @@ class Session:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="slmdeploy")
-@click.option("-C", "--project-dir", type=click.Path(file_okay=False, path_type=Path), default=".",
-              help="The project folder, holding slmdeploy.toml.")
+@click.option(
+    "-C",
+    "--project-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=".",
+    help="The project folder, holding slmdeploy.toml.",
+)
 @click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
 @click.option("--plain", is_flag=True, help="Plain progress lines instead of spinners.")
-@click.option("--disable-plugin", "disabled", multiple=True, metavar="NAME",
-              help="Do not load this plugin (entry point name); repeatable. Also SLMDEPLOY_DISABLE_PLUGINS.")
+@click.option(
+    "--disable-plugin",
+    "disabled",
+    multiple=True,
+    metavar="NAME",
+    help="Do not load this plugin (entry point name); repeatable. Also SLMDEPLOY_DISABLE_PLUGINS.",
+)
 @click.pass_context
 def cli(ctx: click.Context, project_dir: Path, debug: bool, plain: bool, disabled: tuple[str, ...]) -> None:
     """Build fine-tuned small language models into deployable, quantized, evaluated ONNX models.
@@ -87,7 +97,9 @@ def plan(session: Session, as_json: bool) -> None:
     from slmdeploy.pipeline import preview
 
     pipeline = session.pipeline()
-    variants = [{"variant": variant.name, "steps": preview(pipeline, variant)} for variant in pipeline.plan.variants]
+    variants: list[dict[str, Any]] = [
+        {"variant": variant.name, "steps": preview(pipeline, variant)} for variant in pipeline.plan.variants
+    ]
     if as_json:
         click.echo(json.dumps({"project": pipeline.plan.project.project.name, "variants": variants}, indent=2))
         return
@@ -124,8 +136,11 @@ def clean(session: Session) -> None:
 
     state_dir = session.project_dir / STATE_DIR
     with project_lock(state_dir, make_reporter(session.plain).say):
-        removed = [folder for folder in (session.project_dir / BUILD_DIR, state_dir / "cache", state_dir / "tmp")
-                   if folder.exists()]
+        removed = [
+            folder
+            for folder in (session.project_dir / BUILD_DIR, state_dir / "cache", state_dir / "tmp")
+            if folder.exists()
+        ]
         for folder in removed:
             shutil.rmtree(folder)
         (state_dir / "digests.json").unlink(missing_ok=True)
@@ -145,8 +160,12 @@ def plugins(session: Session, as_json: bool, with_options: bool) -> None:
 
 
 def report_error(error: BaseException) -> None:
-    text = textwrap.fill(f"error: {error}", width=max(60, min(shutil.get_terminal_size().columns, 110)),
-                         break_long_words=False, break_on_hyphens=False)
+    text = textwrap.fill(
+        f"error: {error}",
+        width=max(60, min(shutil.get_terminal_size().columns, 110)),
+        break_long_words=False,
+        break_on_hyphens=False,
+    )
     click.echo(text, err=True)
 
 
@@ -160,13 +179,11 @@ def main(argv: list[str] | None = None) -> None:
     except click.ClickException as error:
         error.show()
         sys.exit(error.exit_code)
-    except click.Abort:
+    except (click.Abort, KeyboardInterrupt):  # click turns Ctrl-C into Abort
+        click.echo("interrupted: completed stages are cached; `slmdeploy build` continues from there.", err=True)
         sys.exit(EXIT_INTERRUPTED)
     except SlmdeployError as error:
         if debug:
             traceback.print_exc()
         report_error(error)
         sys.exit(error.exit_code)
-    except KeyboardInterrupt:
-        click.echo("interrupted: completed stages are cached; `slmdeploy build` continues from there.", err=True)
-        sys.exit(EXIT_INTERRUPTED)

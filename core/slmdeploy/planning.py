@@ -19,7 +19,13 @@ from slmdeploy.manager import Provided, Registry
 from slmdeploy.options import check_keys, fields_of, structure_table, unstructure
 from slmdeploy.stages import STAGE_BASES, STAGE_ORDER, Stage
 
-SELECTORS = {"convert": "plugin", "quantize": "plugin", "template": "family", "evaluate": "plugins", "register": "plugin"}
+SELECTORS = {
+    "convert": "plugin",
+    "quantize": "plugin",
+    "template": "family",
+    "evaluate": "plugins",
+    "register": "plugin",
+}
 AUTO = "auto"
 
 
@@ -44,17 +50,21 @@ class Step:
         """The content address of this step's output."""
         assert self.provided is not None
         cls = self.provided.cls
-        return sha256_text(stable_json({
-            "stage": self.stage,
-            "plugin": cls.PLUGIN_NAME,
-            "class": f"{cls.__module__}.{cls.__qualname__}",
-            "version": self.provided.version,
-            "cache_version": cls.CACHE_VERSION,
-            "options": unstructure(self.options),
-            "files": dict(self.path_digests),
-            "context": {name: context_tables[name] for name in cls.CONTEXT_TABLES},
-            "input": input_digest,
-        }))
+        return sha256_text(
+            stable_json(
+                {
+                    "stage": self.stage,
+                    "plugin": cls.PLUGIN_NAME,
+                    "class": f"{cls.__module__}.{cls.__qualname__}",
+                    "version": self.provided.version,
+                    "cache_version": cls.CACHE_VERSION,
+                    "options": unstructure(self.options),
+                    "files": dict(self.path_digests),
+                    "context": {name: context_tables[name] for name in cls.CONTEXT_TABLES},
+                    "input": input_digest,
+                }
+            )
+        )
 
 
 @attrs.frozen
@@ -77,8 +87,12 @@ class Plan:
 def make_plan(project: Project, registry: Registry, digests: DigestCache) -> Plan:
     """Validate every stage table against its plugin and expand list-valued options into variants."""
     source = resolve_source(project)
-    slots = [alternatives for stage in STAGE_ORDER if stage in project.stages
-             for alternatives in _stage_steps(project, registry, stage, digests)]
+    slots = [
+        alternatives
+        for stage in STAGE_ORDER
+        if stage in project.stages
+        for alternatives in _stage_steps(project, registry, stage, digests)
+    ]
     variants = tuple(_variants(slots))
     _check_chain(project, variants[0].steps)
     registry.manager.hook.slmdeploy_check_project(project=project)
@@ -94,8 +108,11 @@ def resolve_source(project: Project) -> SourceModel:
     if project.source.adapter:
         adapter = (project.root / project.source.adapter).resolve()
         if not adapter.is_dir():
-            raise ConfigError(f"the LoRA adapter folder {adapter} does not exist", where=project.locate("source.adapter"),
-                              fix="Point [source] adapter at a PEFT adapter folder (adapter_config.json and weights).")
+            raise ConfigError(
+                f"the LoRA adapter folder {adapter} does not exist",
+                where=project.locate("source.adapter"),
+                fix="Point [source] adapter at a PEFT adapter folder (adapter_config.json and weights).",
+            )
     fmt = "gguf" if path.is_file() and path.suffix.lower() == ".gguf" else "hf"
     return SourceModel(path, format=fmt, adapter=adapter, trust_remote_code=project.source.trust_remote_code)
 
@@ -107,10 +124,10 @@ def _stage_steps(project: Project, registry: Registry, stage: str, digests: Dige
     if stage == "evaluate":
         names = _evaluator_names(project, registry, table)
         check_keys(table, {selector: None, **dict.fromkeys(names)}, stage, project.locate)
-        for name in names:
-            provided = registry.get(stage, name)
+        for evaluator in names:
+            provided = registry.get(stage, evaluator)
             assert provided is not None
-            yield _alternatives(project, stage, f"{stage}.{name}", provided, table.get(name, {}), digests)
+            yield _alternatives(project, stage, f"{stage}.{evaluator}", provided, table.get(evaluator, {}), digests)
         return
     name = table.get(selector, AUTO if stage == "template" else None)
     options = {key: value for key, value in table.items() if key != selector}
@@ -123,8 +140,11 @@ def _stage_steps(project: Project, registry: Registry, stage: str, digests: Dige
 def _evaluator_names(project: Project, registry: Registry, table: Mapping[str, Any]) -> list[str]:
     names = table.get("plugins", [])
     if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
-        raise ConfigError(f"[evaluate] plugins must be a list of strings, not {names!r}",
-                          where=project.locate("evaluate.plugins"), fix=_choices("evaluate", registry))
+        raise ConfigError(
+            f"[evaluate] plugins must be a list of strings, not {names!r}",
+            where=project.locate("evaluate.plugins"),
+            fix=_choices("evaluate", registry),
+        )
     for name in names:
         _lookup(project, registry, "evaluate", name, key="evaluate.plugins")
     return names
@@ -133,12 +153,16 @@ def _evaluator_names(project: Project, registry: Registry, table: Mapping[str, A
 def _lookup(project: Project, registry: Registry, stage: str, name: Any, key: str | None = None) -> Provided:
     key = key or f"{stage}.{SELECTORS[stage]}"
     if name is None:
-        raise ConfigError(f"[{stage}] does not say which plugin to use", where=project.locate(stage),
-                          fix=f'Add {SELECTORS[stage]} = "<name>". {_choices(stage, registry)}')
+        raise ConfigError(
+            f"[{stage}] does not say which plugin to use",
+            where=project.locate(stage),
+            fix=f'Add {SELECTORS[stage]} = "<name>". {_choices(stage, registry)}',
+        )
     provided = registry.get(stage, name) if isinstance(name, str) else None
     if provided is None:
-        raise ConfigError(f"no installed {stage} plugin is named {name!r}", where=project.locate(key),
-                          fix=_choices(stage, registry))
+        raise ConfigError(
+            f"no installed {stage} plugin is named {name!r}", where=project.locate(key), fix=_choices(stage, registry)
+        )
     return provided
 
 
@@ -148,16 +172,23 @@ def _choices(stage: str, registry: Registry) -> str:
     return f"Installed {stage} plugins: {listing} (see `slmdeploy plugins`)."
 
 
-def _alternatives(project: Project, stage: str, key: str, provided: Provided, table: Mapping[str, Any],
-                  digests: DigestCache) -> list[Step]:
+def _alternatives(
+    project: Project, stage: str, key: str, provided: Provided, table: Mapping[str, Any], digests: DigestCache
+) -> list[Step]:
     if not isinstance(table, Mapping):
         raise ConfigError(f"[{key}] must be a table", where=project.locate(key), fix=f"Write it as [{key}].")
-    axes = {field.name: table[field.name] for field in fields_of(provided.cls.Options)
-            if field.metadata.get("variants") and isinstance(table.get(field.name), list)}
+    axes = {
+        field.name: table[field.name]
+        for field in fields_of(provided.cls.Options)
+        if field.metadata.get("variants") and isinstance(table.get(field.name), list)
+    }
     for name, values in axes.items():
         if not values or len(set(map(str, values))) != len(values):
-            raise ConfigError(f"[{key}] {name} must list at least one value, each once, not {values!r}",
-                              where=project.locate(f"{key}.{name}"), fix="Remove the duplicates or give one value.")
+            raise ConfigError(
+                f"[{key}] {name} must list at least one value, each once, not {values!r}",
+                where=project.locate(f"{key}.{name}"),
+                fix="Remove the duplicates or give one value.",
+            )
     steps = []
     for combination in itertools.product(*axes.values()):
         raw = {**table, **dict(zip(axes, combination, strict=True))}
@@ -175,8 +206,11 @@ def _path_digests(project: Project, key: str, cls: type, options: Any, digests: 
             continue
         path = (project.root / str(value)).resolve()
         if not path.exists():
-            raise ConfigError(f"[{key}] {field.name} names {path}, which does not exist",
-                              where=project.locate(f"{key}.{field.name}"), fix=f"{field.name}: {field.metadata['help']}.")
+            raise ConfigError(
+                f"[{key}] {field.name} names {path}, which does not exist",
+                where=project.locate(f"{key}.{field.name}"),
+                fix=f"{field.name}: {field.metadata['help']}.",
+            )
         found[field.name] = digests.tree_digest(path)
     return found
 
@@ -200,11 +234,13 @@ def _check_chain(project: Project, steps: tuple[Step, ...]) -> None:
     for step in steps:
         cls: type[Stage] = step.provided.cls if step.provided else STAGE_BASES[step.stage]
         if not issubclass(produced, cls.INPUT):
+            needed = cls.INPUT.__name__
             raise ConfigError(
-                f"[{step.table}] {step.plugin_name!r} needs a {cls.INPUT.__name__}, but {previous} makes a {produced.__name__}",
+                f"[{step.table}] {step.plugin_name!r} needs a {needed}, but {previous} makes a {produced.__name__}",
                 where=project.locate(step.table),
-                fix=f"Add the stage that makes a {cls.INPUT.__name__} before [{step.stage}] (stages run in the order "
-                + ", ".join(STAGE_ORDER) + ").",
+                fix=f"Add the stage that makes a {needed} before [{step.stage}] (stages run in the order "
+                + ", ".join(STAGE_ORDER)
+                + ").",
             )
         if step.stage != "evaluate":
             produced, previous = cls.OUTPUT, f"[{step.table}]"

@@ -6,13 +6,13 @@ import contextlib
 import sys
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, TextIO
+from typing import IO, Any
 
 
 class Reporter:
     """Plain-line progress, for logs and pipes. `RichReporter` draws spinners on a terminal."""
 
-    def __init__(self, stream: TextIO | None = None) -> None:
+    def __init__(self, stream: IO[str] | None = None) -> None:
         self.stream = stream or sys.stderr
         self._variant = ""
 
@@ -35,8 +35,8 @@ class Reporter:
         started = time.monotonic()
         try:
             yield self.log
-        except BaseException:
-            self.say(f"  {label}: failed after {time.monotonic() - started:.1f}s")
+        except BaseException as error:
+            self.say(f"  {label}: {_ended(error)} after {time.monotonic() - started:.1f}s")
             raise
         self.say(f"  {label}: done in {time.monotonic() - started:.1f}s")
 
@@ -57,8 +57,12 @@ class RichReporter(Reporter):
     def running(self, label: str) -> Iterator[Callable[[str], None]]:
         from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-        columns: list[Any] = [SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                              TextColumn("[dim]{task.fields[note]}")]
+        columns: list[Any] = [
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            TimeElapsedColumn(),
+            TextColumn("[dim]{task.fields[note]}"),
+        ]
         started = time.monotonic()
         with Progress(*columns, console=self.console, transient=True) as progress:
             task = progress.add_task(f"  {label}", note="")
@@ -69,11 +73,15 @@ class RichReporter(Reporter):
 
             try:
                 yield log
-            except BaseException:
+            except BaseException as error:
                 progress.stop()
-                self.say(f"  {label}: failed after {time.monotonic() - started:.1f}s")
+                self.say(f"  {label}: {_ended(error)} after {time.monotonic() - started:.1f}s")
                 raise
         self.say(f"  {label}: done in {time.monotonic() - started:.1f}s")
+
+
+def _ended(error: BaseException) -> str:
+    return "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
 
 
 def make_reporter(plain: bool = False) -> Reporter:

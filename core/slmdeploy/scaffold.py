@@ -9,7 +9,7 @@ import tomlkit
 
 from slmdeploy.errors import ConfigError
 
-STARTER = '''\
+STARTER = """\
 # slmdeploy project file. `slmdeploy build` turns the model below into deployable variants.
 # Every key is optional unless marked "required"; `slmdeploy plugins --options` lists each plugin's keys.
 
@@ -45,15 +45,18 @@ repetition_penalty = 1.0
 
 # [register]
 # plugin = "foundry"
-'''
+"""
 
 
 def write_starter(folder: Path, name: str | None = None) -> Path:
     """Write ``slmdeploy.toml`` into `folder`; never overwrites."""
     file = folder / "slmdeploy.toml"
     if file.exists():
-        raise ConfigError(f"{file} already exists", where=str(file),
-                          fix="Edit it, or remove it first if you want a fresh starter file.")
+        raise ConfigError(
+            f"{file} already exists",
+            where=str(file),
+            fix="Edit it, or remove it first if you want a fresh starter file.",
+        )
     document = tomlkit.parse(STARTER)
     document["project"]["name"] = _model_name(name or folder.resolve().name)  # type: ignore[index]
     folder.mkdir(parents=True, exist_ok=True)

@@ -99,11 +99,22 @@ def run_stage(tmp_path: Path) -> Callable[..., Artifact]:
     """Factory: ``run_stage(StageClass, artifact, options={}, tables={})`` runs one stage, returns its artifact."""
     counter = iter(range(1_000_000))
 
-    def run(cls: type[Stage], artifact: Artifact, options: Mapping[str, Any] | None = None,
-            tables: Mapping[str, Any] | None = None, variant: str = "test") -> Artifact:
+    def run(
+        cls: type[Stage],
+        artifact: Artifact,
+        options: Mapping[str, Any] | None = None,
+        tables: Mapping[str, Any] | None = None,
+        variant: str = "test",
+    ) -> Artifact:
         structured = structure_table(cls.Options, dict(options or {}), cls.STAGE, lambda key: f"<test> {key}")
-        context = StageContext(project_dir=tmp_path, project_name="test-model", project_version=1, variant=variant,
-                               tables=dict(tables or {}), log=lambda message: None)
+        context = StageContext(
+            project_dir=tmp_path,
+            project_name="test-model",
+            project_version=1,
+            variant=variant,
+            tables=dict(tables or {}),
+            log=lambda message: None,
+        )
         stage = cls(structured, context)
         stage.check()
         output_dir = tmp_path / f"{cls.STAGE}-{cls.PLUGIN_NAME}-{next(counter)}"
