@@ -98,23 +98,25 @@ class Pipeline:
 
     def _run_step(self, variant: Variant, step: Step, artifact: Artifact, digest: str) -> StepResult:
         key = step.key(digest, self.context_tables)
-        stage = self._instantiate(variant, step)
         label = f"{step.table} ({step.plugin_name})"
         entry = self.store.get(key)
         if entry is not None:
-            cached_artifact = load_artifact(entry, stage.OUTPUT)
+            cached_artifact = load_artifact(entry, step.provided.cls.OUTPUT)  # type: ignore[union-attr]
+            stage = self._instantiate(variant, step, self.reporter.log, self.store.tmp_dir)
             if stage.is_current(cached_artifact):
                 self.reporter.cached(label, entry.record.get("duration_s", 0.0))
                 return StepResult(step, key, entry, cached_artifact, cached=True)
         with self.reporter.running(label) as log, self.store.staging() as staged:
-            stage.context.log = log
+            (staged / "scratch").mkdir()
+            stage = self._instantiate(variant, step, log, staged / "scratch")
             started = time.monotonic()
             produced = _call_stage(step, stage, artifact, staged / "out")
             record = _record(step, digest, produced, staged / "out", time.monotonic() - started)
+            shutil.rmtree(staged / "scratch")
             entry = self.store.commit(staged, key, record)
         return StepResult(step, key, entry, load_artifact(entry, stage.OUTPUT), cached=False)
 
-    def _instantiate(self, variant: Variant, step: Step) -> Stage:
+    def _instantiate(self, variant: Variant, step: Step, log: Callable[[str], None], scratch: Path) -> Stage:
         assert step.provided is not None
         project = self.plan.project
         cls = step.provided.cls
@@ -124,7 +126,8 @@ class Pipeline:
             project_version=project.project.version,
             variant=variant.name,
             tables={name: self.context_tables[name] for name in cls.CONTEXT_TABLES},
-            log=self.reporter.log,
+            log=log,
+            scratch=scratch,
         )
         return cls(step.options, context)
 

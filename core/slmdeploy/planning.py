@@ -193,6 +193,7 @@ def _alternatives(
     for combination in itertools.product(*axes.values()):
         raw = {**table, **dict(zip(axes, combination, strict=True))}
         options = structure_table(provided.cls.Options, raw, key, project.locate)
+        provided.cls.check(options)
         path_digests = _path_digests(project, key, provided.cls.Options, options, digests)
         steps.append(Step(stage, key, provided, options, raw, path_digests))
     return steps

@@ -65,6 +65,8 @@ class StageContext:
     """The core tables a stage asked for in `CONTEXT_TABLES` (for example ``generation``)."""
     log: Callable[[str], None]
     """Report progress; shown under the stage's spinner or as a plain line."""
+    scratch: Path
+    """An empty folder for intermediate files, on the same file system as the output; removed afterwards."""
 
 
 class Stage:
@@ -84,8 +86,11 @@ class Stage:
         self.options = options
         self.context = context
 
-    def check(self) -> None:
-        """Validate the options before any stage runs; raise `ConfigError`. Cheap: no model loading."""
+    @classmethod
+    def check(cls, options: Any) -> None:
+        """Validate the options while the build is planned, before any stage runs; raise `ConfigError`.
+
+        Cheap: no model loading. Rules that involve other tables belong in `slmdeploy_check_project`."""
 
     def run(self, artifact: Any, output_dir: Path) -> Artifact:
         """Produce this stage's artifact from the previous stage's, writing files only under

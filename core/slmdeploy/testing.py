@@ -21,6 +21,7 @@ Fixtures:
 
 from __future__ import annotations
 
+import shutil
 import textwrap
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -107,6 +108,11 @@ def run_stage(tmp_path: Path) -> Callable[..., Artifact]:
         variant: str = "test",
     ) -> Artifact:
         structured = structure_table(cls.Options, dict(options or {}), cls.STAGE, lambda key: f"<test> {key}")
+        cls.check(structured)
+        run_dir = tmp_path / f"{cls.STAGE}-{cls.PLUGIN_NAME}-{next(counter)}"
+        output_dir, scratch = run_dir / "out", run_dir / "scratch"
+        output_dir.mkdir(parents=True)
+        scratch.mkdir()
         context = StageContext(
             project_dir=tmp_path,
             project_name="test-model",
@@ -114,13 +120,11 @@ def run_stage(tmp_path: Path) -> Callable[..., Artifact]:
             variant=variant,
             tables=dict(tables or {}),
             log=lambda message: None,
+            scratch=scratch,
         )
-        stage = cls(structured, context)
-        stage.check()
-        output_dir = tmp_path / f"{cls.STAGE}-{cls.PLUGIN_NAME}-{next(counter)}"
-        output_dir.mkdir()
-        produced = stage.run(artifact, output_dir)
+        produced = cls(structured, context).run(artifact, output_dir)
         assert isinstance(produced, cls.OUTPUT), f"{cls.__name__}.run returned {produced!r}"
+        shutil.rmtree(scratch)
         return produced
 
     return run
