@@ -147,7 +147,7 @@ class Pipeline:
                     target = staged / publish_as
                     if publish_as != ".":
                         shutil.rmtree(target, ignore_errors=True)
-                    _link_tree(result.entry.out, target)
+                    _link_tree(result.artifact.path, target)
             (staged / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str), encoding="utf-8")
             _swap_in(staged, folder)
         finally:

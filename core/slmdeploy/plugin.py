@@ -54,6 +54,7 @@ from slmdeploy.artifacts import (
     chat_template,
     model_config,
 )
+from slmdeploy.config import Project
 from slmdeploy.errors import ConfigError, GateFailed, InputError, StageError
 from slmdeploy.stages import (
     Converter,
@@ -82,6 +83,7 @@ __all__ = [
     "ModelInfo",
     "NoOptions",
     "OnnxModel",
+    "Project",
     "QuantizedModel",
     "Quantizer",
     "Registrar",

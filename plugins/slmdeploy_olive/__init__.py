@@ -1,0 +1,46 @@
+"""slmdeploy's Olive plugin: ``[convert] plugin = "olive"`` and ``[quantize] plugin = "olive"``.
+
+Convert exports the Hugging Face model (a folder, a GGUF file, optionally with a LoRA adapter merged in) to a
+float32 ONNX Runtime GenAI folder with Olive's ModelBuilder pass; quantize makes int4, int8 or fp16 variants
+from that one export with Olive's ONNX quantization passes. Heavy libraries load only when a stage runs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from slmdeploy.plugin import ConfigError, Project, hookimpl
+
+
+@hookimpl
+def slmdeploy_register_converters() -> list[type[Any]]:
+    from slmdeploy_olive.convert import OliveConverter
+
+    return [OliveConverter]
+
+
+@hookimpl
+def slmdeploy_register_quantizers() -> list[type[Any]]:
+    from slmdeploy_olive.quantize import OliveQuantizer
+
+    return [OliveQuantizer]
+
+
+@hookimpl
+def slmdeploy_check_project(project: Project) -> None:
+    """fp16 is for GPU execution providers: refuse it for a cpu build before any work."""
+    from slmdeploy_olive.quantize import GPU_ONLY
+
+    convert, quantize = project.stages.get("convert", {}), project.stages.get("quantize", {})
+    if convert.get("plugin") != "olive" or quantize.get("plugin") != "olive":
+        return
+    device = convert.get("device", "cpu")
+    precisions = quantize.get("precision", "int4")
+    chosen = set(precisions if isinstance(precisions, list) else [precisions])
+    if device == "cpu" and chosen & GPU_ONLY:
+        raise ConfigError(
+            "precision \"fp16\" is for GPU execution providers, but [convert] device is \"cpu\"",
+            where=project.locate("quantize.precision"),
+            fix='For the CPU choose "int4", "int8" or "fp32"; for fp16 set [convert] device to "cuda", "dml" or '
+            '"webgpu" (built here, run on that device).',
+        )

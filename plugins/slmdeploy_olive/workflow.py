@@ -1,0 +1,71 @@
+"""Running an Olive workflow in-process and collecting its output into a stage's folder."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from slmdeploy.plugin import StageError
+
+EXECUTION_PROVIDERS = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "dml": "DmlExecutionProvider",
+    "webgpu": "WebGpuExecutionProvider",
+}
+# Olive's bookkeeping beside the model; not part of a deployable folder.
+OLIVE_FILES = {"footprint.json", "output_footprint.json", "run_history.txt", "model_config.json"}
+
+
+def run_workflow(input_model: dict[str, Any], passes: dict[str, Any], device: str, scratch: Path, out: Path) -> None:
+    """Run `passes` on `input_model` with Olive and move the resulting model folder's files into `out`."""
+    from olive.workflows import run
+
+    from slmdeploy_olive import compat
+
+    compat.apply()
+    olive_out = scratch / "olive-output"
+    config = {
+        "input_model": input_model,
+        "systems": {"local": {"type": "LocalSystem", "accelerators": [
+            {"device": "cpu" if device == "cpu" else "gpu", "execution_providers": [EXECUTION_PROVIDERS[device]]},
+        ]}},
+        "passes": passes,
+        "host": "local",
+        "target": "local",
+        # Olive keeps a copy of every pass output in its cache; slmdeploy caches stage outputs itself.
+        "cache_dir": str(scratch / "olive-cache"),
+        "output_dir": str(olive_out),
+        "log_severity_level": 1,  # into the worker's log
+    }
+    print("olive passes: " + " -> ".join(str(spec["type"]) for spec in passes.values()), flush=True)
+    try:
+        run(config)
+    except Exception as error:  # noqa: BLE001 - Olive and the builder raise anything
+        raise StageError(f"the Olive workflow failed: {error!r}",
+                         fix="Run with --debug for the traceback; check the [convert] and [quantize] options.") from error
+    _collect(olive_out, out, list(passes))
+
+
+def _collect(olive_out: Path, out: Path, passes: list[str]) -> None:
+    # Olive returns normally even when a pass produced nothing ("No output model produced").
+    model_dir = _model_folder(olive_out)
+    if model_dir is None:
+        raise StageError(f"the Olive workflow ({', '.join(passes)}) produced no model",
+                         fix="Run with --debug and look for the failing pass in Olive's log.")
+    for item in model_dir.iterdir():
+        if item.name not in OLIVE_FILES:
+            shutil.move(str(item), out / item.name)
+
+
+def _model_folder(olive_out: Path) -> Path | None:
+    found = sorted(olive_out.rglob("*.onnx"))
+    return found[0].parent if found else None
+
+
+def copy_support_files(source: Path, out: Path) -> None:
+    """Copy what is not the ONNX graph (genai_config.json, tokenizer, chat template, config.json)."""
+    for item in source.iterdir():
+        if item.is_file() and not item.name.startswith("model.onnx") and not (out / item.name).exists():
+            shutil.copy2(item, out / item.name)
