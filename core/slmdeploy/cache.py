@@ -6,6 +6,7 @@ Layout under ``<project>/.slmdeploy/``::
     cache/<key>/out/         the artifact's files
     tmp/                     stage outputs being written; moved into cache/ only when complete
     digests.json             file digests by path, size, mtime and inode, so big weights are hashed once
+    logs/                    logs stages keep for after they end (the last run of each)
     lock                     held by the build that is running
 """
 

@@ -128,6 +128,7 @@ class Pipeline:
             tables={name: self.context_tables[name] for name in cls.CONTEXT_TABLES},
             log=log,
             scratch=scratch,
+            logs_dir=self.store.state_dir / "logs",
         )
         return cls(step.options, context)
 

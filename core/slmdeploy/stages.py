@@ -67,6 +67,8 @@ class StageContext:
     """Report progress; shown under the stage's spinner or as a plain line."""
     scratch: Path
     """An empty folder for intermediate files, on the same file system as the output; removed afterwards."""
+    logs_dir: Path
+    """A folder for logs that outlive the stage, so a failed stage's full log can be read afterwards."""
 
 
 class Stage:

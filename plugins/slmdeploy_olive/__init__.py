@@ -39,7 +39,7 @@ def slmdeploy_check_project(project: Project) -> None:
     chosen = set(precisions if isinstance(precisions, list) else [precisions])
     if device == "cpu" and chosen & GPU_ONLY:
         raise ConfigError(
-            "precision \"fp16\" is for GPU execution providers, but [convert] device is \"cpu\"",
+            'precision "fp16" is for GPU execution providers, but [convert] device is "cpu"',
             where=project.locate("quantize.precision"),
             fix='For the CPU choose "int4", "int8" or "fp32"; for fp16 set [convert] device to "cuda", "dml" or '
             '"webgpu" (built here, run on that device).',

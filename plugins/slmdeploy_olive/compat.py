@@ -18,8 +18,14 @@ import enum
 from typing import Any
 
 LIST_SEPARATORS = {"op_types_to_quantize": "/", "nodes_to_exclude": ","}
-INT4_ALIASES = {"block_size", "accuracy_level", "is_symmetric", "algo_config", "op_types_to_quantize",
-                "nodes_to_exclude"}
+INT4_ALIASES = {
+    "block_size",
+    "accuracy_level",
+    "is_symmetric",
+    "algo_config",
+    "op_types_to_quantize",
+    "nodes_to_exclude",
+}
 
 
 def builder_arguments(options: dict[str, Any]) -> list[str]:
@@ -45,23 +51,35 @@ def _text(name: str, value: Any) -> str:
 
 def apply() -> None:
     """Patch Olive's ModelBuilder pass and the builder's ``create_model`` for each other. Idempotent."""
-    import onnxruntime_genai.models.builder as builder
     from olive.passes.onnx.model_builder import ModelBuilder
+    from onnxruntime_genai.models import builder
 
     ModelBuilder.maybe_patch_quant = staticmethod(lambda: None)  # type: ignore[method-assign]
     if getattr(builder.create_model, "slmdeploy_compat", False):
         return
     original = builder.create_model
 
-    def create_model(model_name: str, input_path: str, output_dir: str, precision: Any, execution_provider: str,
-                     cache_dir: str, **extra_options: Any) -> Any:
+    def create_model(
+        model_name: str,
+        input_path: str,
+        output_dir: str,
+        precision: Any,
+        execution_provider: str,
+        cache_dir: str,
+        **extra_options: Any,
+    ) -> Any:
         precision = getattr(precision, "value", precision)  # Olive passes its Precision enum
         if "hf_details" not in extra_options:
-            extra_options = builder.parse_extra_options(model_name, input_path, output_dir, precision,
-                                                        execution_provider, cache_dir,
-                                                        builder_arguments(extra_options))
-        return original(model_name, input_path, output_dir, precision, execution_provider, cache_dir,
-                        **extra_options)
+            extra_options = builder.parse_extra_options(
+                model_name,
+                input_path,
+                output_dir,
+                precision,
+                execution_provider,
+                cache_dir,
+                builder_arguments(extra_options),
+            )
+        return original(model_name, input_path, output_dir, precision, execution_provider, cache_dir, **extra_options)
 
     create_model.slmdeploy_compat = True  # type: ignore[attr-defined]
     # Olive imports create_model inside the pass's run, so replacing the module attribute is enough.

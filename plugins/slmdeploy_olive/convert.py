@@ -22,7 +22,8 @@ DEVICES = ("cpu", "cuda", "dml", "webgpu")
 @attrs.define
 class ConvertOptions:
     device: Literal["cpu", "cuda", "dml", "webgpu"] = option(
-        "cpu", help="the execution provider the model is built for; only cpu models are run during the build")
+        "cpu", help="the execution provider the model is built for; only cpu models are run during the build"
+    )
 
 
 class OliveConverter(Converter):
@@ -32,12 +33,16 @@ class OliveConverter(Converter):
     def run(self, artifact: SourceModel, output_dir: Path) -> OnnxModel:
         from slmdeploy_olive.worker import run_task
 
-        task = {"source": str(artifact.path), "format": artifact.format,
-                "adapter": str(artifact.adapter) if artifact.adapter else None,
-                "trust_remote_code": artifact.trust_remote_code, "device": self.options.device,
-                "scratch": str(self.context.scratch), "out": str(output_dir / "model")}
-        run_task("convert", task, self.context.scratch, self.context.log)
-        shutil.copy2(self.context.scratch / "worker.log", output_dir / "convert.log")
+        task = {
+            "source": str(artifact.path),
+            "format": artifact.format,
+            "adapter": str(artifact.adapter) if artifact.adapter else None,
+            "trust_remote_code": artifact.trust_remote_code,
+            "device": self.options.device,
+            "scratch": str(self.context.scratch),
+            "out": str(output_dir / "model"),
+        }
+        run_task("convert", task, self.context)
         return OnnxModel(output_dir / "model", precision="fp32", execution_provider=self.options.device)
 
 
@@ -48,20 +53,26 @@ def convert_in_worker(task: dict[str, Any], progress: Callable[[str], None]) -> 
 
     scratch, out = Path(task["scratch"]), Path(task["out"])
     adapter = Path(task["adapter"]) if task["adapter"] else None
-    model = SourceModel(Path(task["source"]), format=task["format"], adapter=adapter,
-                        trust_remote_code=task["trust_remote_code"])
+    model = SourceModel(
+        Path(task["source"]), format=task["format"], adapter=adapter, trust_remote_code=task["trust_remote_code"]
+    )
     hf_folder = source.prepare(model, scratch, progress)
     config = json.loads((hf_folder / "config.json").read_text(encoding="utf-8"))
     architectures.check(config, task["source"])
     progress(f"exporting {config['architectures'][0]} to ONNX (float32, {task['device']})")
-    passes = {"export": {
-        "type": "ModelBuilder",
-        "precision": "fp32",
-        # A separate embedding table lets the quantize stage quantize it, then tie it to lm_head again.
-        "extra_options": {"shared_embeddings": False},
-    }}
-    olive_model = {"type": "HfModel", "model_path": str(hf_folder),
-                   "load_kwargs": {"trust_remote_code": task["trust_remote_code"]}}
+    passes = {
+        "export": {
+            "type": "ModelBuilder",
+            "precision": "fp32",
+            # A separate embedding table lets the quantize stage quantize it, then tie it to lm_head again.
+            "extra_options": {"shared_embeddings": False},
+        }
+    }
+    olive_model = {
+        "type": "HfModel",
+        "model_path": str(hf_folder),
+        "load_kwargs": {"trust_remote_code": task["trust_remote_code"]},
+    }
     out.mkdir()
     run_workflow(olive_model, passes, task["device"], scratch, out)
     for name in ("config.json", "generation_config.json"):

@@ -4,7 +4,8 @@ Each precision is an Olive workflow over the converted ONNX model:
 
 - int4 / int8: ``OnnxBlockWiseRtnQuantization`` (round to nearest, MatMulNBits) or ``OnnxKQuantQuantization``;
   int4 also turns the embedding table into a GatherBlockQuantized one;
-- fp16: ``OnnxFloatToFloat16``, for GPU execution providers only;
+- fp16: ``OnnxFloatToFloat16``, for GPU execution providers only (built and checked here, never run: this
+  machine has no GPU);
 - then ``GraphSurgeries``: Olive's RTN pass renames a quantized graph output (``logits`` -> ``logits_Q4``),
   which the runtime looks up by name, so it is renamed back; ``TieWordEmbeddings`` shares one table between
   the embedding and ``lm_head`` when their weights are equal (a tied source model), as the plain builder does.
@@ -12,7 +13,6 @@ Each precision is an Olive workflow over the converted ONNX model:
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -29,16 +29,24 @@ GPU_ONLY = {"fp16"}
 @attrs.define
 class QuantizeOptions:
     precision: Literal["int4", "int8", "fp32", "fp16"] = option(
-        "int4", variants=True,
-        help="weight precision; a list builds one variant per value. fp16 is for GPU devices ([convert] device)")
-    block_size: int = option(32, help="weights per quantization block (int4, int8)",
-                             validator=attrs.validators.in_(BLOCK_SIZES))
+        "int4",
+        variants=True,
+        help="weight precision; a list builds one variant per value. fp16 is for GPU devices ([convert] device)",
+    )
+    block_size: int = option(
+        32, help="weights per quantization block (int4, int8)", validator=attrs.validators.in_(BLOCK_SIZES)
+    )
     symmetric: bool = option(
-        True, help="rtn: symmetric blocks (no zero points); false stores a zero point per block. k_quant is asymmetric")
+        True, help="rtn: symmetric blocks (no zero points); false stores a zero point per block. k_quant is asymmetric"
+    )
     algorithm: Literal["rtn", "k_quant"] = option(
-        "rtn", help="rtn: round to nearest; k_quant: llama.cpp's search for each block's scale and offset")
-    accuracy_level: int = option(4, help="MatMulNBits compute type on CPU: 0 unset, 1 fp32, 2 fp16, 3 bf16, "
-                                 "4 int8 activations", validator=attrs.validators.in_(ACCURACY_LEVELS))
+        "rtn", help="rtn: round to nearest; k_quant: llama.cpp's search for each block's scale and offset"
+    )
+    accuracy_level: int = option(
+        4,
+        help="MatMulNBits compute type on CPU: 0 unset, 1 fp32, 2 fp16, 3 bf16, 4 int8 activations",
+        validator=attrs.validators.in_(ACCURACY_LEVELS),
+    )
     keep_float: list[str] = option([], help="names of MatMul or Gather nodes left unquantized, e.g. /lm_head/MatMul")
 
 
@@ -50,10 +58,14 @@ class OliveQuantizer(Quantizer):
         from slmdeploy_olive.worker import run_task
 
         device = artifact.execution_provider
-        task = {"input": str(artifact.path), "device": device, "passes": passes(self.options),
-                "scratch": str(self.context.scratch), "out": str(output_dir / "model")}
-        run_task("quantize", task, self.context.scratch, self.context.log)
-        shutil.copy2(self.context.scratch / "worker.log", output_dir / "quantize.log")
+        task = {
+            "input": str(artifact.path),
+            "device": device,
+            "passes": passes(self.options),
+            "scratch": str(self.context.scratch),
+            "out": str(output_dir / "model"),
+        }
+        run_task("quantize", task, self.context)
         return QuantizedModel(output_dir / "model", precision=self.options.precision, execution_provider=device)
 
 
@@ -64,13 +76,21 @@ def passes(options: QuantizeOptions) -> dict[str, Any]:
     if options.precision in ("int4", "int8"):
         bits = int(options.precision[3:])
         kind = "OnnxKQuantQuantization" if options.algorithm == "k_quant" else "OnnxBlockWiseRtnQuantization"
-        chain["quantize"] = {"type": kind, "bits": bits, "block_size": options.block_size,
-                             "accuracy_level": options.accuracy_level, "nodes_to_exclude": options.keep_float or None,
-                             **external}
+        chain["quantize"] = {
+            "type": kind,
+            "bits": bits,
+            "block_size": options.block_size,
+            "accuracy_level": options.accuracy_level,
+            "nodes_to_exclude": options.keep_float or None,
+            **external,
+        }
         if kind == "OnnxBlockWiseRtnQuantization":
             chain["quantize"]["is_symmetric"] = options.symmetric
     elif options.precision == "fp16":
         chain["quantize"] = {"type": "OnnxFloatToFloat16", "keep_io_types": False, **external}
+    if options.precision == "fp16":
+        # GraphSurgeries on the float16 graph drops the KV-cache inputs; the tables stay untied in fp16.
+        return chain
     surgeries: list[dict[str, Any]] = [{"surgeon": "TieWordEmbeddings"}]
     if options.precision in ("int4", "int8"):
         renamed = f"logits_Q{options.precision[3:]}"

@@ -33,29 +33,41 @@ def prepare(source: SourceModel, work: Path, log: Callable[[str], None]) -> Path
 def check_hf_folder(folder: Path) -> None:
     """Fail early, with the fix, on what the builder would trip over later."""
     if not folder.is_dir():
-        raise InputError(f"{folder} is not a folder", fix="[source] path must be a Hugging Face model folder or a .gguf file.")
+        raise InputError(
+            f"{folder} is not a folder", fix="[source] path must be a Hugging Face model folder or a .gguf file."
+        )
     config_file = folder / "config.json"
     if not config_file.is_file():
-        raise InputError(f"{folder} has no config.json, so it is not a Hugging Face model folder",
-                         fix="Point [source] path at the folder `save_pretrained` wrote (config.json, weights, tokenizer).")
+        raise InputError(
+            f"{folder} has no config.json, so it is not a Hugging Face model folder",
+            fix="Point [source] path at the folder `save_pretrained` wrote (config.json, weights, tokenizer).",
+        )
     try:
         config = json.loads(config_file.read_text(encoding="utf-8"))
     except ValueError as error:
-        raise InputError(f"{config_file} is not valid JSON: {error}", fix="Restore the file from the checkpoint.") from None
+        raise InputError(
+            f"{config_file} is not valid JSON: {error}", fix="Restore the file from the checkpoint."
+        ) from None
     if not config.get("architectures") or not config.get("model_type"):
-        raise InputError(f"{config_file} names no model architecture (`architectures` and `model_type`)",
-                         fix="Save the model with transformers' save_pretrained, which records both.")
+        raise InputError(
+            f"{config_file} names no model architecture (`architectures` and `model_type`)",
+            fix="Save the model with transformers' save_pretrained, which records both.",
+        )
     check_weights(folder)
     if not any((folder / name).is_file() for name in TOKENIZER_FILES):
-        raise InputError(f"{folder} has no tokenizer (tokenizer.json or tokenizer.model)",
-                         fix="Save the tokenizer beside the model: tokenizer.save_pretrained(folder).")
+        raise InputError(
+            f"{folder} has no tokenizer (tokenizer.json or tokenizer.model)",
+            fix="Save the tokenizer beside the model: tokenizer.save_pretrained(folder).",
+        )
 
 
 def check_weights(folder: Path) -> None:
     weights = [path for pattern in WEIGHT_PATTERNS for path in sorted(folder.glob(pattern))]
     if not weights:
-        raise InputError(f"{folder} has no weight files (*.safetensors or pytorch_model*.bin)",
-                         fix="Save the model with save_pretrained, or copy its weight files into the folder.")
+        raise InputError(
+            f"{folder} has no weight files (*.safetensors or pytorch_model*.bin)",
+            fix="Save the model with save_pretrained, or copy its weight files into the folder.",
+        )
     for path in weights:
         if path.suffix == ".safetensors":
             check_safetensors(path)
@@ -72,19 +84,25 @@ def check_safetensors(path: Path) -> None:
             header = json.loads(stream.read(length))
         end = max((tensor["data_offsets"][1] for name, tensor in header.items() if name != "__metadata__"), default=0)
     except (struct.error, ValueError, KeyError, TypeError) as error:
-        raise InputError(f"{path} is not a readable safetensors file ({error})",
-                         fix="The file is damaged or is not safetensors: copy it again from the checkpoint.") from None
+        raise InputError(
+            f"{path} is not a readable safetensors file ({error})",
+            fix="The file is damaged or is not safetensors: copy it again from the checkpoint.",
+        ) from None
     if 8 + length + end > size:
-        raise InputError(f"{path} is truncated: its header places {8 + length + end:,} bytes but the file has {size:,}",
-                         fix="The download or copy was cut short: copy the weight file again.")
+        raise InputError(
+            f"{path} is truncated: its header places {8 + length + end:,} bytes but the file has {size:,}",
+            fix="The download or copy was cut short: copy the weight file again.",
+        )
 
 
 def check_gguf(path: Path) -> None:
     with path.open("rb") as stream:
         magic = stream.read(4)
     if magic != GGUF_MAGIC:
-        raise InputError(f"{path} is not a GGUF file (it starts with {magic!r}, not {GGUF_MAGIC!r})",
-                         fix="Point [source] path at a .gguf model file, or at a Hugging Face model folder.")
+        raise InputError(
+            f"{path} is not a GGUF file (it starts with {magic!r}, not {GGUF_MAGIC!r})",
+            fix="Point [source] path at a .gguf model file, or at a Hugging Face model folder.",
+        )
 
 
 def dequantize_gguf(path: Path, out: Path, trust_remote_code: bool) -> Path:
@@ -100,8 +118,10 @@ def dequantize_gguf(path: Path, out: Path, trust_remote_code: bool) -> Path:
         tokenizer = AutoTokenizer.from_pretrained(path.parent, **options)
         loaded = AutoModelForCausalLM.from_pretrained(path.parent, dtype=torch.float32, **options)
     except (ValueError, OSError, RuntimeError, KeyError) as error:
-        raise InputError(f"transformers could not load {path.name} as a GGUF model: {error}",
-                         fix="Check that the file is a complete GGUF of an architecture transformers supports.") from None
+        raise InputError(
+            f"transformers could not load {path.name} as a GGUF model: {error}",
+            fix="Check that the file is a complete GGUF of an architecture transformers supports.",
+        ) from None
     config = loaded.config
     if hasattr(config, "quantization_config"):
         del config.quantization_config
@@ -134,9 +154,11 @@ def merge_adapter(base: Path, adapter: Path, out: Path, trust_remote_code: bool)
     try:
         merged = PeftModel.from_pretrained(model, adapter).merge_and_unload()
     except (RuntimeError, ValueError, KeyError) as error:
-        raise InputError(f"the LoRA adapter {adapter} does not fit the base model {base}: {_first_line(error)}",
-                         fix=f"Use the adapter with the base model it was trained on "
-                             f"({adapter_config.get('base_model_name_or_path') or 'see adapter_config.json'}).") from None
+        raise InputError(
+            f"the LoRA adapter {adapter} does not fit the base model {base}: {_first_line(error)}",
+            fix=f"Use the adapter with the base model it was trained on "
+            f"({adapter_config.get('base_model_name_or_path') or 'see adapter_config.json'}).",
+        ) from None
     merged.save_pretrained(out)
     tokenizer_source = adapter if any((adapter / name).is_file() for name in TOKENIZER_FILES) else base
     AutoTokenizer.from_pretrained(tokenizer_source, trust_remote_code=trust_remote_code).save_pretrained(out)
@@ -146,12 +168,16 @@ def merge_adapter(base: Path, adapter: Path, out: Path, trust_remote_code: bool)
 def _adapter_config(adapter: Path) -> dict[str, Any]:
     file = adapter / "adapter_config.json"
     if not file.is_file():
-        raise InputError(f"{adapter} has no adapter_config.json, so it is not a PEFT adapter folder",
-                         fix="Point [source] adapter at the folder PeftModel.save_pretrained wrote.")
+        raise InputError(
+            f"{adapter} has no adapter_config.json, so it is not a PEFT adapter folder",
+            fix="Point [source] adapter at the folder PeftModel.save_pretrained wrote.",
+        )
     config: dict[str, Any] = json.loads(file.read_text(encoding="utf-8"))
     if config.get("peft_type") != "LORA":
-        raise InputError(f"{adapter} holds a {config.get('peft_type')} adapter; only LoRA adapters can be merged",
-                         fix="Merge it yourself with PEFT and point [source] path at the merged model.")
+        raise InputError(
+            f"{adapter} holds a {config.get('peft_type')} adapter; only LoRA adapters can be merged",
+            fix="Merge it yourself with PEFT and point [source] path at the merged model.",
+        )
     return config
 
 
@@ -163,10 +189,12 @@ def _check_targets(model: Any, adapter: Path, config: dict[str, Any], base: Path
     missing = sorted(set(targets) - names)
     if missing:
         model_type = model_config(base).get("model_type", "?")
-        raise InputError(f"the LoRA adapter {adapter} targets modules {', '.join(missing)} that the base model "
-                         f"({model_type}) does not have: it was trained on another architecture",
-                         fix=f"Use the base model named in its adapter_config.json "
-                             f"({config.get('base_model_name_or_path') or 'not recorded'}).")
+        raise InputError(
+            f"the LoRA adapter {adapter} targets modules {', '.join(missing)} that the base model "
+            f"({model_type}) does not have: it was trained on another architecture",
+            fix=f"Use the base model named in its adapter_config.json "
+            f"({config.get('base_model_name_or_path') or 'not recorded'}).",
+        )
 
 
 def _first_line(error: BaseException) -> str:

@@ -15,9 +15,18 @@ from typing import Any
 
 from slmdeploy.plugin import StageError
 
-GENAI_REQUIRED = ("model.type", "model.context_length", "model.vocab_size", "model.eos_token_id",
-                  "model.decoder.filename", "model.decoder.num_hidden_layers", "model.decoder.head_size",
-                  "model.decoder.inputs", "model.decoder.outputs", "search.max_length")
+GENAI_REQUIRED = (
+    "model.type",
+    "model.context_length",
+    "model.vocab_size",
+    "model.eos_token_id",
+    "model.decoder.filename",
+    "model.decoder.num_hidden_layers",
+    "model.decoder.head_size",
+    "model.decoder.inputs",
+    "model.decoder.outputs",
+    "search.max_length",
+)
 PROBE_PROMPT = "The capital of France is"
 PROBE_TOKENS = 4
 
@@ -40,8 +49,10 @@ def genai_config(folder: Path) -> dict[str, Any]:
     if missing:
         raise StageError(f"genai_config.json lacks {', '.join(missing)}", fix="Report this with the builder version.")
     if not (folder / str(config["model"]["decoder"]["filename"])).is_file():
-        raise StageError(f"genai_config.json names {config['model']['decoder']['filename']}, which is missing",
-                         fix="The export did not finish; build again.")
+        raise StageError(
+            f"genai_config.json names {config['model']['decoder']['filename']}, which is missing",
+            fix="The export did not finish; build again.",
+        )
     return config
 
 
@@ -81,8 +92,11 @@ def _check_node(node: Any, context: Any, contrib: set[tuple[str, str]], defined:
         except onnx.checker.ValidationError as error:
             raise _invalid(model_file, f"node {node.name} ({node.op_type}): {str(error).splitlines()[0]}") from None
     elif (node.domain if node.domain != "ai.onnx" else "", node.op_type) not in contrib:
-        raise _invalid(model_file, f"node {node.name} uses {node.domain or 'ai.onnx'}.{node.op_type}, which neither "
-                       "onnx nor onnxruntime defines")
+        raise _invalid(
+            model_file,
+            f"node {node.name} uses {node.domain or 'ai.onnx'}.{node.op_type}, which neither "
+            "onnx nor onnxruntime defines",
+        )
     undefined = [name for name in node.input if name not in defined]
     if undefined:
         raise _invalid(model_file, f"node {node.name} reads {', '.join(undefined)} before anything produces it")
@@ -98,13 +112,18 @@ def _check_io(model: Any, config: dict[str, Any], model_file: Path) -> None:
             continue  # optional inputs the builder may leave out
         missing = [item for item in expected if item not in names]
         if missing:
-            raise _invalid(model_file, f"genai_config.json expects the graph's {role} to be {missing[0]!r}, which "
-                           f"the graph does not have (its outputs: {', '.join(o.name for o in model.graph.output[:3])})")
+            raise _invalid(
+                model_file,
+                f"genai_config.json expects the graph's {role} to be {missing[0]!r}, which "
+                f"the graph does not have (its outputs: {', '.join(o.name for o in model.graph.output[:3])})",
+            )
 
 
 def _invalid(model_file: Path, what: str) -> StageError:
-    return StageError(f"{model_file.name} is not a valid model: {what}",
-                      fix="These options produce a model onnxruntime cannot run; choose others or report it.")
+    return StageError(
+        f"{model_file.name} is not a valid model: {what}",
+        fix="These options produce a model onnxruntime cannot run; choose others or report it.",
+    )
 
 
 def probe(folder: Path) -> dict[str, Any]:
@@ -116,8 +135,9 @@ def probe(folder: Path) -> dict[str, Any]:
         tokenizer = og.Tokenizer(model)
         tokens = tokenizer.encode(PROBE_PROMPT)
         params = og.GeneratorParams(model)
-        params.set_search_options(do_sample=False, max_length=len(tokens) + PROBE_TOKENS,
-                                  min_length=len(tokens) + PROBE_TOKENS)
+        params.set_search_options(
+            do_sample=False, max_length=len(tokens) + PROBE_TOKENS, min_length=len(tokens) + PROBE_TOKENS
+        )
         generator = og.Generator(model, params)
         generator.append_tokens(tokens)
         produced = []
@@ -125,8 +145,10 @@ def probe(folder: Path) -> dict[str, Any]:
             generator.generate_next_token()
             produced.append(int(generator.get_next_tokens()[0]))
     except Exception as error:  # noqa: BLE001 - the runtime raises RuntimeError and others
-        raise StageError(f"the model does not run in onnxruntime-genai: {str(error).strip().splitlines()[0]}",
-                         fix="These options produce a model the runtime cannot load; choose others.") from None
+        raise StageError(
+            f"the model does not run in onnxruntime-genai: {str(error).strip().splitlines()[0]}",
+            fix="These options produce a model the runtime cannot load; choose others.",
+        ) from None
     if not produced:
         raise StageError("the model loaded but generated no tokens", fix="Report this with the options used.")
     return {"prompt": PROBE_PROMPT, "tokens": produced, "text": tokenizer.decode(produced)}

@@ -17,31 +17,44 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from slmdeploy.plugin import ConfigError, InputError, StageError
+from slmdeploy.plugin import ConfigError, InputError, StageContext, StageError
 
 PROGRESS = "slmdeploy-progress: "
 ERRORS: dict[str, type[Exception]] = {"InputError": InputError, "ConfigError": ConfigError, "StageError": StageError}
 LOG_TAIL = 12
 
 
-def run_task(kind: str, task: dict[str, Any], scratch: Path, log: Callable[[str], None]) -> dict[str, Any]:
-    """Run `kind` ("convert" or "quantize") in a child process; return what it reports."""
-    task_file, result_file, log_file = scratch / "task.json", scratch / "result.json", scratch / "worker.log"
+def run_task(kind: str, task: dict[str, Any], context: StageContext) -> dict[str, Any]:
+    """Run `kind` ("convert" or "quantize") in a child process; return what it reports.
+
+    The child's output goes to ``<logs_dir>/<kind>-<variant>.log``, kept after the stage ends."""
+    scratch, log = context.scratch, context.log
+    task_file, result_file = scratch / "task.json", scratch / "result.json"
+    context.logs_dir.mkdir(parents=True, exist_ok=True)
+    log_file = context.logs_dir / f"{kind}-{context.variant}.log"
     task_file.write_text(json.dumps({"kind": kind, "result": str(result_file), **task}), encoding="utf-8")
     with log_file.open("wb") as output:
         environment = {**os.environ, "PYTHONUNBUFFERED": "1", "OLIVE_DISABLE_TELEMETRY": "1"}
-        child = subprocess.Popen([sys.executable, "-m", "slmdeploy_olive.worker", str(task_file)],
-                                 stdout=output, stderr=subprocess.STDOUT, env=environment)
+        child = subprocess.Popen(
+            [sys.executable, "-m", "slmdeploy_olive.worker", str(task_file)],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            env=environment,
+        )
         _follow(child, log_file, log)
     if result_file.is_file():
         result: dict[str, Any] = json.loads(result_file.read_text(encoding="utf-8"))
         if "error" in result:
             error = result["error"]
             what = error["what"] + (":\n" + _tail(log_file) if error.get("crashed") else "")
-            raise ERRORS.get(error["kind"], StageError)(what, where=error.get("where"), fix=error.get("fix"))
+            fix = f"{error.get('fix') or ''} The full log: {log_file}.".strip()
+            raise ERRORS.get(error["kind"], StageError)(what, where=error.get("where"), fix=fix)
         return result
-    raise StageError(f"the {kind} worker ended with exit code {child.returncode} before finishing; its log ends:\n"
-                     + _tail(log_file), fix=f"The full log is {log_file} while the build runs; run with --debug.")
+    raise StageError(
+        f"the {kind} worker ended with exit code {child.returncode} before finishing; its log ends:\n"
+        + _tail(log_file),
+        fix=f"The full log: {log_file}.",
+    )
 
 
 def _follow(child: subprocess.Popen[bytes], log_file: Path, log: Callable[[str], None]) -> None:
@@ -56,7 +69,7 @@ def _follow(child: subprocess.Popen[bytes], log_file: Path, log: Callable[[str],
             position += len(complete)
             for line in complete.decode("utf-8", "replace").splitlines():
                 if line.startswith(PROGRESS):
-                    log(line[len(PROGRESS):])
+                    log(line[len(PROGRESS) :])
             if done:
                 return
             time.sleep(0.2)
@@ -88,8 +101,14 @@ def main(task_file: Path) -> int:
         result = {"error": {"kind": type(error).__name__, "what": error.what, "where": error.where, "fix": error.fix}}
     except Exception as error:  # noqa: BLE001 - reported to the parent with the traceback in the log
         traceback.print_exc()
-        result = {"error": {"kind": "StageError", "what": f"{task['kind']} failed: {error!r}", "crashed": True,
-                            "fix": "The lines above end the worker's log; report them with the options used."}}
+        result = {
+            "error": {
+                "kind": "StageError",
+                "what": f"{task['kind']} failed: {error!r}",
+                "crashed": True,
+                "fix": "The lines above end the worker's log; report them with the options used.",
+            }
+        }
     result_file.write_text(json.dumps(result), encoding="utf-8")
     return 0
 

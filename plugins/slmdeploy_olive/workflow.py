@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 from pathlib import Path
 from typing import Any
@@ -28,9 +29,17 @@ def run_workflow(input_model: dict[str, Any], passes: dict[str, Any], device: st
     olive_out = scratch / "olive-output"
     config = {
         "input_model": input_model,
-        "systems": {"local": {"type": "LocalSystem", "accelerators": [
-            {"device": "cpu" if device == "cpu" else "gpu", "execution_providers": [EXECUTION_PROVIDERS[device]]},
-        ]}},
+        "systems": {
+            "local": {
+                "type": "LocalSystem",
+                "accelerators": [
+                    {
+                        "device": "cpu" if device == "cpu" else "gpu",
+                        "execution_providers": [EXECUTION_PROVIDERS[device]],
+                    },
+                ],
+            }
+        },
         "passes": passes,
         "host": "local",
         "target": "local",
@@ -40,20 +49,39 @@ def run_workflow(input_model: dict[str, Any], passes: dict[str, Any], device: st
         "log_severity_level": 1,  # into the worker's log
     }
     print("olive passes: " + " -> ".join(str(spec["type"]) for spec in passes.values()), flush=True)
+    errors = _ErrorCollector()
+    logging.getLogger("olive").addHandler(errors)
     try:
         run(config)
-    except Exception as error:  # noqa: BLE001 - Olive and the builder raise anything
-        raise StageError(f"the Olive workflow failed: {error!r}",
-                         fix="Run with --debug for the traceback; check the [convert] and [quantize] options.") from error
-    _collect(olive_out, out, list(passes))
+    except Exception as error:
+        raise StageError(
+            f"the Olive workflow failed: {error!r}", fix="Check the [convert] and [quantize] options."
+        ) from error
+    finally:
+        logging.getLogger("olive").removeHandler(errors)
+    _collect(olive_out, out, list(passes), errors.messages)
 
 
-def _collect(olive_out: Path, out: Path, passes: list[str]) -> None:
-    # Olive returns normally even when a pass produced nothing ("No output model produced").
+class _ErrorCollector(logging.Handler):
+    """Olive logs a failing pass and returns normally ("No output model produced"): keep what it logged."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        cause = record.exc_info[1] if record.exc_info else None
+        self.messages.append(f"{record.getMessage()} ({cause!r})" if cause else record.getMessage())
+
+
+def _collect(olive_out: Path, out: Path, passes: list[str], errors: list[str]) -> None:
     model_dir = _model_folder(olive_out)
     if model_dir is None:
-        raise StageError(f"the Olive workflow ({', '.join(passes)}) produced no model",
-                         fix="Run with --debug and look for the failing pass in Olive's log.")
+        reason = "; ".join(errors[-2:]) or "Olive logged no error"
+        raise StageError(
+            f"the Olive workflow ({', '.join(passes)}) produced no model: {reason}",
+            fix="Check the options of the failing pass.",
+        )
     for item in model_dir.iterdir():
         if item.name not in OLIVE_FILES:
             shutil.move(str(item), out / item.name)

@@ -11,6 +11,13 @@ Fixtures:
             result = project.cli("build")
             assert result.exit_code == 0, result.output
 
+``tiny_model``
+    Factory: a tiny random-weight Hugging Face model folder of an architecture ("llama", "qwen2", "qwen3",
+    "phi3"), made offline in about a second (needs torch and transformers)::
+
+        def test_converter(tiny_model, run_stage):
+            folder = tiny_model("qwen2")
+
 ``run_stage``
     Runs one stage class on an artifact, with its options validated from a dict as if they came from
     ``slmdeploy.toml``, and returns the artifact it made::
@@ -95,6 +102,30 @@ def slmdeploy_project(tmp_path: Path) -> Callable[..., ProjectFolder]:
     return make
 
 
+@pytest.fixture(scope="session")
+def _tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[Any, ...], Path]:
+    return {}
+
+
+@pytest.fixture
+def tiny_model(
+    tmp_path_factory: pytest.TempPathFactory, _tiny_models: dict[tuple[Any, ...], Path]
+) -> Callable[..., Path]:
+    """Factory: ``tiny_model(architecture="llama", chat_template=..., special=..., **config)`` -> model folder.
+
+    Models are made once per test session for each distinct set of arguments; do not modify them."""
+    from slmdeploy.testing.models import make_tiny_model
+
+    def make(architecture: str = "llama", **arguments: Any) -> Path:
+        key = (architecture, *sorted((name, repr(value)) for name, value in arguments.items()))
+        if key not in _tiny_models:
+            folder = tmp_path_factory.mktemp(f"tiny-{architecture}")
+            _tiny_models[key] = make_tiny_model(folder, architecture, **arguments)
+        return _tiny_models[key]
+
+    return make
+
+
 @pytest.fixture
 def run_stage(tmp_path: Path) -> Callable[..., Artifact]:
     """Factory: ``run_stage(StageClass, artifact, options={}, tables={})`` runs one stage, returns its artifact."""
@@ -121,6 +152,7 @@ def run_stage(tmp_path: Path) -> Callable[..., Artifact]:
             tables=dict(tables or {}),
             log=lambda message: None,
             scratch=scratch,
+            logs_dir=run_dir / "logs",
         )
         produced = cls(structured, context).run(artifact, output_dir)
         assert isinstance(produced, cls.OUTPUT), f"{cls.__name__}.run returned {produced!r}"

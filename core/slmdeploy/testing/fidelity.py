@@ -1,0 +1,88 @@
+"""How closely an ONNX Runtime GenAI model follows its PyTorch source, and how fast it decodes.
+
+Teacher-forced: the same token sequence is fed to both, one token at a time into the genai generator, and
+the next-token logits are compared at every position.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+
+def torch_logits(hf_folder: Path, ids: list[int]) -> Any:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(hf_folder, dtype=torch.float32).eval()
+    with torch.no_grad():
+        return model(torch.tensor([ids])).logits[0].float().numpy()
+
+
+def genai_logits(model_folder: Path, ids: list[int]) -> Any:
+    import numpy as np
+    import onnxruntime_genai as og
+
+    model = og.Model(str(model_folder))
+    params = og.GeneratorParams(model)
+    params.set_search_options(max_length=len(ids) + 1, do_sample=False)
+    generator = og.Generator(model, params)
+    rows = []
+    for token in ids:
+        generator.append_tokens(np.array([token], dtype=np.int32))
+        rows.append(np.asarray(generator.get_logits(), dtype=np.float64).reshape(-1))
+    return np.stack(rows)
+
+
+def compare(reference: Any, candidate: Any, ids: list[int]) -> dict[str, float]:
+    """Top-1 agreement, largest logit difference, and both perplexities over `ids`."""
+    import numpy as np
+
+    vocab = reference.shape[1]
+    candidate = candidate[:, :vocab]
+    return {
+        "top1_agreement": float((candidate.argmax(-1) == reference.argmax(-1)).mean()),
+        "max_abs_logit_diff": float(np.abs(candidate - reference).max()),
+        "reference_perplexity": _perplexity(reference, ids),
+        "perplexity": _perplexity(candidate, ids),
+    }
+
+
+def _perplexity(logits: Any, ids: list[int]) -> float:
+    import numpy as np
+
+    shifted = logits[:-1] - logits[:-1].max(-1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+    return float(np.exp(-log_probs[np.arange(len(ids) - 1), ids[1:]].mean()))
+
+
+def decode_speed(model_folder: Path, prompt: str, new_tokens: int = 128, repeats: int = 3) -> dict[str, float]:
+    """Median decode tokens/s and time to first token over `repeats` runs after a warm-up, greedy."""
+    import onnxruntime_genai as og
+
+    model = og.Model(str(model_folder))
+    tokenizer = og.Tokenizer(model)
+    ids = tokenizer.encode(prompt)
+    runs = [_timed_generation(og, model, ids, new_tokens) for _ in range(repeats + 1)][1:]
+    return {
+        "prompt_tokens": len(ids),
+        "ttft_ms": statistics.median(run[0] for run in runs) * 1000,
+        "decode_tokens_per_s": statistics.median(run[1] for run in runs),
+    }
+
+
+def _timed_generation(og: Any, model: Any, ids: Any, new_tokens: int) -> tuple[float, float]:
+    params = og.GeneratorParams(model)
+    params.set_search_options(do_sample=False, max_length=len(ids) + new_tokens, min_length=len(ids) + new_tokens)
+    generator = og.Generator(model, params)
+    started = time.perf_counter()
+    generator.append_tokens(ids)
+    generator.generate_next_token()
+    first = time.perf_counter()
+    count = 1
+    while not generator.is_done():
+        generator.generate_next_token()
+        count += 1
+    return first - started, (count - 1) / (time.perf_counter() - first)
