@@ -62,7 +62,7 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def typecheck(session: nox.Session) -> None:
     """mypy --strict over the core."""
-    session.install("-e", ".", "mypy>=1.13", "pytest>=8.3")
+    session.install("-e", ".", "mypy>=1.13", "pytest>=8.3", "types-psutil")
     session.run("mypy")
 
 

@@ -101,9 +101,9 @@ def medians(runs: list[dict[str, object]]) -> dict[str, float]:
 
 
 def quality(model: Path, hf: Path, ids: list[int], reference: object) -> dict[str, float]:
-    from slmdeploy.testing.fidelity import compare, decode_speed, genai_logits
-
     import onnxruntime_genai as og
+
+    from slmdeploy.testing.fidelity import compare, decode_speed, genai_logits
 
     tokenizer = og.Tokenizer(og.Model(str(model)))
     prompt = tokenizer.apply_chat_template(

@@ -209,7 +209,7 @@ def _fits_in_memory(inputs: Iterable[Artifact]) -> bool:
     import psutil
 
     needed = 3 * sum(_size(Path(artifact.path)) for artifact in inputs)
-    return needed < psutil.virtual_memory().available
+    return bool(needed < psutil.virtual_memory().available)
 
 
 def _size(path: Path) -> int:
