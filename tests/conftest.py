@@ -1,37 +1,10 @@
 from __future__ import annotations
 
 import textwrap
-from pathlib import Path
 
 import pytest
 
-HERE = Path(__file__).parent
-
-FULL_PROJECT = """\
-[project]
-name = "fake-model"
-version = 1
-
-[source]
-path = "model"
-
-[convert]
-plugin = "copy"
-
-[quantize]
-plugin = "fake"
-precision = ["int4", "int8"]
-
-[template]
-family = "auto"
-
-[evaluate]
-plugins = ["size"]
-
-[register]
-plugin = "dir"
-folder = "registry"
-"""
+from support import FULL_PROJECT, HERE
 
 
 @pytest.fixture
@@ -46,11 +19,6 @@ def fake_project(slmdeploy_project, monkeypatch):
         return project
 
     return make
-
-
-def runs(project) -> list[str]:
-    log = project.path / "runs.log"
-    return log.read_text(encoding="utf-8").splitlines() if log.exists() else []
 
 
 @pytest.fixture(autouse=True)

@@ -67,23 +67,29 @@ from slmdeploy.stages import (
     TemplateFamily,
     option,
 )
+from slmdeploy.templating import PARITY_CONVERSATIONS, ChatTemplateFamily, FamilyOptions, PromptTemplate
+from slmdeploy.tokenizer import TokenizerFiles, render_chat_template
 
 hookimpl = pluggy.HookimplMarker("slmdeploy")
 """Marks a plugin's hook implementations: ``@hookimpl``, ``@hookimpl(trylast=True)``."""
 
 __all__ = [
+    "PARITY_CONVERSATIONS",
     "Artifact",
+    "ChatTemplateFamily",
     "ConfigError",
     "Converter",
     "DeployPackage",
     "EvaluationReport",
     "Evaluator",
+    "FamilyOptions",
     "GateFailed",
     "InputError",
     "ModelInfo",
     "NoOptions",
     "OnnxModel",
     "Project",
+    "PromptTemplate",
     "QuantizedModel",
     "Quantizer",
     "Registrar",
@@ -93,8 +99,10 @@ __all__ = [
     "StageContext",
     "StageError",
     "TemplateFamily",
+    "TokenizerFiles",
     "chat_template",
     "hookimpl",
     "model_config",
     "option",
+    "render_chat_template",
 ]

@@ -6,7 +6,7 @@ import pytest
 
 from slmdeploy.config import KeyLines
 
-from conftest import FULL_PROJECT
+from support import FULL_PROJECT
 
 
 def fails(project, *args):

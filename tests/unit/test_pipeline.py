@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 
-from conftest import FULL_PROJECT, runs
+from support import FULL_PROJECT, runs
 
 
 def built(project, *args):

@@ -12,7 +12,7 @@ import pytest
 
 from slmdeploy.manager import Registry, get_plugin_manager
 
-from conftest import HERE, runs
+from support import HERE, runs
 
 MINIMAL = """\
 [project]

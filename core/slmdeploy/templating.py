@@ -1,0 +1,257 @@
+"""Chat template families: the prompt format and stop tokens a deployed model is run with.
+
+A family declares how one turn is written (`turn`), what opens the answer (`generation_prompt`) and which
+tokens end it (`END_TOKENS`). `ChatTemplateFamily.run` then writes the deployable package: Foundry Local's
+``inference_model.json``, the ``[generation]`` defaults and every stop token in ``genai_config.json``, and the
+tokenizer's own chat template. Before that, the parity check renders a set of conversations with the family's
+format and with the tokenizer's jinja ``chat_template``; any difference fails the stage, showing both.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any, ClassVar
+
+import attrs
+
+from slmdeploy.artifacts import DeployPackage, ModelInfo, OnnxModel, chat_template
+from slmdeploy.errors import StageError
+from slmdeploy.stages import TemplateFamily, option
+from slmdeploy.tokenizer import TokenizerFiles, render_chat_template
+
+Messages = list[dict[str, str]]
+PARITY_CONVERSATIONS: dict[str, Messages] = {
+    "system and user": [
+        {"role": "system", "content": "You are a terse assistant."},
+        {"role": "user", "content": "What is the capital of France?"},
+    ],
+    "user only": [{"role": "user", "content": "Hello!"}],
+    "multi-turn": [
+        {"role": "system", "content": "You are a terse assistant."},
+        {"role": "user", "content": "What is the capital of France?"},
+        {"role": "assistant", "content": "Paris."},
+        {"role": "user", "content": "And of Italy?"},
+    ],
+    "empty content": [{"role": "user", "content": ""}],
+    "unicode": [{"role": "user", "content": "Grüße aus 東京 🚀, ¿qué tal?"}],
+}
+REWRITTEN = ("genai_config.json", "tokenizer_config.json", "inference_model.json")
+
+
+@attrs.frozen
+class PromptTemplate:
+    """Foundry Local's ``PromptTemplate``: each string holds the ``{Content}`` placeholder."""
+
+    system: str
+    user: str
+    assistant: str
+    prompt: str
+
+
+@attrs.define
+class FamilyOptions:
+    extra_stop_tokens: list[str] = option(
+        [], help="more tokens that end an answer (each must be in the tokenizer's vocabulary)"
+    )
+
+
+class ChatTemplateFamily(TemplateFamily):
+    """A family whose conversations are turns written one after another. Subclasses set the class
+    attributes, or override `turn` / `render` for formats that are not a plain sequence of turns."""
+
+    Options = FamilyOptions
+    TURN: ClassVar[str] = ""
+    """One turn, with ``{role}`` and ``{Content}``; include the separator that follows a turn."""
+    GENERATION_PROMPT: ClassVar[str] = ""
+    """What opens the assistant's answer."""
+    BOS_TEXT: ClassVar[str] = ""
+    """Text the chat template writes before the first turn (for example ``<|begin_of_text|>``)."""
+    END_TOKENS: ClassVar[tuple[str, ...]] = ()
+    """Tokens that end an answer and must be in the vocabulary; the first one ends a turn."""
+    OPTIONAL_END_TOKENS: ClassVar[tuple[str, ...]] = ()
+    """Tokens that also end an answer when the vocabulary has them (end of text)."""
+    SYSTEM_ROLE: ClassVar[bool] = True
+    """False for formats without system messages (Gemma): the parity check then skips conversations with one."""
+
+    def turn(self, role: str, model: ModelInfo) -> str:
+        return self.TURN.replace("{role}", role)
+
+    def generation_prompt(self, model: ModelInfo) -> str:
+        return self.GENERATION_PROMPT
+
+    def bos_text(self, model: ModelInfo) -> str:
+        return self.BOS_TEXT
+
+    def end_tokens(self, tokenizer: TokenizerFiles) -> tuple[str, ...]:
+        return self.END_TOKENS
+
+    def render(self, messages: Messages, model: ModelInfo, default_system: str | None) -> str:
+        """The family's own rendering of `messages`, with the generation prompt."""
+        if default_system is not None and (not messages or messages[0]["role"] != "system"):
+            messages = [{"role": "system", "content": default_system}, *messages]
+        turns = "".join(self.turn(m["role"], model).replace("{Content}", m["content"]) for m in messages)
+        return self.bos_text(model) + turns + self.generation_prompt(model)
+
+    def prompt_template(self, model: ModelInfo) -> PromptTemplate:
+        """Foundry's templates: each turn without its trailing newline; the prompt is a user turn
+        followed by the opening of the answer."""
+        turns = {role: self.turn(role, model) for role in ("system", "user", "assistant")}
+        return PromptTemplate(
+            system=turns["system"].rstrip("\n"),
+            user=turns["user"].rstrip("\n"),
+            assistant=turns["assistant"].rstrip("\n"),
+            prompt=turns["user"] + self.generation_prompt(model).rstrip("\n"),
+        )
+
+    def run(self, artifact: OnnxModel, output_dir: Path) -> DeployPackage:
+        tokenizer = TokenizerFiles(artifact.path)
+        model = ModelInfo.from_dir(artifact.path)
+        template = chat_template(artifact.path)
+        if not template:
+            raise StageError(
+                "the tokenizer has no chat_template, so the prompt format cannot be checked",
+                fix="Add the chat template the model was fine-tuned with to tokenizer_config.json.",
+            )
+        check_parity(self, model, template, tokenizer)
+        stops = self.stop_tokens(tokenizer, artifact.path)
+        _link_model(artifact.path, output_dir)
+        self.write_package(output_dir, model, stops, template, tokenizer)
+        self.context.log(f"{self.PLUGIN_NAME} template; stop tokens {', '.join(f'{t} ({i})' for t, i in stops)}")
+        name = package_name(self.context.project_name, self.context.variant)
+        return DeployPackage(
+            output_dir,
+            precision=artifact.precision,
+            execution_provider=artifact.execution_provider,
+            family=self.PLUGIN_NAME,
+            model_name=name,
+        )
+
+    def stop_tokens(self, tokenizer: TokenizerFiles, model_dir: Path) -> list[tuple[str, int]]:
+        """Every token that ends an answer: the family's, the tokenizer's eos, generation_config.json's."""
+        names = [*self.end_tokens(tokenizer), *self.options.extra_stop_tokens]
+        missing = [name for name in names if tokenizer.token_id(name) is None]
+        if missing:
+            raise StageError(
+                f"the stop token {missing[0]!r} of the {self.PLUGIN_NAME} family is not in the tokenizer's vocabulary",
+                fix="This family does not fit the model: set [template] family to another one (see `slmdeploy "
+                'plugins`), or "derived" to take the format from the tokenizer\'s own chat template.',
+            )
+        names += [name for name in self.OPTIONAL_END_TOKENS if tokenizer.token_id(name) is not None]
+        ids = [tokenizer.token_id(name) for name in names]
+        ids += [tokenizer.eos_id, *generation_eos_ids(model_dir)]
+        found = {token_id: tokenizer.token(token_id) for token_id in ids if token_id is not None}
+        return [(token or f"<id {token_id}>", token_id) for token_id, token in found.items()]
+
+    def write_package(
+        self, folder: Path, model: ModelInfo, stops: list[tuple[str, int]], template: str, tokenizer: TokenizerFiles
+    ) -> None:
+        generation = self.context.tables["generation"]
+        project = self.context.tables["project"]
+        prompt = attrs.asdict(self.prompt_template(model))
+        info = {
+            "Name": package_name(self.context.project_name, self.context.variant),
+            "Description": project.get("description", ""),
+            "Version": str(self.context.project_version),
+            "PromptTemplate": prompt,
+            "ModelConfig": {
+                key: generation[key] for key in ("max_length", "temperature", "top_p", "repetition_penalty")
+            },
+        }
+        _write_json(folder / "inference_model.json", info)
+        genai = json.loads((folder / "genai_config.json").read_text(encoding="utf-8"))
+        ids = [token_id for _, token_id in stops]
+        genai["model"]["eos_token_id"] = ids[0] if len(ids) == 1 else ids
+        genai["search"] = {**genai.get("search", {}), **generation_search(generation, genai)}
+        _write_json(folder / "genai_config.json", genai)
+        _write_json(folder / "tokenizer_config.json", {**tokenizer.config, "chat_template": template})
+        if not (folder / "chat_template.jinja").exists():
+            (folder / "chat_template.jinja").write_text(template, encoding="utf-8")
+
+
+def package_name(project: str, variant: str) -> str:
+    return project if variant == "default" else f"{project}-{variant}"
+
+
+def generation_search(generation: dict[str, Any], genai: dict[str, Any]) -> dict[str, Any]:
+    """``[generation]`` as genai_config.json's search options (sampling whenever the temperature is above 0)."""
+    context = int(genai["model"].get("context_length") or generation["max_length"])
+    return {
+        "max_length": min(int(generation["max_length"]), context),
+        "temperature": generation["temperature"],
+        "top_p": generation["top_p"],
+        "repetition_penalty": generation["repetition_penalty"],
+        "do_sample": generation["temperature"] > 0,
+    }
+
+
+def generation_eos_ids(model_dir: Path) -> list[int]:
+    file = model_dir / "generation_config.json"
+    if not file.is_file():
+        return []
+    value = json.loads(file.read_text(encoding="utf-8")).get("eos_token_id")
+    return [value] if isinstance(value, int) else [int(item) for item in value or []]
+
+
+def check_parity(family: ChatTemplateFamily, model: ModelInfo, template: str, tokenizer: TokenizerFiles) -> None:
+    """Render each parity conversation both ways; fail with both renderings on the first difference."""
+    default_system = detect_default_system(family, model, template, tokenizer) if family.SYSTEM_ROLE else None
+    for name, messages in PARITY_CONVERSATIONS.items():
+        if not family.SYSTEM_ROLE and any(message["role"] == "system" for message in messages):
+            continue
+        expected = render_chat_template(template, messages, tokenizer.special_tokens, add_generation_prompt=True)
+        actual = family.render(messages, model, default_system)
+        if expected != actual:
+            raise StageError(
+                f'the {family.PLUGIN_NAME} family writes the "{name}" conversation differently from the tokenizer\'s '
+                f"chat_template:\n{side_by_side(expected, actual)}",
+                fix="The deployed model would be prompted in a format it was not fine-tuned on. Set [template] "
+                'family = "derived" to take the format from the chat template itself, or another family that '
+                "matches (see `slmdeploy plugins`), or fix the chat_template in tokenizer_config.json.",
+            )
+
+
+def detect_default_system(
+    family: ChatTemplateFamily, model: ModelInfo, template: str, tokenizer: TokenizerFiles
+) -> str | None:
+    """The system prompt the chat template adds when a conversation has none (Qwen2.5, SmolLM2 do)."""
+    before, _, after = family.turn("system", model).partition("{Content}")
+    opening = family.bos_text(model) + before
+    rendered = render_chat_template(
+        template, [{"role": "user", "content": "\x00"}], tokenizer.special_tokens, add_generation_prompt=True
+    )
+    if not before or not rendered.startswith(opening):
+        return None
+    end = rendered.find(after, len(opening)) if after else -1
+    return rendered[len(opening) : end] if end >= 0 else None
+
+
+def side_by_side(expected: str, actual: str) -> str:
+    """The two renderings, one line per line, marking the lines that differ."""
+    left, right = expected.split("\n"), actual.split("\n")
+    width = max(12, *(len(repr(line)) for line in left))
+    rows = [f"  {'chat_template (expected)':<{width}} | family (what would be deployed)"]
+    for index in range(max(len(left), len(right))):
+        a = repr(left[index]) if index < len(left) else ""
+        b = repr(right[index]) if index < len(right) else ""
+        rows.append(f"{'!' if a != b else ' '} {a:<{width}} | {b}")
+    return "\n".join(rows)
+
+
+def _link_model(source: Path, target: Path) -> None:
+    """Hard-link the model's files (weights are never rewritten); the files this stage rewrites are fresh."""
+    for item in source.iterdir():
+        if item.is_file() and item.name not in REWRITTEN:
+            try:
+                os.link(item, target / item.name)
+            except OSError:
+                shutil.copy2(item, target / item.name)
+        elif item.is_file():
+            shutil.copy2(item, target / item.name)
+
+
+def _write_json(file: Path, data: dict[str, Any]) -> None:
+    file.unlink(missing_ok=True)
+    file.write_text(json.dumps(data, indent=4, ensure_ascii=False) + "\n", encoding="utf-8")
