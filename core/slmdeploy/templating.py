@@ -88,6 +88,9 @@ class ChatTemplateFamily(TemplateFamily):
     def end_tokens(self, tokenizer: TokenizerFiles) -> tuple[str, ...]:
         return self.END_TOKENS
 
+    def has_system_role(self) -> bool:
+        return self.SYSTEM_ROLE
+
     def render(self, messages: Messages, model: ModelInfo, default_system: str | None) -> str:
         """The family's own rendering of `messages`, with the generation prompt."""
         if default_system is not None and (not messages or messages[0]["role"] != "system"):
@@ -197,9 +200,10 @@ def generation_eos_ids(model_dir: Path) -> list[int]:
 
 def check_parity(family: ChatTemplateFamily, model: ModelInfo, template: str, tokenizer: TokenizerFiles) -> None:
     """Render each parity conversation both ways; fail with both renderings on the first difference."""
-    default_system = detect_default_system(family, model, template, tokenizer) if family.SYSTEM_ROLE else None
+    system_role = family.has_system_role()
+    default_system = detect_default_system(family, model, template, tokenizer) if system_role else None
     for name, messages in PARITY_CONVERSATIONS.items():
-        if not family.SYSTEM_ROLE and any(message["role"] == "system" for message in messages):
+        if not system_role and any(message["role"] == "system" for message in messages):
             continue
         expected = render_chat_template(template, messages, tokenizer.special_tokens, add_generation_prompt=True)
         actual = family.render(messages, model, default_system)

@@ -39,6 +39,9 @@ class DerivedFamily(ChatTemplateFamily):
     def bos_text(self, model: ModelInfo) -> str:
         return str(self.format["bos"])
 
+    def has_system_role(self) -> bool:
+        return bool(self.format["system_role"])
+
     def end_tokens(self, tokenizer: TokenizerFiles) -> tuple[str, ...]:
         # The turn's closing text, when it is one token, ends an answer (<|im_end|>, <|eot_id|>, <end_of_turn>).
         closing = self.format["closing"].strip()
@@ -46,45 +49,72 @@ class DerivedFamily(ChatTemplateFamily):
 
 
 def derive(template: str, tokenizer: TokenizerFiles) -> dict[str, Any]:
+    """Each role's opening, the closing all turns share, the generation prompt and the text before the first
+    turn, from renderings with sentinel contents. Templates that refuse a system message get none."""
     special = tokenizer.special_tokens
     if not template:
         raise StageError(
             "the tokenizer has no chat_template to derive the prompt format from",
             fix="Set [template] family to one that fits the model (see `slmdeploy plugins`).",
         )
-    conversation = [
+    turns = [
         {"role": role, "content": MARK[key]}
         for key, role in (("system", "system"), ("user", "user"), ("assistant", "assistant"), ("user2", "user"))
     ]
-    full = render_chat_template(template, conversation, special, add_generation_prompt=True)
-    short = render_chat_template(template, conversation[1:2], special, add_generation_prompt=False)
-    short_prompt = render_chat_template(template, conversation[1:2], special, add_generation_prompt=True)
-    if not short_prompt.startswith(short):
-        raise _cannot("adding the generation prompt changes the text before it")
-    generation_prompt = short_prompt[len(short) :]
     try:
-        before_system, rest = full.split(MARK["system"])
-        between_user, rest = rest.split(MARK["user"])
-        between_assistant, rest = rest.split(MARK["assistant"])
-        between_user2, tail = rest.split(MARK["user2"])
-    except ValueError:
-        raise _cannot("some messages do not appear in the rendering, or appear twice") from None
+        full = render_chat_template(template, turns, special, add_generation_prompt=True)
+    except StageError:  # "System role not supported" (Gemma)
+        full, turns = render_chat_template(template, turns[1:], special, add_generation_prompt=True), turns[1:]
+    generation_prompt = _generation_prompt(template, turns[-1:], special)
+    parts = _split(full, [turn["content"] for turn in turns])
+    tail = parts[-1]
     if not tail.endswith(generation_prompt):
         raise _cannot("the rendering does not end with the generation prompt")
     closing = tail[: len(tail) - len(generation_prompt)]
-    if not (between_user.startswith(closing) and between_assistant.startswith(closing)):
+    between = parts[1:-1]  # closing + the next turn's opening
+    if not all(part.startswith(closing) for part in between):
         raise _cannot("turns do not end the same way")
-    openings = {"user": between_user[len(closing) :], "assistant": between_assistant[len(closing) :]}
-    if between_user2[len(closing) :] != openings["user"]:
+    openings = dict(zip([turn["role"] for turn in turns[1:]], [part[len(closing) :] for part in between], strict=True))
+    if between[-1][len(closing) :] != openings["user"]:
         raise _cannot("the two user turns open differently")
-    user_alone = short.split(MARK["user"])[0]
-    if not user_alone.endswith(openings["user"]):
-        raise _cannot("a conversation without a system message opens differently")
-    bos = user_alone[: len(user_alone) - len(openings["user"])]
-    if not before_system.startswith(bos):
-        bos = ""
-    openings["system"] = before_system[len(bos) :]
-    return {"bos": bos, "openings": openings, "closing": closing, "generation_prompt": generation_prompt}
+    user_alone = render_chat_template(template, turns[-1:], special, add_generation_prompt=True)
+    before_user = user_alone.split(MARK["user2"])[0]
+    bos = before_user[: len(before_user) - len(openings["user"])] if before_user.endswith(openings["user"]) else ""
+    system = None
+    if turns[0]["role"] == "system":
+        system = parts[0][len(bos) :] if parts[0].startswith(bos) else parts[0]
+        bos = bos if parts[0].startswith(bos) else ""
+    else:
+        bos = parts[0][: len(parts[0]) - len(openings["user"])]
+    openings["system"] = system if system is not None else openings["user"]
+    return {
+        "bos": bos,
+        "openings": openings,
+        "closing": closing,
+        "generation_prompt": generation_prompt,
+        "system_role": system is not None,
+    }
+
+
+def _generation_prompt(template: str, last: list[dict[str, str]], special: dict[str, str]) -> str:
+    without = render_chat_template(template, last, special, add_generation_prompt=False)
+    with_prompt = render_chat_template(template, last, special, add_generation_prompt=True)
+    eos = special.get("eos_token", "")
+    if not with_prompt.startswith(without) and eos and without.endswith(eos):  # Phi ends a finished chat with eos
+        without = without[: -len(eos)]
+    if not with_prompt.startswith(without):
+        raise _cannot("adding the generation prompt changes the text before it")
+    return with_prompt[len(without) :]
+
+
+def _split(text: str, sentinels: list[str]) -> list[str]:
+    parts = []
+    for sentinel in sentinels:
+        if text.count(sentinel) != 1:
+            raise _cannot("a message does not appear exactly once in the rendering")
+        before, text = text.split(sentinel)
+        parts.append(before)
+    return [*parts, text]
 
 
 def _cannot(reason: str) -> StageError:

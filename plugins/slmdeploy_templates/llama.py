@@ -5,16 +5,34 @@ from __future__ import annotations
 
 from typing import Any
 
-from slmdeploy.plugin import ChatTemplateFamily, ModelInfo, hookimpl
+from slmdeploy.plugin import ChatTemplateFamily, ModelInfo, hookimpl, render_chat_template
 
 
 class Llama3Family(ChatTemplateFamily):
+    """Llama 3.1 and later write a preamble into every system turn ("Cutting Knowledge Date: ...", and for
+    3.2 today's date); it is read from the chat template, so the deployed templates carry the build's date."""
+
     PLUGIN_NAME = "llama3"
     TURN = "<|start_header_id|>{role}<|end_header_id|>\n\n{Content}<|eot_id|>"
     GENERATION_PROMPT = "<|start_header_id|>assistant<|end_header_id|>\n\n"
     BOS_TEXT = "<|begin_of_text|>"
     END_TOKENS = ("<|eot_id|>",)
     OPTIONAL_END_TOKENS = ("<|end_of_text|>", "<|eom_id|>")
+
+    def turn(self, role: str, model: ModelInfo) -> str:
+        text = super().turn(role, model)
+        return text.replace("{Content}", _system_preamble(model) + "{Content}") if role == "system" else text
+
+
+def _system_preamble(model: ModelInfo) -> str:
+    header = "<|start_header_id|>system<|end_header_id|>\n\n"
+    messages = [{"role": "system", "content": "\x00"}, {"role": "user", "content": "\x01"}]
+    rendered = render_chat_template(
+        model.chat_template or "", messages, {"bos_token": Llama3Family.BOS_TEXT}, add_generation_prompt=True
+    )
+    start = rendered.find(header)
+    end = rendered.find("\x00")
+    return rendered[start + len(header) : end] if 0 <= start < end else ""
 
 
 class Llama2Family(ChatTemplateFamily):
