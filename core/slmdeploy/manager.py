@@ -1,8 +1,8 @@
 """Loading plugins, and the registry of stage implementations they provide.
 
-`get_plugin_manager` loads, in order: the core's built-in fallbacks, a local ``slmdeploy_plugins.py``
-beside ``slmdeploy.toml``, the entry points of group ``slmdeploy``; then checks every hook implementation
-against its spec. Set ``SLMDEPLOY_DISABLE_PLUGINS=name,name`` to block plugins by entry point name, and
+`get_plugin_manager` loads, in order: a local ``slmdeploy_plugins.py`` beside ``slmdeploy.toml``, the entry
+points of group ``slmdeploy``, the core's built-in fallbacks; then checks every hook implementation against
+its spec. Set ``SLMDEPLOY_DISABLE_PLUGINS=name,name`` to block plugins by entry point name, and
 ``SLMDEPLOY_TRACE_PLUGINS=1`` to trace every hook call on stderr.
 """
 
@@ -40,7 +40,6 @@ def get_plugin_manager(project_dir: Path | None = None, disabled: Iterable[str] 
     """A plugin manager with every plugin loaded. Nothing is loaded at import time."""
     manager = pluggy.PluginManager(hookspecs.PROJECT_NAME)
     manager.add_hookspecs(hookspecs)
-    manager.register(_builtin, name="slmdeploy.builtin")
     blocked = {*disabled, *filter(None, os.environ.get("SLMDEPLOY_DISABLE_PLUGINS", "").split(","))}
     for name in blocked:
         manager.set_blocked(name.strip())
@@ -53,6 +52,8 @@ def get_plugin_manager(project_dir: Path | None = None, disabled: Iterable[str] 
             f"a plugin of entry point group {ENTRY_POINT_GROUP!r} failed to load: {error!r}",
             fix="Upgrade or uninstall the plugin package, or block it with SLMDEPLOY_DISABLE_PLUGINS=<name>.",
         ) from error
+    # Registered last so that its trylast fallback runs after every plugin's trylast implementation.
+    manager.register(_builtin, name="slmdeploy.builtin")
     try:
         manager.check_pending()
     except pluggy.PluginValidationError as error:
