@@ -51,6 +51,15 @@ def bench_convert(session: nox.Session) -> None:
     session.run("python", "benchmarks/bench_convert.py", *session.posargs)
 
 
+@nox.session(name="example-plugin", python=PYTHON)
+def example_plugin(session: nox.Session) -> None:
+    """Install the example third-party plugin from its folder into a fresh environment and run its tests."""
+    install_ml(session, "test")
+    session.install("./examples/slmdeploy-mistral")
+    session.run("slmdeploy", "plugins")
+    session.run("pytest", "examples/slmdeploy-mistral/tests", *session.posargs)
+
+
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
     """ruff: lint and formatting."""

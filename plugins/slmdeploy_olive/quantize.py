@@ -113,7 +113,7 @@ def quantize_in_worker(task: dict[str, Any], progress: Callable[[str], None]) ->
 
     source, out = Path(task["input"]), Path(task["out"])
     chain = task["passes"]
-    if task["keep_embeddings_float"] and "quantize" in chain:
+    if task["keep_embeddings_float"] and "nodes_to_exclude" in chain.get("quantize", {}):
         chain["quantize"]["nodes_to_exclude"] = [*(chain["quantize"]["nodes_to_exclude"] or []), *_embeddings(source)]
     progress("olive: " + " -> ".join(spec["type"] for spec in chain.values()))
     model = {"type": "ONNXModel", "model_path": str(source), "onnx_file_name": "model.onnx"}

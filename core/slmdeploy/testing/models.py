@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-ARCHITECTURES = ("llama", "qwen2", "qwen3", "phi3")
+ARCHITECTURES = ("llama", "qwen2", "qwen3", "phi3", "mistral")
 CHATML = (
     "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>'"
     " + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
@@ -60,7 +60,7 @@ def make_tokenizer(chat_template: str = CHATML, special: dict[str, Any] | None =
 
 def make_config(architecture: str, tokenizer: Any, **overrides: Any) -> Any:
     """A 2-layer config of `architecture`: hidden 64, 4 heads of 16 (the builder needs head sizes of 16k)."""
-    from transformers import LlamaConfig, Phi3Config, Qwen2Config, Qwen3Config
+    from transformers import LlamaConfig, MistralConfig, Phi3Config, Qwen2Config, Qwen3Config
 
     common: dict[str, Any] = {
         "vocab_size": len(tokenizer),
@@ -79,7 +79,13 @@ def make_config(architecture: str, tokenizer: Any, **overrides: Any) -> Any:
         common |= {"tie_word_embeddings": False, "original_max_position_embeddings": 256}
     if architecture == "qwen3":
         common["head_dim"] = 16
-    classes = {"llama": LlamaConfig, "qwen2": Qwen2Config, "qwen3": Qwen3Config, "phi3": Phi3Config}
+    classes = {
+        "llama": LlamaConfig,
+        "qwen2": Qwen2Config,
+        "qwen3": Qwen3Config,
+        "phi3": Phi3Config,
+        "mistral": MistralConfig,
+    }
     if architecture not in classes:
         raise ValueError(f"no tiny model for {architecture!r}; choose one of {', '.join(ARCHITECTURES)}")
     return classes[architecture](**(common | overrides))
