@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
+from slmdeploy_mistral import MistralFamily
 
 from slmdeploy.plugin import OnnxModel, StageError
-from slmdeploy_mistral import MistralFamily
 
 REAL = json.loads((Path(__file__).parent / "mistral-instruct-v0.2.json").read_text(encoding="utf-8"))
 SPECIAL = {"bos": "<s>", "eos": "</s>", "pad": "<unk>", "extra": []}
