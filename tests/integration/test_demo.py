@@ -61,10 +61,23 @@ def test_demo_builds_int4_and_int8_that_answer(demo):
         assert (model / "genai_config.json").is_file() and (model / "model.onnx").is_file()
         manifest = json.loads((demo / "build" / variant / "manifest.json").read_text())
         assert [stage["stage"] for stage in manifest["stages"]][:2] == ["convert", "quantize"]
-    text, _ = answer(demo / "build" / "int4" / "model", "What is the capital of France?")
+    text, finish = answer(demo / "build" / "int4" / "model", "What is the capital of France?")
     assert "Paris" in text
+    assert finish == "stop", text  # ends with <|im_end|> by itself, not at the length limit
     int4_mb = sum(file.stat().st_size for file in (demo / "build" / "int4" / "model").iterdir()) / 1e6
     assert int4_mb < 100  # the plain builder's int4 is 86 MB of weights plus the tokenizer
+
+
+def test_demo_package_is_templated_for_chatml(demo):
+    package = demo / "build" / "int4" / "model"
+    info = json.loads((package / "inference_model.json").read_text())
+    assert info["Name"] == "smollm2-demo-int4"
+    assert info["PromptTemplate"]["prompt"] == "<|im_start|>user\n{Content}<|im_end|>\n<|im_start|>assistant"
+    assert info["ModelConfig"] == {"max_length": 2048, "temperature": 0.7, "top_p": 0.9, "repetition_penalty": 1.1}
+    genai = json.loads((package / "genai_config.json").read_text())
+    assert 2 in genai["model"]["eos_token_id"]  # <|im_end|>
+    manifest = json.loads((demo / "build" / "int4" / "manifest.json").read_text())
+    assert manifest["stages"][2]["plugin"] == "chatml"
 
 
 def test_changing_only_quantize_reuses_the_conversion(demo):
