@@ -136,15 +136,21 @@ def build(session: Session, jobs: int) -> None:
 
 
 @cli.command()
+@click.option("--registry", is_flag=True, help="Also unregister and remove what builds registered (Foundry Local).")
 @click.pass_obj
-def clean(session: Session) -> None:
-    """Remove the build/ folder and the stage cache."""
+def clean(session: Session, registry: bool) -> None:
+    """Remove the build/ folder and the stage cache; with --registry, registrations too."""
     from slmdeploy.cache import STATE_DIR, project_lock
     from slmdeploy.pipeline import BUILD_DIR
     from slmdeploy.progress import make_reporter
 
     state_dir = session.project_dir / STATE_DIR
     with project_lock(state_dir, make_reporter(session.plain).say):
+        if registry:
+            from slmdeploy.pipeline import unregister_all
+
+            for line in unregister_all(session.pipeline()):
+                click.echo(line)
         removed = [
             folder
             for folder in (session.project_dir / BUILD_DIR, state_dir / "cache", state_dir / "tmp")
@@ -154,6 +160,47 @@ def clean(session: Session) -> None:
             shutil.rmtree(folder)
         (state_dir / "digests.json").unlink(missing_ok=True)
     click.echo("removed " + (", ".join(str(folder) for folder in removed) if removed else "nothing"))
+
+
+@cli.command(name="ls")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_obj
+def list_deployed(session: Session, as_json: bool) -> None:
+    """List the deployed models: name, version, precision, size, where registered, when built."""
+    from slmdeploy.deployed import deployed_models
+    from slmdeploy.pipeline import BUILD_DIR
+
+    models = deployed_models(session.project_dir / BUILD_DIR)
+    if as_json:
+        click.echo(json.dumps([model.as_json() for model in models], indent=2))
+        return
+    rows = [("NAME", "VERSION", "PRECISION", "SIZE", "REGISTERED", "BUILT")]
+    for model in models:
+        where = "-"
+        if model.registration:
+            where = f"{model.registration['registry']}: {model.registration['model_id']}"
+        rows.append(
+            (model.name, str(model.version), model.precision, f"{model.size_bytes / 1e6:.1f} MB", where, model.built_at)
+        )
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--prompt", help="Answer this once and exit (for scripts).")
+@click.option("--max-tokens", type=click.IntRange(min=1), default=None, help="At most this many tokens per answer.")
+@click.pass_obj
+def run(session: Session, name: str, prompt: str | None, max_tokens: int | None) -> None:
+    """Chat with a deployed model: /exit or Ctrl-D ends the conversation."""
+    from slmdeploy.chat import chat_loop, open_backend
+
+    backend = open_backend(session.project_dir, name, session.plugin_manager())
+    try:
+        chat_loop(backend, prompt, max_tokens)
+    finally:
+        backend.close()
 
 
 @cli.command()

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
     from slmdeploy.artifacts import ModelInfo
     from slmdeploy.config import Project
+    from slmdeploy.deployed import ChatBackend, DeployedModel
     from slmdeploy.stages import Converter, Evaluator, Quantizer, Registrar, TemplateFamily
 
 PROJECT_NAME = "slmdeploy"
@@ -93,4 +94,14 @@ def slmdeploy_check_project(project: Project) -> None:
 
     For rules that span tables, such as a precision that the ``[convert]`` device cannot run. A single
     stage's own options are better checked in its `check` method.
+    """
+
+
+@hookspec(firstresult=True)
+def slmdeploy_chat_backend(model: DeployedModel) -> ChatBackend | None:
+    """Return a `ChatBackend` that runs `model`, or None (firstresult).
+
+    Used by ``slmdeploy run``. A registrar's plugin answers for the models it registered
+    (``model.registration["registry"]``) when its runtime is installed; a plugin that can run any model folder
+    directly marks its implementation ``@hookimpl(trylast=True)``.
     """

@@ -370,3 +370,26 @@ def preview(pipeline: Pipeline, variant: Variant) -> list[dict[str, Any]]:
         if not isinstance(cached, EvaluationReport):
             artifact, digest = cached, entry.output_digest
     return rows
+
+
+def unregister_all(pipeline: Pipeline) -> list[str]:
+    """Ask each registrar to undo the registrations found in the cache; report what was removed."""
+    from slmdeploy.options import structure_table
+
+    lines = []
+    for entry in pipeline.store.entries():
+        if entry.record.get("stage") != "register":
+            continue
+        provided = pipeline.registry.get("register", entry.record["plugin"])
+        if provided is None:
+            lines.append(
+                f"skipped {entry.record['artifact'].get('model_id')}: plugin {entry.record['plugin']!r} is "
+                "not installed"
+            )
+            continue
+        options = structure_table(provided.cls.Options, entry.record["options"], "register", lambda key: key)
+        step = Step("register", "register", provided, options, entry.record["options"], {})
+        variant = Variant(entry.record.get("variant", "default"), (step,))
+        registrar = pipeline._instantiate(variant, step, pipeline.reporter.log, pipeline.store.tmp_dir)
+        lines.append(registrar.unregister(load_artifact(entry, provided.cls.OUTPUT)))  # type: ignore[attr-defined]
+    return lines

@@ -55,6 +55,7 @@ from slmdeploy.artifacts import (
     model_config,
 )
 from slmdeploy.config import Project
+from slmdeploy.deployed import ChatBackend, DeployedModel
 from slmdeploy.errors import ConfigError, GateFailed, InputError, StageError
 from slmdeploy.stages import (
     Converter,
@@ -69,6 +70,7 @@ from slmdeploy.stages import (
 )
 from slmdeploy.templating import PARITY_CONVERSATIONS, ChatTemplateFamily, FamilyOptions, PromptTemplate
 from slmdeploy.tokenizer import TokenizerFiles, render_chat_template
+from slmdeploy.worker import run_in_worker
 
 hookimpl = pluggy.HookimplMarker("slmdeploy")
 """Marks a plugin's hook implementations: ``@hookimpl``, ``@hookimpl(trylast=True)``."""
@@ -76,10 +78,12 @@ hookimpl = pluggy.HookimplMarker("slmdeploy")
 __all__ = [
     "PARITY_CONVERSATIONS",
     "Artifact",
+    "ChatBackend",
     "ChatTemplateFamily",
     "ConfigError",
     "Converter",
     "DeployPackage",
+    "DeployedModel",
     "EvaluationReport",
     "Evaluator",
     "FamilyOptions",
@@ -105,4 +109,5 @@ __all__ = [
     "model_config",
     "option",
     "render_chat_template",
+    "run_in_worker",
 ]

@@ -148,6 +148,11 @@ class Registrar(Stage):
     OUTPUT = Registration
     CONTEXT_TABLES = ("project",)
 
+    def unregister(self, artifact: Any) -> str:
+        """Undo `run` for a `Registration` it made (``slmdeploy clean --registry``); return what was removed.
+        Remove only what this registrar put there."""
+        raise NotImplementedError
+
 
 STAGE_BASES: dict[str, type[Stage]] = {
     base.STAGE: base for base in (Converter, Quantizer, TemplateFamily, Evaluator, Registrar)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from slmdeploy.plugin import ConfigError, Project, hookimpl
+from slmdeploy.plugin import ConfigError, DeployedModel, Project, hookimpl
 
 
 @hookimpl
@@ -44,3 +44,15 @@ def slmdeploy_check_project(project: Project) -> None:
             fix='For the CPU choose "int4", "int8" or "fp32"; for fp16 set [convert] device to "cuda", "dml" or '
             '"webgpu" (built here, run on that device).',
         )
+
+
+@hookimpl(trylast=True)
+def slmdeploy_chat_backend(model: DeployedModel) -> Any:
+    """Any CPU model folder runs directly in onnxruntime-genai when no registry's runtime answers."""
+    import importlib.util
+
+    if importlib.util.find_spec("onnxruntime_genai") is None or not (model.folder / "genai_config.json").is_file():
+        return None
+    from slmdeploy_olive.chat import GenaiChat
+
+    return GenaiChat(model.folder)

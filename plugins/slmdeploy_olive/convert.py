@@ -14,7 +14,8 @@ from typing import Any, Literal
 
 import attrs
 
-from slmdeploy.plugin import Converter, OnnxModel, SourceModel, option
+from slmdeploy.plugin import Converter, OnnxModel, SourceModel, option, run_in_worker
+from slmdeploy_olive.workflow import OLIVE_ENVIRONMENT
 
 DEVICES = ("cpu", "cuda", "dml", "webgpu")
 
@@ -31,8 +32,6 @@ class OliveConverter(Converter):
     Options = ConvertOptions
 
     def run(self, artifact: SourceModel, output_dir: Path) -> OnnxModel:
-        from slmdeploy_olive.worker import run_task
-
         task = {
             "source": str(artifact.path),
             "format": artifact.format,
@@ -42,7 +41,7 @@ class OliveConverter(Converter):
             "scratch": str(self.context.scratch),
             "out": str(output_dir / "model"),
         }
-        run_task("convert", task, self.context)
+        run_in_worker("slmdeploy_olive.convert:convert_in_worker", task, self.context, "convert", OLIVE_ENVIRONMENT)
         return OnnxModel(output_dir / "model", precision="fp32", execution_provider=self.options.device)
 
 

@@ -19,7 +19,8 @@ from typing import Any, Literal
 
 import attrs
 
-from slmdeploy.plugin import OnnxModel, QuantizedModel, Quantizer, option
+from slmdeploy.plugin import OnnxModel, QuantizedModel, Quantizer, option, run_in_worker
+from slmdeploy_olive.workflow import OLIVE_ENVIRONMENT
 
 BLOCK_SIZES = (16, 32, 64, 128, 256)
 ACCURACY_LEVELS = (0, 1, 2, 3, 4)
@@ -60,8 +61,6 @@ class OliveQuantizer(Quantizer):
     Options = QuantizeOptions
 
     def run(self, artifact: OnnxModel, output_dir: Path) -> QuantizedModel:
-        from slmdeploy_olive.worker import run_task
-
         device = artifact.execution_provider
         options = self.options
         embeddings = options.precision == "int4" if options.quantize_embeddings is None else options.quantize_embeddings
@@ -73,7 +72,7 @@ class OliveQuantizer(Quantizer):
             "scratch": str(self.context.scratch),
             "out": str(output_dir / "model"),
         }
-        run_task("quantize", task, self.context)
+        run_in_worker("slmdeploy_olive.quantize:quantize_in_worker", task, self.context, "quantize", OLIVE_ENVIRONMENT)
         return QuantizedModel(output_dir / "model", precision=self.options.precision, execution_provider=device)
 
 

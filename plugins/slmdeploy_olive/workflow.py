@@ -9,6 +9,8 @@ from typing import Any
 
 from slmdeploy.plugin import StageError
 
+# Olive queues a telemetry heartbeat before it reads this; the worker's fast exit keeps it from being sent.
+OLIVE_ENVIRONMENT = {"OLIVE_DISABLE_TELEMETRY": "1"}
 EXECUTION_PROVIDERS = {
     "cpu": "CPUExecutionProvider",
     "cuda": "CUDAExecutionProvider",

@@ -1,0 +1,30 @@
+"""slmdeploy's Foundry Local plugin: ``[register] plugin = "foundry"``, and ``slmdeploy run`` through Foundry Local.
+
+The registrar places a package in Foundry Local's model cache (``<cache>/custom/<name>/``), registers it in the
+local catalog with the SDK (``<name>:<version>``, task ``chat-completion``), loads it and asks it a question;
+the build fails if no answer comes back. The SDK is used in a child process and only through the local
+catalog, which never touches the network.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from slmdeploy.plugin import DeployedModel, hookimpl
+
+
+@hookimpl
+def slmdeploy_register_registrars() -> list[type[Any]]:
+    from slmdeploy_foundry.registrar import FoundryRegistrar
+
+    return [FoundryRegistrar]
+
+
+@hookimpl
+def slmdeploy_chat_backend(model: DeployedModel) -> Any:
+    from slmdeploy_foundry.chat import FoundryChat, sdk_installed
+
+    registration = model.registration or {}
+    if registration.get("registry") != "foundry" or not sdk_installed():
+        return None
+    return FoundryChat(registration)

@@ -1,0 +1,63 @@
+"""``slmdeploy run`` through Foundry Local: the registered model, loaded in-process with the SDK."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from slmdeploy_foundry.placement import item_text
+
+
+def sdk_installed() -> bool:
+    return importlib.util.find_spec("foundry_local_sdk") is not None
+
+
+class FoundryChat:
+    """Each answer is a fresh ChatSession given the whole conversation, so the CLI owns the history."""
+
+    def __init__(self, registration: dict[str, Any]) -> None:
+        from slmdeploy_foundry.placement import local_catalog
+
+        version = importlib.metadata.version("foundry-local-sdk")
+        self.runtime = f"Foundry Local (foundry-local-sdk {version}, model {registration['model_id']})"
+        catalog = local_catalog(Path(registration["details"]["cache"]))
+        self.model = catalog.get_model_variant(registration["model_id"])
+        if self.model is None:
+            from slmdeploy.plugin import StageError
+
+            raise StageError(
+                f"{registration['model_id']} is not registered in Foundry Local any more",
+                fix="Run `slmdeploy build` to register it again.",
+            )
+        self.model.load()
+        self._finish = "stop"
+
+    def stream(self, messages: list[dict[str, str]], max_tokens: int | None = None) -> Iterator[str]:
+        from foundry_local_sdk import ChatSession, MessageItem, Request, RequestOptions, SearchOptions
+
+        builders = {"system": MessageItem.system, "user": MessageItem.user, "assistant": MessageItem.assistant}
+        with ChatSession(self.model) as session, Request() as request:
+            if max_tokens:
+                session.set_options(RequestOptions(search=SearchOptions(max_output_tokens=max_tokens)))
+            session.set_streaming(True)
+            for message in messages:
+                request.add_item(builders[message["role"]](message["content"]))
+            with session.process_streaming_request(request) as stream:
+                for item in stream:
+                    if text := item_text(item):
+                        yield text
+                with stream.final_response as final:
+                    self._finish = final.finish_reason.name.lower()
+
+    @property
+    def finish_reason(self) -> str:
+        return self._finish
+
+    def close(self) -> None:
+        from foundry_local_sdk import FoundryLocalManager
+
+        if FoundryLocalManager.instance is not None:
+            FoundryLocalManager.instance.close()

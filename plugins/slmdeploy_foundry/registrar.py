@@ -1,0 +1,108 @@
+"""``[register] plugin = "foundry"``: place, register and smoke-test a package in Foundry Local."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import attrs
+
+from slmdeploy.plugin import (
+    ConfigError,
+    DeployPackage,
+    Registrar,
+    Registration,
+    StageError,
+    option,
+    run_in_worker,
+)
+
+CACHE_ENV = "SLMDEPLOY_FOUNDRY_CACHE"
+DEFAULT_CACHE = Path("~/.foundry/cache/models")
+MARKER = ".slmdeploy.json"
+CATALOG_FILE = "foundry.local.modelinfo.json"
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+@attrs.define
+class FoundryOptions:
+    cache_dir: str | None = option(
+        None, help=f"Foundry Local's model cache; default: ${CACHE_ENV}, else {DEFAULT_CACHE} (Foundry's own)"
+    )
+    smoke_prompt: str = option("What is the capital of France?", help="asked after registering; no answer fails")
+    smoke_max_tokens: int = option(64, help="the smoke answer's length limit", validator=attrs.validators.ge(1))
+
+
+def cache_dir(options: FoundryOptions, project_dir: Path) -> Path:
+    """The project file's cache_dir, else the environment's, else Foundry Local's default."""
+    configured = options.cache_dir or os.environ.get(CACHE_ENV) or str(DEFAULT_CACHE)
+    return (project_dir / Path(configured).expanduser()).resolve()
+
+
+def check_name(name: str) -> None:
+    if not NAME.fullmatch(name) or ".." in name:
+        raise ConfigError(
+            f"{name!r} is not a name Foundry Local accepts for a model",
+            where="[project] name",
+            fix="Use letters, digits, '.', '_' and '-', starting with a letter or digit, without '..'.",
+        )
+
+
+class FoundryRegistrar(Registrar):
+    PLUGIN_NAME = "foundry"
+    Options = FoundryOptions
+
+    def run(self, artifact: DeployPackage, output_dir: Path) -> Registration:
+        name = artifact.model_name
+        check_name(name)
+        cache = cache_dir(self.options, self.context.project_dir)
+        task = {
+            "action": "register",
+            "package": str(artifact.path),
+            "cache": str(cache),
+            "name": name,
+            "model_id": f"{name}:{self.context.project_version}",
+            "project": str(self.context.project_dir),
+            "prompt": self.options.smoke_prompt,
+            "max_tokens": self.options.smoke_max_tokens,
+        }
+        result = run_in_worker("slmdeploy_foundry.placement:register", task, self.context, "register")
+        if not result["answer"].strip():
+            raise StageError(
+                f"Foundry Local loaded {result['model_id']} but gave no answer to {self.options.smoke_prompt!r}",
+                fix="Run the model with `slmdeploy run` to see why.",
+            )
+        (output_dir / "registration.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
+        self.context.log(f"registered {result['model_id']}; answer: {result['answer'][:60]!r}")
+        return Registration(
+            Path(result["folder"]),
+            registry="foundry",
+            model_id=result["model_id"],
+            details={key: result[key] for key in ("cache", "prompt", "answer", "finish_reason", "usage", "seconds")},
+        )
+
+    def is_current(self, artifact: Registration) -> bool:
+        """Still registered, and the folder still ours: checked from the files, without starting Foundry."""
+        marker = artifact.path / MARKER
+        catalog = Path(artifact.details.get("cache", "")) / CATALOG_FILE
+        try:
+            owner = json.loads(marker.read_text(encoding="utf-8"))
+            models = json.loads(catalog.read_text(encoding="utf-8")).get("models", [])
+        except (OSError, ValueError):
+            return False
+        registered = {model.get("model_info", {}).get("id") for model in models}
+        return owner.get("model_id") == artifact.model_id and artifact.model_id in registered
+
+    def unregister(self, artifact: Registration) -> str:
+
+        task = {
+            "action": "unregister",
+            "cache": artifact.details["cache"],
+            "folder": str(artifact.path),
+            "model_id": artifact.model_id,
+            "project": str(self.context.project_dir),
+        }
+        result = run_in_worker("slmdeploy_foundry.placement:unregister", task, self.context, "unregister")
+        return str(result["removed"])
