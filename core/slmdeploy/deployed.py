@@ -58,7 +58,7 @@ def _read(build_dir: Path) -> Iterator[DeployedModel]:
     for manifest_file in sorted(build_dir.glob("*/manifest.json")):
         manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
         stages = {stage["stage"]: stage for stage in manifest["stages"]}
-        model = next(
+        model: dict[str, Any] = next(
             (stage["artifact"] for stage in reversed(manifest["stages"]) if "precision" in stage["artifact"]), {}
         )
         registration = stages.get("register", {}).get("artifact")
