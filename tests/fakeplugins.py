@@ -105,7 +105,10 @@ class FakeFamily(TemplateFamily):
         }
         (output_dir / "inference_model.json").write_text(json.dumps(info), encoding="utf-8")
         return DeployPackage(
-            output_dir, precision=artifact.precision, family=self.PLUGIN_NAME, model_name=self.context.project_name
+            output_dir,
+            precision=artifact.precision,
+            family=self.PLUGIN_NAME,
+            model_name=f"{self.context.project_name}-{self.context.variant}",
         )
 
 
@@ -152,6 +155,30 @@ class DirRegistrar(Registrar):
     def is_current(self, artifact):
         return artifact.path.is_dir()
 
+    def unregister(self, artifact):
+        shutil.rmtree(artifact.path)
+        return f"removed {artifact.path}"
+
+
+class EchoChat:
+    """Answers with the last user message reversed, word by word; remembers the conversation it saw."""
+
+    runtime = "echo (fake)"
+
+    def __init__(self, folder):
+        self.folder = folder
+        self.finish_reason = "stop"
+
+    def stream(self, messages, max_tokens=None):
+        words = messages[-1]["content"].split()[::-1]
+        words.append(f"(turn {sum(m['role'] == 'user' for m in messages)})")
+        self.finish_reason = "length" if max_tokens and len(words) > max_tokens else "stop"
+        for word in words[:max_tokens]:
+            yield word + " "
+
+    def close(self):
+        pass
+
 
 @hookimpl
 def slmdeploy_register_converters():
@@ -181,6 +208,11 @@ def slmdeploy_register_registrars():
 @hookimpl
 def slmdeploy_template_family(model):
     return "fakefam" if model.model_type == "fake" else None
+
+
+@hookimpl
+def slmdeploy_chat_backend(model):
+    return EchoChat(model.folder) if (model.registration or {}).get("registry") == "dir" else None
 
 
 @hookimpl
