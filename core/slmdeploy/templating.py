@@ -151,38 +151,48 @@ class ChatTemplateFamily(TemplateFamily):
     def write_package(
         self, folder: Path, model: ModelInfo, stops: list[tuple[str, int]], template: str, tokenizer: TokenizerFiles
     ) -> None:
-        generation = self.context.tables["generation"]
+        genai = json.loads((folder / "genai_config.json").read_text(encoding="utf-8"))
+        generation = fit_to_context(self.context.tables["generation"], genai)
         project = self.context.tables["project"]
-        prompt = attrs.asdict(self.prompt_template(model))
         info = {
             "Name": package_name(self.context.project_name, self.context.variant),
             "Description": project.get("description", ""),
             "Version": str(self.context.project_version),
-            "PromptTemplate": prompt,
+            "PromptTemplate": attrs.asdict(self.prompt_template(model)),
             "ModelConfig": {
                 key: generation[key] for key in ("max_length", "temperature", "top_p", "repetition_penalty")
             },
         }
         _write_json(folder / "inference_model.json", info)
-        genai = json.loads((folder / "genai_config.json").read_text(encoding="utf-8"))
         ids = [token_id for _, token_id in stops]
         genai["model"]["eos_token_id"] = ids[0] if len(ids) == 1 else ids
-        genai["search"] = {**genai.get("search", {}), **generation_search(generation, genai)}
+        genai["search"] = {**genai.get("search", {}), **generation_search(generation)}
         _write_json(folder / "genai_config.json", genai)
         _write_json(folder / "tokenizer_config.json", {**tokenizer.config, "chat_template": template})
         if not (folder / "chat_template.jinja").exists():
             (folder / "chat_template.jinja").write_text(template, encoding="utf-8")
+        if generation["max_length"] < self.context.tables["generation"]["max_length"]:
+            self.context.log(
+                f"max_length {self.context.tables['generation']['max_length']} is longer than the "
+                f"model's context; {generation['max_length']} is written"
+            )
 
 
 def package_name(project: str, variant: str) -> str:
     return project if variant == "default" else f"{project}-{variant}"
 
 
-def generation_search(generation: dict[str, Any], genai: dict[str, Any]) -> dict[str, Any]:
-    """``[generation]`` as genai_config.json's search options (sampling whenever the temperature is above 0)."""
+def fit_to_context(generation: dict[str, Any], genai: dict[str, Any]) -> dict[str, Any]:
+    """``[generation]`` with ``max_length`` no longer than the model's context (Foundry Local refuses requests
+    whose answer budget exceeds it)."""
     context = int(genai["model"].get("context_length") or generation["max_length"])
+    return {**generation, "max_length": min(int(generation["max_length"]), context)}
+
+
+def generation_search(generation: dict[str, Any]) -> dict[str, Any]:
+    """``[generation]`` as genai_config.json's search options (sampling whenever the temperature is above 0)."""
     return {
-        "max_length": min(int(generation["max_length"]), context),
+        "max_length": generation["max_length"],
         "temperature": generation["temperature"],
         "top_p": generation["top_p"],
         "repetition_penalty": generation["repetition_penalty"],

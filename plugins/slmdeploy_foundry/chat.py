@@ -39,9 +39,11 @@ class FoundryChat:
         from foundry_local_sdk import ChatSession, MessageItem, Request, RequestOptions, SearchOptions
 
         builders = {"system": MessageItem.system, "user": MessageItem.user, "assistant": MessageItem.assistant}
+        # Foundry Local asks for 2048 new tokens unless told otherwise, and refuses a request whose prompt plus
+        # that budget exceeds the model's context.
+        budget = max_tokens or max(1, (self.model.context_length or 4096) // 2)
         with ChatSession(self.model) as session, Request() as request:
-            if max_tokens:
-                session.set_options(RequestOptions(search=SearchOptions(max_output_tokens=max_tokens)))
+            session.set_options(RequestOptions(search=SearchOptions(max_output_tokens=budget)))
             session.set_streaming(True)
             for message in messages:
                 request.add_item(builders[message["role"]](message["content"]))

@@ -69,9 +69,9 @@ class FoundryRegistrar(Registrar):
             "max_tokens": self.options.smoke_max_tokens,
         }
         result = run_in_worker("slmdeploy_foundry.placement:register", task, self.context, "register")
-        if not result["answer"].strip():
+        if result["usage"]["completion_tokens"] == 0:
             raise StageError(
-                f"Foundry Local loaded {result['model_id']} but gave no answer to {self.options.smoke_prompt!r}",
+                f"Foundry Local loaded {result['model_id']} but generated nothing for {self.options.smoke_prompt!r}",
                 fix="Run the model with `slmdeploy run` to see why.",
             )
         (output_dir / "registration.json").write_text(json.dumps(result, indent=2), encoding="utf-8")

