@@ -51,6 +51,13 @@ def bench_convert(session: nox.Session) -> None:
     session.run("python", "benchmarks/bench_convert.py", *session.posargs)
 
 
+@nox.session(name="bench-cli", python=PYTHON)
+def bench_cli(session: nox.Session) -> None:
+    """Print `slmdeploy --help` start-up and no-op rebuild times (core only, fake stage plugins)."""
+    session.install("-e", ".")
+    session.run("python", "benchmarks/bench_cli.py", *session.posargs)
+
+
 @nox.session(name="example-plugin", python=PYTHON)
 def example_plugin(session: nox.Session) -> None:
     """Install the example third-party plugin from its folder into a fresh environment and run its tests."""

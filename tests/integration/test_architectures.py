@@ -44,3 +44,41 @@ def test_converts_and_quantizes_faithfully(architecture, tiny_model, run_stage, 
         assert figures["max_abs_logit_diff"] < MAX_LOGIT_DIFF[precision], figures
         assert (quantized.path / "genai_config.json").is_file()
         assert (quantized.path / "tokenizer.json").is_file()
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"precision": "int4", "algorithm": "k_quant"},
+        {"precision": "int4", "symmetric": False, "block_size": 16},
+        {"precision": "int4", "accuracy_level": 1, "keep_float": ["/lm_head/MatMul"]},
+        {"precision": "int8", "quantize_embeddings": True},
+        {"precision": "fp32"},
+    ],
+)
+def test_quantization_options(options, tiny_model, run_stage):
+    import onnx
+
+    folder = tiny_model("llama")
+    ids = token_ids(folder)
+    reference = torch_logits(folder, ids)
+    converted = run_stage(OliveConverter, SourceModel(folder))
+    quantized = run_stage(OliveQuantizer, converted, options)
+    figures = compare(reference, genai_logits(quantized.path, ids), ids)
+    limit = MAX_LOGIT_DIFF[options["precision"]]
+    assert figures["max_abs_logit_diff"] < limit, figures
+    graph = onnx.load(str(quantized.path / "model.onnx"), load_external_data=False).graph
+    operators = {node.op_type for node in graph.node}
+    if options["precision"] == "fp32":
+        assert "MatMulNBits" not in operators
+        return
+    matmuls = [node for node in graph.node if node.op_type == "MatMulNBits"]
+    bits = {attribute.i for node in matmuls for attribute in node.attribute if attribute.name == "bits"}
+    assert bits == {int(options["precision"][3:])}
+    for name in options.get("keep_float", []):
+        assert any(node.name == name and node.op_type == "MatMul" for node in graph.node)
+    if options.get("quantize_embeddings"):
+        assert "GatherBlockQuantized" in operators
+    if options.get("block_size"):
+        sizes = {attribute.i for node in matmuls for attribute in node.attribute if attribute.name == "block_size"}
+        assert sizes == {options["block_size"]}
