@@ -72,6 +72,7 @@ class FakeQuantOptions:
         32, help="weights per quantization block", validator=attrs.validators.in_([16, 32, 64, 128])
     )
     calibration: str | None = option(None, help="a calibration text file", path=True)
+    tag: str | None = option(None, help="a free-form label; a list builds one variant per label", variants=True)
 
 
 class FakeQuantizer(Quantizer):

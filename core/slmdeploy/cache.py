@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -46,31 +47,37 @@ class DigestCache:
         self.file = file
         self._known: dict[str, list[Any]] = {}
         self._dirty = False
+        self._lock = threading.Lock()  # stages of one level run in threads
         with contextlib.suppress(FileNotFoundError, ValueError):
             self._known = json.loads(file.read_text(encoding="utf-8"))
 
-    def file_digest(self, path: Path) -> str:
+    def file_digest(self, path: Path, remember: bool = True) -> str:
         stat = path.stat()
         signature = [stat.st_size, stat.st_mtime_ns, stat.st_ino]
-        known = self._known.get(str(path))
+        with self._lock:
+            known = self._known.get(str(path))
         if known and known[:3] == signature:
             return str(known[3])
         digest = _hash_file(path)
-        self._known[str(path)] = [*signature, digest]
-        self._dirty = True
+        if remember:
+            with self._lock:
+                self._known[str(path)] = [*signature, digest]
+                self._dirty = True
         return digest
 
-    def tree_digest(self, path: Path) -> str:
-        """Digest of a file, or of a folder's files (their relative names and contents)."""
+    def tree_digest(self, path: Path, remember: bool = True) -> str:
+        """Digest of a file, or of a folder's files (their relative names and contents). `remember=False` for
+        files about to move (stage outputs): their digest is recorded in the cache entry instead."""
         if path.is_file():
-            return self.file_digest(path)
-        parts = [f"{file.relative_to(path).as_posix()}:{self.file_digest(file)}" for file in _files(path)]
+            return self.file_digest(path, remember)
+        parts = [f"{file.relative_to(path).as_posix()}:{self.file_digest(file, remember)}" for file in _files(path)]
         return sha256_text("\n".join(parts))
 
     def save(self) -> None:
-        if self._dirty:
-            atomic_write_text(self.file, json.dumps(self._known))
-            self._dirty = False
+        with self._lock:
+            if self._dirty:
+                atomic_write_text(self.file, json.dumps(self._known))
+                self._dirty = False
 
 
 def _hash_file(path: Path) -> str:
@@ -139,12 +146,17 @@ class Store:
             shutil.rmtree(folder, ignore_errors=True)
 
     def commit(self, staged: Path, key: str, record: dict[str, Any]) -> Entry:
-        """Record the staged output's digest and move it into place under `key`, atomically."""
-        record = {**record, "key": key, "output_digest": self.digests.tree_digest(staged / "out")}
+        """Record the staged output's digest and move it into place under `key`, atomically.
+
+        The digest covers the output's files and the artifact's own fields (a package's model name, say), so
+        every later step's key changes when either does."""
+        files = self.digests.tree_digest(staged / "out", remember=False)
+        fields = {name: value for name, value in record.get("artifact", {}).items() if name != "path"}
+        record = {**record, "key": key, "output_digest": sha256_text(files + stable_json(fields))}
         (staged / "entry.json").write_text(json.dumps(record, indent=2, default=str), encoding="utf-8")
         target = self.cache_dir / key
         self.cache_dir.mkdir(parents=True, exist_ok=True)
-        if target.exists():  # a stale entry without a readable entry.json
+        if target.exists():  # an entry whose outside state was gone (is_current) or unreadable: replaced
             shutil.rmtree(target)
         staged.replace(target)
         return Entry(target, record)

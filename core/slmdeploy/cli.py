@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import sys
 import textwrap
 import traceback
@@ -37,18 +38,25 @@ class Session:
 
         return get_plugin_manager(self.project_dir, self.disabled)
 
-    def pipeline(self, jobs: int = 1) -> Pipeline:
+    def parts(self) -> tuple[Any, Any, Any]:
+        """The project file, the installed stage implementations, and the project's cache."""
         from slmdeploy.cache import STATE_DIR, Store
         from slmdeploy.config import PROJECT_FILE, load_project
         from slmdeploy.manager import Registry
+
+        project = load_project(self.project_dir / PROJECT_FILE)
+        return project, Registry(self.plugin_manager()), Store(project.root / STATE_DIR)
+
+    def pipeline(self, jobs: int = 1) -> Pipeline:
         from slmdeploy.pipeline import Pipeline
         from slmdeploy.planning import make_plan
         from slmdeploy.progress import make_reporter
 
-        project = load_project(self.project_dir / PROJECT_FILE)
-        registry = Registry(self.plugin_manager())
-        store = Store(project.root / STATE_DIR)
-        plan = make_plan(project, registry, store.digests)
+        project, registry, store = self.parts()
+        try:
+            plan = make_plan(project, registry, store.digests)
+        finally:
+            store.digests.save()
         return Pipeline(plan, registry, store, make_reporter(self.plain), jobs)
 
 
@@ -141,15 +149,16 @@ def build(session: Session, jobs: int) -> None:
 def clean(session: Session, registry: bool) -> None:
     """Remove the build/ folder and the stage cache; with --registry, registrations too."""
     from slmdeploy.cache import STATE_DIR, project_lock
-    from slmdeploy.pipeline import BUILD_DIR
     from slmdeploy.progress import make_reporter
+    from slmdeploy.publish import BUILD_DIR
 
     state_dir = session.project_dir / STATE_DIR
     with project_lock(state_dir, make_reporter(session.plain).say):
         if registry:
-            from slmdeploy.pipeline import unregister_all
+            from slmdeploy.registrations import unregister_all
 
-            for line in unregister_all(session.pipeline()):
+            project, plugins, store = session.parts()
+            for line in unregister_all(project, plugins, store, make_reporter(session.plain)):
                 click.echo(line)
         removed = [
             folder
@@ -168,7 +177,7 @@ def clean(session: Session, registry: bool) -> None:
 def list_deployed(session: Session, as_json: bool) -> None:
     """List the deployed models: name, version, precision, size, where registered, when built."""
     from slmdeploy.deployed import deployed_models
-    from slmdeploy.pipeline import BUILD_DIR
+    from slmdeploy.publish import BUILD_DIR
 
     models = deployed_models(session.project_dir / BUILD_DIR)
     if as_json:
@@ -215,7 +224,7 @@ def plugins(session: Session, as_json: bool, with_options: bool) -> None:
     click.echo(json.dumps(listing, indent=2) if as_json else render_plugins(listing))
 
 
-def report_error(error: BaseException) -> None:
+def report_error(error: BaseException | str) -> None:
     text = textwrap.fill(
         f"error: {error}",
         width=max(60, min(shutil.get_terminal_size().columns, 110)),
@@ -225,9 +234,14 @@ def report_error(error: BaseException) -> None:
     click.echo(text, err=True)
 
 
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args
+    signal.signal(signal.SIGTERM, _terminate)  # a terminated build cleans up as an interrupted one does
     try:
         cli.main(args=args, prog_name="slmdeploy", standalone_mode=False)
     except click.exceptions.Exit as done:
@@ -243,3 +257,11 @@ def main(argv: list[str] | None = None) -> None:
             traceback.print_exc()
         report_error(error)
         sys.exit(error.exit_code)
+    except OSError as error:  # a full disk, a permission, a missing file outside any stage
+        if debug:
+            traceback.print_exc()
+        report_error(
+            f"{error.strerror or error}: {error.filename or ''}".rstrip(": ")
+            + ". Free space or fix the permissions, then run the command again"
+        )
+        sys.exit(EXIT_USER_ERROR)

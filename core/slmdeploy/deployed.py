@@ -56,21 +56,31 @@ def deployed_models(build_dir: Path) -> list[DeployedModel]:
 
 def _read(build_dir: Path) -> Iterator[DeployedModel]:
     for manifest_file in sorted(build_dir.glob("*/manifest.json")):
-        manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
-        stages = {stage["stage"]: stage for stage in manifest["stages"]}
-        model: dict[str, Any] = next(
-            (stage["artifact"] for stage in reversed(manifest["stages"]) if "precision" in stage["artifact"]), {}
-        )
-        registration = stages.get("register", {}).get("artifact")
-        yield DeployedModel(
-            name=model.get("model_name") or f"{manifest['project']}-{manifest['variant']}",
-            variant=manifest["variant"],
-            version=int(manifest["version"]),
-            precision=str(model.get("precision", "")),
-            folder=manifest_file.parent / "model",
-            built_at=manifest["built_at"],
-            registration=registration,
-        )
+        try:
+            yield _deployed(manifest_file, json.loads(manifest_file.read_text(encoding="utf-8")))
+        except (ValueError, KeyError, TypeError) as error:
+            raise ConfigError(
+                f"the build manifest is damaged ({error!r})",
+                where=str(manifest_file),
+                fix="Run `slmdeploy build` to write it again.",
+            ) from None
+
+
+def _deployed(manifest_file: Path, manifest: dict[str, Any]) -> DeployedModel:
+    stages = {stage["stage"]: stage for stage in manifest["stages"]}
+    model: dict[str, Any] = next(
+        (stage["artifact"] for stage in reversed(manifest["stages"]) if "precision" in stage["artifact"]), {}
+    )
+    registration = stages.get("register", {}).get("artifact")
+    return DeployedModel(
+        name=model.get("model_name") or f"{manifest['project']}-{manifest['variant']}",
+        variant=manifest["variant"],
+        version=int(manifest["version"]),
+        precision=str(model.get("precision", "")),
+        folder=manifest_file.parent / "model",
+        built_at=manifest["built_at"],
+        registration=registration,
+    )
 
 
 def find(build_dir: Path, name: str) -> DeployedModel:

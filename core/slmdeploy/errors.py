@@ -6,6 +6,8 @@ where, how to fix it) with no traceback and exits with code 2; `--debug` shows t
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -53,3 +55,18 @@ def where_in(file: Path | str, line: int | None = None, key: str | None = None) 
     """Format a location in a project file: ``slmdeploy.toml:12 [quantize] precision``."""
     text = str(file) if line is None else f"{file}:{line}"
     return f"{text} {key}" if key else text
+
+
+@contextlib.contextmanager
+def plugin_code(what: str) -> Iterator[None]:
+    """Run a plugin's code: its `SlmdeployError` passes through; anything else becomes a `PluginError` that says
+    what was running (``--debug`` shows the traceback)."""
+    try:
+        yield
+    except SlmdeployError:
+        raise
+    except Exception as error:
+        raise PluginError(
+            f"{what} crashed: {error!r}",
+            fix="Run again with --debug for the traceback, and report it to the plugin's authors.",
+        ) from error

@@ -165,10 +165,3 @@ def plugin_version(manager: pluggy.PluginManager, name: str, plugin: Any) -> tup
 
     module = getattr(plugin, "__name__", name)
     return __version__, f"{module} (registered in-process)"
-
-
-def distribution_version(name: str) -> str:
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"

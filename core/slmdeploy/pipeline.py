@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-import importlib
-import json
-import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -16,23 +11,18 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-import cattrs
 
-from slmdeploy import __version__
 from slmdeploy.artifacts import Artifact, EvaluationReport, ModelInfo
 from slmdeploy.cache import Entry, Store
-from slmdeploy.errors import GateFailed, PluginError, SlmdeployError, StageError
+from slmdeploy.config import Project
+from slmdeploy.errors import ConfigError, GateFailed, PluginError, SlmdeployError, StageError, plugin_code
 from slmdeploy.manager import Registry
 from slmdeploy.options import unstructure
-from slmdeploy.planning import Plan, Step, Variant, _alternatives
+from slmdeploy.planning import Plan, Step, Variant, alternatives
 from slmdeploy.progress import Reporter
+from slmdeploy.publish import publish
+from slmdeploy.records import dump_artifact, load_artifact
 from slmdeploy.stages import Stage, StageContext
-
-BUILD_DIR = "build"
-artifacts = cattrs.Converter()
-artifacts.register_unstructure_hook(Path, str)
-artifacts.register_structure_hook(Path, lambda value, _: Path(value))
-MANIFEST = "manifest.json"
 
 
 @attrs.define
@@ -89,7 +79,9 @@ class Pipeline:
             for state in states:
                 if level < len(state.variant.steps):
                     step = self._resolve(state.variant.steps[level], state.artifact)
-                    groups.setdefault(step.key(state.digest, self.context_tables), []).append((state, step))
+                    groups.setdefault(step.key(state.digest, self.context_tables, state.variant.name), []).append(
+                        (state, step)
+                    )
             outcomes = self._run_level(groups)
             for key, members in groups.items():
                 for index, (state, step) in enumerate(members):
@@ -97,7 +89,7 @@ class Pipeline:
                     state.advance(shared)
         self.store.digests.save()
         return [
-            VariantResult(state.variant, state.results, *self._publish(state.variant, state.results))
+            VariantResult(state.variant, state.results, *publish(self.plan, state.variant.name, state.results))
             for state in states
         ]
 
@@ -120,15 +112,19 @@ class Pipeline:
         """Pick the template family for ``family = "auto"`` now that the model folder exists."""
         if step.provided is not None:
             return step
-        name = self.registry.manager.hook.slmdeploy_template_family(model=ModelInfo.from_dir(artifact.path))
+        project = self.plan.project
+        try:
+            with plugin_code("template dispatch (slmdeploy_template_family)"):
+                name = self.registry.manager.hook.slmdeploy_template_family(model=ModelInfo.from_dir(artifact.path))
+        except ConfigError as error:
+            raise ConfigError(error.what, where=project.locate("template.family"), fix=error.fix) from error
         provided = self.registry.get("template", name)
         if provided is None:
             raise PluginError(
                 f"template dispatch chose {name!r}, which no plugin registers",
                 fix=f"Installed families: {', '.join(self.registry.names('template'))}.",
             )
-        project = self.plan.project
-        (resolved,) = _alternatives(project, "template", "template", provided, step.raw, self.store.digests)
+        (resolved,) = alternatives(project, "template", "template", provided, step.raw, self.store.digests)
         return resolved
 
     def _run_step(self, key: str, step: Step, state: _Position, variants: str) -> StepResult:
@@ -137,8 +133,10 @@ class Pipeline:
         entry = self.store.get(key)
         if entry is not None:
             cached_artifact = load_artifact(entry, step.provided.cls.OUTPUT)  # type: ignore[union-attr]
-            stage = self._instantiate(variant, step, self.reporter.log, self.store.tmp_dir)
-            if stage.is_current(cached_artifact):
+            stage = self._instantiate(variant, step, self.reporter.log, self.store.tmp_dir)  # scratch: unused
+            with plugin_code(f"{step.stage} plugin {step.plugin_name!r} checking its cached output"):
+                current = stage.is_current(cached_artifact)
+            if current:
                 self.reporter.cached(label, entry.record.get("duration_s", 0.0))
                 return StepResult(step, key, entry, cached_artifact, cached=True)
         with self.reporter.running(label) as log, self.store.staging() as staged:
@@ -153,54 +151,30 @@ class Pipeline:
 
     def _instantiate(self, variant: Variant, step: Step, log: Callable[[str], None], scratch: Path) -> Stage:
         assert step.provided is not None
-        project = self.plan.project
-        cls = step.provided.cls
-        context = StageContext(
-            project_dir=project.root,
-            project_name=project.project.name,
-            project_version=project.project.version,
-            variant=variant.name,
-            tables={name: self.context_tables[name] for name in cls.CONTEXT_TABLES},
-            log=log,
-            scratch=scratch,
-            logs_dir=self.store.state_dir / "logs",
-        )
-        return cls(step.options, context)
+        return instantiate(self.plan.project, self.store, step.provided.cls, step.options, variant.name, log, scratch)
 
-    def _publish(self, variant: Variant, results: list[StepResult]) -> tuple[Path, bool]:
-        """Lay out ``build/<variant>/`` from the cache; unchanged when its manifest has the same keys."""
-        build = self.plan.project.root / BUILD_DIR
-        folder = build / variant.name
-        manifest = self._manifest(variant, results)
-        if _manifest_keys(folder / MANIFEST) == [stage["key"] for stage in manifest["stages"]]:
-            return folder, False
-        build.mkdir(exist_ok=True)
-        staged = Path(tempfile.mkdtemp(prefix=f".{variant.name}-", dir=build))
-        try:
-            for result in results:
-                publish_as = type(result.artifact).PUBLISH_AS
-                if publish_as is not None and _inside(result.artifact.path, result.entry.out):
-                    target = staged / publish_as
-                    if publish_as != ".":
-                        shutil.rmtree(target, ignore_errors=True)
-                    _link_tree(result.artifact.path, target)
-            (staged / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str), encoding="utf-8")
-            _swap_in(staged, folder)
-        finally:
-            shutil.rmtree(staged, ignore_errors=True)
-        return folder, True
 
-    def _manifest(self, variant: Variant, results: list[StepResult]) -> dict[str, Any]:
-        project = self.plan.project
-        return {
-            "project": project.project.name,
-            "version": project.project.version,
-            "variant": variant.name,
-            "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "slmdeploy_version": __version__,
-            "source": {"path": str(self.plan.source.path), "digest": self.plan.source_digest},
-            "stages": [_manifest_stage(result) for result in results],
-        }
+def instantiate(
+    project: Project,
+    store: Store,
+    cls: type[Stage],
+    options: Any,
+    variant: str,
+    log: Callable[[str], None],
+    scratch: Path,
+) -> Stage:
+    """A stage object with its context: the project, the core tables it asked for, its folders."""
+    context = StageContext(
+        project_dir=project.root,
+        project_name=project.project.name,
+        project_version=project.project.version,
+        variant=variant,
+        tables={name: project.core_table(name) for name in cls.CONTEXT_TABLES},
+        log=log,
+        scratch=scratch,
+        logs_dir=store.state_dir / "logs",
+    )
+    return cls(options, context)
 
 
 def _fits_in_memory(inputs: Iterable[Artifact]) -> bool:
@@ -268,87 +242,6 @@ def _record(step: Step, input_digest: str, artifact: Artifact, out: Path, durati
     }
 
 
-def dump_artifact(artifact: Artifact, out: Path) -> dict[str, Any]:
-    data = artifacts.unstructure(artifact)
-    data["path"] = _relative_or_absolute(Path(artifact.path), out)
-    plain: dict[str, Any] = json.loads(json.dumps(data, default=str))
-    return plain
-
-
-def load_artifact(entry: Entry, expected: type[Artifact]) -> Artifact:
-    """Rebuild a cached artifact, as the class the plugin returned when it is importable."""
-    cls = _import_class(entry.record.get("artifact_type", "")) or expected
-    data = dict(entry.record["artifact"])
-    path = data.pop("path")
-    data["path"] = entry.out / path[len("out:") :] if path.startswith("out:") else Path(path)
-    return artifacts.structure(data, cls)
-
-
-def _import_class(qualified: str) -> type[Artifact] | None:
-    module, _, name = qualified.partition(":")
-    with contextlib.suppress(ImportError, AttributeError, ValueError):
-        found = getattr(importlib.import_module(module), name)
-        if isinstance(found, type) and issubclass(found, Artifact):
-            return found
-    return None
-
-
-def _relative_or_absolute(path: Path, out: Path) -> str:
-    return f"out:{path.resolve().relative_to(out.resolve()).as_posix()}" if _inside(path, out) else str(path.resolve())
-
-
-def _inside(path: Path, folder: Path) -> bool:
-    return path.resolve().is_relative_to(folder.resolve())
-
-
-def _manifest_stage(result: StepResult) -> dict[str, Any]:
-    record = result.entry.record
-    keep = (
-        "stage",
-        "table",
-        "plugin",
-        "plugin_version",
-        "provided_by",
-        "options",
-        "input_digest",
-        "duration_s",
-        "created",
-        "output_digest",
-        "artifact",
-    )
-    return {"key": result.key, "cached": result.cached, **{name: record.get(name) for name in keep}}
-
-
-def _manifest_keys(file: Path) -> list[str] | None:
-    try:
-        return [stage["key"] for stage in json.loads(file.read_text(encoding="utf-8"))["stages"]]
-    except (FileNotFoundError, ValueError, KeyError, TypeError):
-        return None
-
-
-def _link_tree(source: Path, target: Path) -> None:
-    """Hard-link a cached tree into place (copies across file systems); cache files are never edited."""
-    link: Callable[[str, str], object] = _hardlink_or_copy
-    shutil.copytree(source, target, copy_function=link, dirs_exist_ok=True)
-
-
-def _hardlink_or_copy(source: str, target: str) -> object:
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copy2(source, target)
-    return target
-
-
-def _swap_in(staged: Path, folder: Path) -> None:
-    old = folder.with_name(f".{folder.name}-old")
-    shutil.rmtree(old, ignore_errors=True)
-    if folder.exists():
-        folder.replace(old)
-    staged.replace(folder)
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def preview(pipeline: Pipeline, variant: Variant) -> list[dict[str, Any]]:
     """What `build` would do for a variant: each step cached, to run, or waiting on an earlier step."""
     artifact: Artifact | None = pipeline.plan.source
@@ -360,7 +253,7 @@ def preview(pipeline: Pipeline, variant: Variant) -> list[dict[str, Any]]:
         rows.append(row)
         if digest is None or step.provided is None:
             continue
-        row["key"] = key = step.key(digest, pipeline.context_tables)
+        row["key"] = key = step.key(digest, pipeline.context_tables, variant.name)
         entry = pipeline.store.get(key)
         if entry is None:
             artifact = digest = None
@@ -370,26 +263,3 @@ def preview(pipeline: Pipeline, variant: Variant) -> list[dict[str, Any]]:
         if not isinstance(cached, EvaluationReport):
             artifact, digest = cached, entry.output_digest
     return rows
-
-
-def unregister_all(pipeline: Pipeline) -> list[str]:
-    """Ask each registrar to undo the registrations found in the cache; report what was removed."""
-    from slmdeploy.options import structure_table
-
-    lines = []
-    for entry in pipeline.store.entries():
-        if entry.record.get("stage") != "register":
-            continue
-        provided = pipeline.registry.get("register", entry.record["plugin"])
-        if provided is None:
-            lines.append(
-                f"skipped {entry.record['artifact'].get('model_id')}: plugin {entry.record['plugin']!r} is "
-                "not installed"
-            )
-            continue
-        options = structure_table(provided.cls.Options, entry.record["options"], "register", lambda key: key)
-        step = Step("register", "register", provided, options, entry.record["options"], {})
-        variant = Variant(entry.record.get("variant", "default"), (step,))
-        registrar = pipeline._instantiate(variant, step, pipeline.reporter.log, pipeline.store.tmp_dir)
-        lines.append(registrar.unregister(load_artifact(entry, provided.cls.OUTPUT)))  # type: ignore[attr-defined]
-    return lines

@@ -13,8 +13,8 @@ import attrs
 
 from slmdeploy.artifacts import SourceModel
 from slmdeploy.cache import DigestCache, sha256_text, stable_json
-from slmdeploy.config import Project, resolve_source_path
-from slmdeploy.errors import ConfigError
+from slmdeploy.config import NAME_PATTERN, Project, resolve_source_path
+from slmdeploy.errors import ConfigError, plugin_code
 from slmdeploy.manager import Provided, Registry
 from slmdeploy.options import check_keys, fields_of, structure_table, unstructure
 from slmdeploy.stages import STAGE_BASES, STAGE_ORDER, Stage
@@ -46,7 +46,7 @@ class Step:
     def plugin_name(self) -> str:
         return self.provided.cls.PLUGIN_NAME if self.provided else AUTO
 
-    def key(self, input_digest: str, context_tables: Mapping[str, Any]) -> str:
+    def key(self, input_digest: str, context_tables: Mapping[str, Any], variant: str) -> str:
         """The content address of this step's output."""
         assert self.provided is not None
         cls = self.provided.cls
@@ -57,7 +57,8 @@ class Step:
                     "plugin": cls.PLUGIN_NAME,
                     "class": f"{cls.__module__}.{cls.__qualname__}",
                     "version": self.provided.version,
-                    "cache_version": cls.CACHE_VERSION,
+                    "cache_version": cls.cache_version(),
+                    "variant": variant if cls.VARIANT_IN_KEY else None,
                     "options": unstructure(self.options),
                     "files": dict(self.path_digests),
                     "context": {name: context_tables[name] for name in cls.CONTEXT_TABLES},
@@ -81,7 +82,7 @@ class Plan:
     variants: tuple[Variant, ...]
 
     def context_tables(self) -> dict[str, Any]:
-        return {name: self.project.core_table(name) for name in ("project", "source", "generation")}
+        return {name: self.project.core_table(name) for name in ("project", "generation")}
 
 
 def make_plan(project: Project, registry: Registry, digests: DigestCache) -> Plan:
@@ -95,7 +96,8 @@ def make_plan(project: Project, registry: Registry, digests: DigestCache) -> Pla
     ]
     variants = tuple(_variants(slots))
     _check_chain(project, variants[0].steps)
-    registry.manager.hook.slmdeploy_check_project(project=project)
+    with plugin_code("a plugin's slmdeploy_check_project hook"):
+        registry.manager.hook.slmdeploy_check_project(project=project)
     source_digest = digests.tree_digest(source.path)
     if source.adapter is not None:
         source_digest = sha256_text(source_digest + digests.tree_digest(source.adapter))
@@ -127,14 +129,14 @@ def _stage_steps(project: Project, registry: Registry, stage: str, digests: Dige
         for evaluator in names:
             provided = registry.get(stage, evaluator)
             assert provided is not None
-            yield _alternatives(project, stage, f"{stage}.{evaluator}", provided, table.get(evaluator, {}), digests)
+            yield alternatives(project, stage, f"{stage}.{evaluator}", provided, table.get(evaluator, {}), digests)
         return
     name = table.get(selector, AUTO if stage == "template" else None)
     options = {key: value for key, value in table.items() if key != selector}
     if stage == "template" and name == AUTO:
         yield [Step(stage, stage, None, None, options, {})]
         return
-    yield _alternatives(project, stage, stage, _lookup(project, registry, stage, name), options, digests)
+    yield alternatives(project, stage, stage, _lookup(project, registry, stage, name), options, digests)
 
 
 def _evaluator_names(project: Project, registry: Registry, table: Mapping[str, Any]) -> list[str]:
@@ -172,7 +174,7 @@ def _choices(stage: str, registry: Registry) -> str:
     return f"Installed {stage} plugins: {listing} (see `slmdeploy plugins`)."
 
 
-def _alternatives(
+def alternatives(
     project: Project, stage: str, key: str, provided: Provided, table: Mapping[str, Any], digests: DigestCache
 ) -> list[Step]:
     if not isinstance(table, Mapping):
@@ -193,7 +195,8 @@ def _alternatives(
     for combination in itertools.product(*axes.values()):
         raw = {**table, **dict(zip(axes, combination, strict=True))}
         options = structure_table(provided.cls.Options, raw, key, project.locate)
-        provided.cls.check(options)
+        with plugin_code(f"{stage} plugin {provided.cls.PLUGIN_NAME!r} ({provided.origin}) checking [{key}]"):
+            provided.cls.check(options)
         path_digests = _path_digests(project, key, provided.cls.Options, options, digests)
         steps.append(Step(stage, key, provided, options, raw, path_digests))
     return steps
@@ -218,9 +221,19 @@ def _path_digests(project: Project, key: str, cls: type, options: Any, digests: 
 
 def _variants(slots: list[list[Step]]) -> Iterator[Variant]:
     """One variant per combination of the slots' alternatives (a slot is one step's list-valued options)."""
+    seen: set[str] = set()
     for combination in itertools.product(*slots):
         names = [str(step.raw[axis]) for step in combination for axis in _axes(step) if axis in step.raw]
-        yield Variant("-".join(names) or "default", tuple(combination))
+        name = "-".join(names) or "default"
+        if not NAME_PATTERN.fullmatch(name) or name in seen:
+            raise ConfigError(
+                f"the variant name {name!r} (from {', '.join(names)}) is not usable as a folder name, "
+                "or two variants share it",
+                where=combination[0].table,
+                fix="Give variant options values made of letters, digits, '.', '_' and '-'.",
+            )
+        seen.add(name)
+        yield Variant(name, tuple(combination))
 
 
 def _axes(step: Step) -> list[str]:

@@ -83,10 +83,18 @@ class Stage:
     """Core tables of the project file this stage reads; they become part of its cache key."""
     CACHE_VERSION: ClassVar[str] = "1"
     """Bump to invalidate cached outputs when the plugin's output changes but its version does not."""
+    VARIANT_IN_KEY: ClassVar[bool] = False
+    """True when the output depends on the variant's name (a package named after it): part of the key then."""
 
     def __init__(self, options: Any, context: StageContext) -> None:
         self.options = options
         self.context = context
+
+    @classmethod
+    def cache_version(cls) -> str:
+        """`CACHE_VERSION`, plus whatever else invalidates cached outputs (the versions of the libraries a
+        stage runs, say): part of every key."""
+        return cls.CACHE_VERSION
 
     @classmethod
     def check(cls, options: Any) -> None:
@@ -130,6 +138,7 @@ class TemplateFamily(Stage):
     INPUT = OnnxModel
     OUTPUT = DeployPackage
     CONTEXT_TABLES = ("project", "generation")
+    VARIANT_IN_KEY = True
 
 
 class Evaluator(Stage):

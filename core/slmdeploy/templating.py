@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 import attrs
 
 from slmdeploy.artifacts import DeployPackage, ModelInfo, OnnxModel, chat_template
-from slmdeploy.errors import StageError
+from slmdeploy.errors import ConfigError, StageError
 from slmdeploy.stages import TemplateFamily, option
 from slmdeploy.tokenizer import TokenizerFiles, render_chat_template
 
@@ -134,7 +134,14 @@ class ChatTemplateFamily(TemplateFamily):
 
     def stop_tokens(self, tokenizer: TokenizerFiles, model_dir: Path) -> list[tuple[str, int]]:
         """Every token that ends an answer: the family's, the tokenizer's eos, generation_config.json's."""
-        names = [*self.end_tokens(tokenizer), *self.options.extra_stop_tokens]
+        extra = [name for name in self.options.extra_stop_tokens if tokenizer.token_id(name) is None]
+        if extra:
+            raise ConfigError(
+                f"[template] extra_stop_tokens names {extra[0]!r}, which is not in the tokenizer's vocabulary",
+                where="[template] extra_stop_tokens",
+                fix="List tokens exactly as the tokenizer writes them (see tokenizer.json's added_tokens).",
+            )
+        names = list(self.end_tokens(tokenizer))
         missing = [name for name in names if tokenizer.token_id(name) is None]
         if missing:
             raise StageError(
@@ -142,6 +149,7 @@ class ChatTemplateFamily(TemplateFamily):
                 fix="This family does not fit the model: set [template] family to another one (see `slmdeploy "
                 'plugins`), or "derived" to take the format from the tokenizer\'s own chat template.',
             )
+        names += self.options.extra_stop_tokens
         names += [name for name in self.OPTIONAL_END_TOKENS if tokenizer.token_id(name) is not None]
         ids = [tokenizer.token_id(name) for name in names]
         ids += [tokenizer.eos_id, *generation_eos_ids(model_dir)]

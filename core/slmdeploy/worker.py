@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -26,6 +27,7 @@ from slmdeploy.stages import StageContext
 PROGRESS = "slmdeploy-progress: "
 ERRORS: dict[str, type[SlmdeployError]] = {"InputError": InputError, "ConfigError": ConfigError}
 LOG_TAIL = 12
+STOP_TIMEOUT = 60.0
 
 
 def run_in_worker(
@@ -82,9 +84,18 @@ def _follow(child: subprocess.Popen[bytes], log_file: Path, log: Callable[[str],
                 return
             time.sleep(0.2)
     except BaseException:
+        _stop(child)
+        raise
+
+
+def _stop(child: subprocess.Popen[bytes]) -> None:
+    """Interrupt the worker as Ctrl-C does and give it time to undo what it started; kill it only if it hangs."""
+    try:
+        child.send_signal(signal.SIGINT)
+        child.wait(timeout=STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
         child.kill()
         child.wait()
-        raise
 
 
 def _tail(log_file: Path) -> str:

@@ -14,13 +14,14 @@ import shutil
 import signal
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from slmdeploy.plugin import InputError
+from slmdeploy.plugin import InputError, StageError
 from slmdeploy_foundry.registrar import CATALOG_FILE, MARKER
 
 APP_NAME = "slmdeploy"
@@ -29,28 +30,36 @@ APP_NAME = "slmdeploy"
 def register(task: dict[str, Any], progress: Callable[[str], None]) -> dict[str, Any]:
     cache, name, model_id = Path(task["cache"]), task["name"], task["model_id"]
     target = cache / "custom" / name
-    owner = _owner(target)
-    if target.exists() and (owner is None or owner.get("project") != task["project"]):
-        raise InputError(
-            f"{target} exists and slmdeploy did not create it for this project, so it is left alone",
-            fix="Set another [project] name, or move that folder away yourself.",
-        )
     target.parent.mkdir(parents=True, exist_ok=True)
-    signal.signal(signal.SIGTERM, _interrupt)  # a killed build's worker rolls back too
+    signal.signal(signal.SIGTERM, _interrupt)  # a terminated worker rolls back too
     started = time.monotonic()
-    marker = {
-        "project": task["project"],
-        "model_id": model_id,
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
-    with _placed(cache, target, Path(task["package"]), marker):
-        catalog = local_catalog(cache)
-        for previous in {model_id, (owner or {}).get("model_id")} - {None}:
-            _unregister(catalog, str(previous))
-        progress(f"registering {model_id} in Foundry Local's local catalog")
-        model = _register(catalog, target, model_id)
-        progress(f"loading {model_id} and asking: {task['prompt']!r}")
-        answer, finish, usage = ask(model, task["prompt"], task["max_tokens"])
+    with _cache_lock(cache):
+        owner = _owner(target)
+        if target.exists() and (owner is None or owner.get("project") != task["project"]):
+            raise InputError(
+                f"{target} exists and slmdeploy did not create it for this project, so it is left alone",
+                fix="Set another [project] name, or move that folder away yourself.",
+            )
+        # The token tells a later build whether this folder still holds this registration's package.
+        marker = {
+            "project": task["project"],
+            "model_id": model_id,
+            "token": uuid.uuid4().hex,
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        with _placed(cache, target, Path(task["package"]), marker):
+            catalog = local_catalog(cache)
+            for previous in {model_id, (owner or {}).get("model_id")} - {None}:
+                _unregister(catalog, str(previous))
+            progress(f"registering {model_id} in Foundry Local's local catalog")
+            model = _register(catalog, target, model_id)
+            progress(f"loading {model_id} and asking: {task['prompt']!r}")
+            answer, finish, usage = ask(model, task["prompt"], task["max_tokens"])
+            if usage["completion_tokens"] == 0:
+                raise StageError(
+                    f"Foundry Local loaded {model_id} but generated nothing for {task['prompt']!r}",
+                    fix="Run the model with `slmdeploy run` to see why.",
+                )
     return {
         "model_id": model_id,
         "folder": str(target),
@@ -59,6 +68,7 @@ def register(task: dict[str, Any], progress: Callable[[str], None]) -> dict[str,
         "answer": answer,
         "finish_reason": finish,
         "usage": usage,
+        "token": marker["token"],
         "seconds": round(time.monotonic() - started, 2),
     }
 
@@ -66,12 +76,23 @@ def register(task: dict[str, Any], progress: Callable[[str], None]) -> dict[str,
 def unregister(task: dict[str, Any], progress: Callable[[str], None]) -> dict[str, Any]:
     """Remove a registration and its folder, only when the folder's marker says this project made it."""
     cache, folder, model_id = Path(task["cache"]), Path(task["folder"]), task["model_id"]
-    owner = _owner(folder)
-    if owner is None or owner.get("project") != task["project"] or owner.get("model_id") != model_id:
-        return {"removed": f"left {model_id} alone: {folder} is not slmdeploy's for this project (any more)"}
-    _unregister(local_catalog(cache), model_id)
-    shutil.rmtree(folder)
+    with _cache_lock(cache):
+        owner = _owner(folder)
+        if owner is None or owner.get("project") != task["project"] or owner.get("model_id") != model_id:
+            return {"removed": f"left {model_id} alone: {folder} is not slmdeploy's for this project (any more)"}
+        _unregister(local_catalog(cache), model_id)
+        shutil.rmtree(folder)
     return {"removed": f"unregistered {model_id} and removed {folder}"}
+
+
+@contextmanager
+def _cache_lock(cache: Path) -> Iterator[None]:
+    """Serialize slmdeploy's changes to one Foundry cache across projects (the catalog file is rewritten whole)."""
+    import filelock
+
+    cache.mkdir(parents=True, exist_ok=True)
+    with filelock.FileLock(cache / ".slmdeploy.lock"):
+        yield
 
 
 def local_catalog(cache: Path) -> Any:
@@ -147,6 +168,8 @@ def _placed(cache: Path, target: Path, package: Path, marker: dict[str, Any]) ->
         moved = True
         yield
     except BaseException:
+        for signum in (signal.SIGINT, signal.SIGTERM):  # a second signal must not cut the rollback short
+            signal.signal(signum, signal.SIG_IGN)
         _close_sdk()
         if moved:
             shutil.rmtree(target, ignore_errors=True)

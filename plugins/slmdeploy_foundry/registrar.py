@@ -14,7 +14,6 @@ from slmdeploy.plugin import (
     DeployPackage,
     Registrar,
     Registration,
-    StageError,
     option,
     run_in_worker,
 )
@@ -69,31 +68,30 @@ class FoundryRegistrar(Registrar):
             "max_tokens": self.options.smoke_max_tokens,
         }
         result = run_in_worker("slmdeploy_foundry.placement:register", task, self.context, "register")
-        if result["usage"]["completion_tokens"] == 0:
-            raise StageError(
-                f"Foundry Local loaded {result['model_id']} but generated nothing for {self.options.smoke_prompt!r}",
-                fix="Run the model with `slmdeploy run` to see why.",
-            )
         (output_dir / "registration.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
         self.context.log(f"registered {result['model_id']}; answer: {result['answer'][:60]!r}")
         return Registration(
             Path(result["folder"]),
             registry="foundry",
             model_id=result["model_id"],
-            details={key: result[key] for key in ("cache", "prompt", "answer", "finish_reason", "usage", "seconds")},
+            details={
+                key: result[key] for key in ("cache", "prompt", "answer", "finish_reason", "usage", "seconds", "token")
+            },
         )
 
     def is_current(self, artifact: Registration) -> bool:
-        """Still registered, and the folder still ours: checked from the files, without starting Foundry."""
-        marker = artifact.path / MARKER
-        catalog = Path(artifact.details.get("cache", "")) / CATALOG_FILE
-        try:
-            owner = json.loads(marker.read_text(encoding="utf-8"))
-            models = json.loads(catalog.read_text(encoding="utf-8")).get("models", [])
-        except (OSError, ValueError):
+        """Still registered from the same cache, and the folder still holds this registration's package (its
+        marker's token): checked from the files, without starting Foundry."""
+        cache = Path(artifact.details.get("cache", ""))
+        if cache != cache_dir(self.options, self.context.project_dir):
             return False
-        registered = {model.get("model_info", {}).get("id") for model in models}
-        return owner.get("model_id") == artifact.model_id and artifact.model_id in registered
+        try:
+            owner = json.loads((artifact.path / MARKER).read_text(encoding="utf-8"))
+            models = json.loads((cache / CATALOG_FILE).read_text(encoding="utf-8")).get("models", [])
+            registered = {model["model_info"]["id"] for model in models}
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
+        return owner.get("token") == artifact.details.get("token") and artifact.model_id in registered
 
     def unregister(self, artifact: Registration) -> str:
 

@@ -15,9 +15,7 @@ from typing import Any, Literal
 import attrs
 
 from slmdeploy.plugin import Converter, OnnxModel, SourceModel, option, run_in_worker
-from slmdeploy_olive.workflow import OLIVE_ENVIRONMENT
-
-DEVICES = ("cpu", "cuda", "dml", "webgpu")
+from slmdeploy_olive.workflow import OLIVE_ENVIRONMENT, library_versions
 
 
 @attrs.define
@@ -29,6 +27,11 @@ class ConvertOptions:
 
 class OliveConverter(Converter):
     PLUGIN_NAME = "olive"
+
+    @classmethod
+    def cache_version(cls) -> str:
+        return f"{cls.CACHE_VERSION};{library_versions()}"
+
     Options = ConvertOptions
 
     def run(self, artifact: SourceModel, output_dir: Path) -> OnnxModel:

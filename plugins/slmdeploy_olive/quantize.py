@@ -20,7 +20,7 @@ from typing import Any, Literal
 import attrs
 
 from slmdeploy.plugin import OnnxModel, QuantizedModel, Quantizer, option, run_in_worker
-from slmdeploy_olive.workflow import OLIVE_ENVIRONMENT
+from slmdeploy_olive.workflow import OLIVE_ENVIRONMENT, library_versions
 
 BLOCK_SIZES = (16, 32, 64, 128, 256)
 ACCURACY_LEVELS = (0, 1, 2, 3, 4)
@@ -58,6 +58,11 @@ class QuantizeOptions:
 
 class OliveQuantizer(Quantizer):
     PLUGIN_NAME = "olive"
+
+    @classmethod
+    def cache_version(cls) -> str:
+        return f"{cls.CACHE_VERSION};{library_versions()}"
+
     Options = QuantizeOptions
 
     def run(self, artifact: OnnxModel, output_dir: Path) -> QuantizedModel:

@@ -9,6 +9,22 @@ from typing import Any
 
 from slmdeploy.plugin import StageError
 
+LIBRARIES = ("olive-ai", "onnxruntime-genai", "onnxruntime", "onnx", "torch", "transformers", "peft", "gguf")
+
+
+def library_versions() -> str:
+    """The versions of the libraries that make the models: a new one must not reuse old outputs."""
+    import importlib.metadata
+
+    found = []
+    for name in LIBRARIES:
+        try:
+            found.append(f"{name}={importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            found.append(f"{name}=none")
+    return ",".join(found)
+
+
 # Olive queues a telemetry heartbeat before it reads this; the worker's fast exit keeps it from being sent.
 OLIVE_ENVIRONMENT = {"OLIVE_DISABLE_TELEMETRY": "1"}
 EXECUTION_PROVIDERS = {

@@ -217,3 +217,25 @@ def test_an_interrupted_registration_leaves_cache_and_catalog_as_they_were(setup
     assert (cache / "foundry.local.modelinfo.json").read_bytes() == catalog_before
     assert {path.name: path.read_bytes() for path in folder.iterdir()} == files_before
     assert sorted(path.name for path in (cache / "custom").iterdir()) == ["tiny-int4"]  # no leftovers
+
+
+def test_a_change_undone_registers_the_first_package_again(setup):
+    project, model, cache = setup
+    assert slmdeploy(project, "build").returncode == 0
+    write(project, model, cache, temperature=0.5)
+    assert slmdeploy(project, "build").returncode == 0
+    write(project, model, cache)  # back to the first settings, whose outputs are all cached
+    again = slmdeploy(project, "build")
+    assert "int4: template (chatml): cached" in again.stderr
+    assert "int4: register (foundry): done" in again.stderr  # Foundry held the 0.5 package: replaced
+    genai = json.loads((cache / "custom" / "tiny-int4" / "genai_config.json").read_text())
+    assert genai["search"]["temperature"] == 0.0
+
+
+def test_clean_registry_after_a_rebuild_with_nothing_to_do(setup):
+    project, _, cache = setup
+    assert slmdeploy(project, "build").returncode == 0
+    assert "int4: register (foundry): cached" in slmdeploy(project, "build").stderr
+    result = slmdeploy(project, "clean", "--registry")
+    assert result.returncode == 0, result.stderr
+    assert "unregistered tiny-int4:1" in result.stdout and catalog_ids(cache) == []

@@ -187,3 +187,9 @@ def test_a_stage_whose_input_no_earlier_stage_makes(fake_project):
     assert "slmdeploy.toml:16" in message
     assert "[evaluate.size] 'size' needs a DeployPackage, but [quantize] makes a QuantizedModel" in message
     assert "Add the stage that makes a DeployPackage before [evaluate]" in message
+
+
+def test_variant_names_must_be_usable_folder_names(fake_project):
+    project = fake_project(FULL_PROJECT.replace('plugin = "fake"', 'plugin = "fake"\ntag = ["ok", "../up"]'))
+    message = fails(project)
+    assert "the variant name 'int4-../up' (from int4, ../up) is not usable as a folder name" in message

@@ -103,3 +103,14 @@ def test_clean_registry_unregisters_then_cleans(fake_project):
     assert f"removed {registry / 'int4'}" in result.stdout
     assert not list(registry.iterdir())
     assert not (project.path / "build").exists()
+
+
+def test_a_damaged_manifest_is_a_clear_error(fake_project):
+    project = built(fake_project())
+    (project.path / "build" / "int4" / "manifest.json").write_text("{not json")
+    result = project.cli("ls")
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert (
+        "manifest.json: the build manifest is damaged" in " ".join(result.stderr.split())
+        and "slmdeploy build" in result.stderr
+    )

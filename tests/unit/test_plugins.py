@@ -178,3 +178,23 @@ def test_an_installed_third_party_plugin_is_listed_and_used(installed_example, s
     assert example["provides"] == [{"stage": "convert", "name": "example-copy"}]
     subprocess.run([*command, "build"], env=env, check=True, capture_output=True)
     assert (Path(project.path) / "build" / "default" / "model" / "marker.txt").read_text() == "from-the-test"
+
+
+def test_a_crash_in_a_plugins_check_names_the_plugin(fake_project):
+    project = fake_project()
+    plugin_file = project.path / "slmdeploy_plugins.py"
+    plugin_file.write_text(
+        plugin_file.read_text()
+        + """
+
+def _broken_check(cls, options):
+    raise KeyError("oops")
+
+
+FakeQuantizer.check = classmethod(_broken_check)
+"""
+    )
+    result = project.cli("plan")
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    message = " ".join(result.stderr.split())
+    assert "quantize plugin 'fake' (" in message and "checking [quantize] crashed: KeyError('oops')" in message

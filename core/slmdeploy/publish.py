@@ -1,0 +1,107 @@
+"""The ``build/`` folder: each variant's final artifacts (hard links into the cache) and its manifest."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from slmdeploy import __version__
+from slmdeploy.records import inside
+
+if TYPE_CHECKING:
+    from slmdeploy.pipeline import StepResult
+    from slmdeploy.planning import Plan
+
+BUILD_DIR = "build"
+MANIFEST = "manifest.json"
+
+
+def publish(plan: Plan, variant: str, results: Sequence[StepResult]) -> tuple[Path, bool]:
+    """Lay out ``build/<variant>/`` from the cache; unchanged when its manifest has the same keys."""
+    build = plan.project.root / BUILD_DIR
+    folder = build / variant
+    record = manifest(plan, variant, results)
+    if _manifest_keys(folder / MANIFEST) == [stage["key"] for stage in record["stages"]]:
+        return folder, False
+    build.mkdir(exist_ok=True)
+    staged = Path(tempfile.mkdtemp(prefix=f".{variant}-", dir=build))
+    try:
+        for result in results:
+            publish_as = type(result.artifact).PUBLISH_AS
+            if publish_as is not None and inside(result.artifact.path, result.entry.out):
+                target = staged / publish_as
+                if publish_as != ".":
+                    shutil.rmtree(target, ignore_errors=True)
+                link_tree(result.artifact.path, target)
+        (staged / MANIFEST).write_text(json.dumps(record, indent=2, default=str), encoding="utf-8")
+        _swap_in(staged, folder)
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
+    return folder, True
+
+
+def manifest(plan: Plan, variant: str, results: Sequence[StepResult]) -> dict[str, Any]:
+    project = plan.project
+    return {
+        "project": project.project.name,
+        "version": project.project.version,
+        "variant": variant,
+        "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "slmdeploy_version": __version__,
+        "source": {"path": str(plan.source.path), "digest": plan.source_digest},
+        "stages": [_manifest_stage(result) for result in results],
+    }
+
+
+def _manifest_stage(result: StepResult) -> dict[str, Any]:
+    record = result.entry.record
+    keep = (
+        "stage",
+        "table",
+        "plugin",
+        "plugin_version",
+        "provided_by",
+        "options",
+        "input_digest",
+        "duration_s",
+        "created",
+        "output_digest",
+        "artifact",
+    )
+    return {"key": result.key, "cached": result.cached, **{name: record.get(name) for name in keep}}
+
+
+def _manifest_keys(file: Path) -> list[str] | None:
+    try:
+        return [stage["key"] for stage in json.loads(file.read_text(encoding="utf-8"))["stages"]]
+    except (FileNotFoundError, ValueError, KeyError, TypeError):
+        return None
+
+
+def link_tree(source: Path, target: Path) -> None:
+    """Hard-link a cached tree into place (copies across file systems); cache files are never edited."""
+    link: Callable[[str, str], object] = hardlink_or_copy
+    shutil.copytree(source, target, copy_function=link, dirs_exist_ok=True)
+
+
+def hardlink_or_copy(source: str, target: str) -> object:
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+    return target
+
+
+def _swap_in(staged: Path, folder: Path) -> None:
+    old = folder.with_name(f".{folder.name}-old")
+    shutil.rmtree(old, ignore_errors=True)
+    if folder.exists():
+        folder.replace(old)
+    staged.replace(folder)
+    shutil.rmtree(old, ignore_errors=True)
