@@ -57,6 +57,7 @@ from slmdeploy.artifacts import (
 from slmdeploy.config import Project
 from slmdeploy.deployed import ChatBackend, DeployedModel
 from slmdeploy.errors import ConfigError, GateFailed, InputError, StageError
+from slmdeploy.files import link_tree
 from slmdeploy.stages import (
     Converter,
     Evaluator,
@@ -106,6 +107,7 @@ __all__ = [
     "TokenizerFiles",
     "chat_template",
     "hookimpl",
+    "link_tree",
     "model_config",
     "option",
     "render_chat_template",

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from slmdeploy import __version__
+from slmdeploy.files import link_tree
 from slmdeploy.records import inside
 
 if TYPE_CHECKING:
@@ -82,20 +82,6 @@ def _manifest_keys(file: Path) -> list[str] | None:
         return [stage["key"] for stage in json.loads(file.read_text(encoding="utf-8"))["stages"]]
     except (FileNotFoundError, ValueError, KeyError, TypeError):
         return None
-
-
-def link_tree(source: Path, target: Path) -> None:
-    """Hard-link a cached tree into place (copies across file systems); cache files are never edited."""
-    link: Callable[[str, str], object] = hardlink_or_copy
-    shutil.copytree(source, target, copy_function=link, dirs_exist_ok=True)
-
-
-def hardlink_or_copy(source: str, target: str) -> object:
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copy2(source, target)
-    return target
 
 
 def _swap_in(staged: Path, folder: Path) -> None:

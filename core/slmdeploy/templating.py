@@ -10,8 +10,6 @@ format and with the tokenizer's jinja ``chat_template``; any difference fails th
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -19,6 +17,7 @@ import attrs
 
 from slmdeploy.artifacts import DeployPackage, ModelInfo, OnnxModel, chat_template
 from slmdeploy.errors import ConfigError, StageError
+from slmdeploy.files import link_tree
 from slmdeploy.stages import TemplateFamily, option
 from slmdeploy.tokenizer import TokenizerFiles, render_chat_template
 
@@ -38,7 +37,6 @@ PARITY_CONVERSATIONS: dict[str, Messages] = {
     "empty content": [{"role": "user", "content": ""}],
     "unicode": [{"role": "user", "content": "Grüße aus 東京 🚀, ¿qué tal?"}],
 }
-REWRITTEN = ("genai_config.json", "tokenizer_config.json", "inference_model.json")
 
 
 @attrs.frozen
@@ -120,7 +118,7 @@ class ChatTemplateFamily(TemplateFamily):
             )
         check_parity(self, model, template, tokenizer)
         stops = self.stop_tokens(tokenizer, artifact.path)
-        _link_model(artifact.path, output_dir)
+        link_tree(artifact.path, output_dir)  # rewritten files are unlinked first
         self.write_package(output_dir, model, stops, template, tokenizer)
         self.context.log(f"{self.PLUGIN_NAME} template; stop tokens {', '.join(f'{t} ({i})' for t, i in stops)}")
         name = package_name(self.context.project_name, self.context.variant)
@@ -260,18 +258,6 @@ def side_by_side(expected: str, actual: str) -> str:
         b = repr(right[index]) if index < len(right) else ""
         rows.append(f"{'!' if a != b else ' '} {a:<{width}} | {b}")
     return "\n".join(rows)
-
-
-def _link_model(source: Path, target: Path) -> None:
-    """Hard-link the model's files (weights are never rewritten); the files this stage rewrites are fresh."""
-    for item in source.iterdir():
-        if item.is_file() and item.name not in REWRITTEN:
-            try:
-                os.link(item, target / item.name)
-            except OSError:
-                shutil.copy2(item, target / item.name)
-        elif item.is_file():
-            shutil.copy2(item, target / item.name)
 
 
 def _write_json(file: Path, data: dict[str, Any]) -> None:

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from slmdeploy.plugin import InputError, StageError
+from slmdeploy.plugin import InputError, StageError, link_tree
 from slmdeploy_foundry.registrar import CATALOG_FILE, MARKER
 
 APP_NAME = "slmdeploy"
@@ -160,7 +160,7 @@ def _placed(cache: Path, target: Path, package: Path, marker: dict[str, Any]) ->
     previous = target.with_name(f".slmdeploy-old-{target.name}-{os.getpid()}")
     moved = False
     try:
-        _link_package(package, staged)
+        link_tree(package, staged)
         (staged / MARKER).write_text(json.dumps(marker, indent=2), encoding="utf-8")
         if target.exists():
             target.rename(previous)
@@ -183,15 +183,6 @@ def _placed(cache: Path, target: Path, package: Path, marker: dict[str, Any]) ->
     finally:
         shutil.rmtree(staged, ignore_errors=True)
     shutil.rmtree(previous, ignore_errors=True)
-
-
-def _link_package(package: Path, folder: Path) -> None:
-    for item in package.iterdir():
-        if item.is_file():
-            try:
-                os.link(item, folder / item.name)
-            except OSError:
-                shutil.copy2(item, folder / item.name)
 
 
 def _close_sdk() -> None:
