@@ -15,7 +15,7 @@ from typing import Any, Literal
 import attrs
 
 from slmdeploy.plugin import Converter, OnnxModel, SourceModel, option, run_in_worker
-from slmdeploy_olive.workflow import OLIVE_ENVIRONMENT, library_versions
+from slmdeploy_olive.workflow import OLIVE_ENVIRONMENT, LibraryVersioned
 
 
 @attrs.define
@@ -25,12 +25,8 @@ class ConvertOptions:
     )
 
 
-class OliveConverter(Converter):
+class OliveConverter(LibraryVersioned, Converter):
     PLUGIN_NAME = "olive"
-
-    @classmethod
-    def cache_version(cls) -> str:
-        return f"{cls.CACHE_VERSION};{library_versions()}"
 
     Options = ConvertOptions
 

@@ -20,7 +20,7 @@ from typing import Any, Literal
 import attrs
 
 from slmdeploy.plugin import OnnxModel, QuantizedModel, Quantizer, option, run_in_worker
-from slmdeploy_olive.workflow import OLIVE_ENVIRONMENT, library_versions
+from slmdeploy_olive.workflow import OLIVE_ENVIRONMENT, LibraryVersioned
 
 BLOCK_SIZES = (16, 32, 64, 128, 256)
 ACCURACY_LEVELS = (0, 1, 2, 3, 4)
@@ -56,12 +56,8 @@ class QuantizeOptions:
     )
 
 
-class OliveQuantizer(Quantizer):
+class OliveQuantizer(LibraryVersioned, Quantizer):
     PLUGIN_NAME = "olive"
-
-    @classmethod
-    def cache_version(cls) -> str:
-        return f"{cls.CACHE_VERSION};{library_versions()}"
 
     Options = QuantizeOptions
 

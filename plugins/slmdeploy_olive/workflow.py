@@ -25,6 +25,16 @@ def library_versions() -> str:
     return ",".join(found)
 
 
+class LibraryVersioned:
+    """Mixed into the Olive stages: cached outputs are reused only with the same library versions."""
+
+    CACHE_VERSION: str
+
+    @classmethod
+    def cache_version(cls) -> str:
+        return f"{cls.CACHE_VERSION};{library_versions()}"
+
+
 # Olive queues a telemetry heartbeat before it reads this; the worker's fast exit keeps it from being sent.
 OLIVE_ENVIRONMENT = {"OLIVE_DISABLE_TELEMETRY": "1"}
 EXECUTION_PROVIDERS = {

@@ -5,17 +5,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from slmdeploy.plugin import ChatTemplateFamily, ModelInfo, hookimpl
+from slmdeploy.plugin import ModelInfo, hookimpl
+from slmdeploy_templates.chatml import ChatMLFamily
 
 QWEN_TYPES = ("qwen2", "qwen2_moe", "qwen3", "qwen3_moe")
 
 
-class QwenFamily(ChatTemplateFamily):
+class QwenFamily(ChatMLFamily):
+    """ChatML, claimed for Qwen models by name so that their builds say which family they are."""
+
     PLUGIN_NAME = "qwen"
-    TURN = "<|im_start|>{role}\n{Content}<|im_end|>\n"
-    GENERATION_PROMPT = "<|im_start|>assistant\n"
-    END_TOKENS = ("<|im_end|>",)
-    OPTIONAL_END_TOKENS = ("<|endoftext|>",)
 
 
 @hookimpl
