@@ -47,7 +47,7 @@ def demo(session: nox.Session) -> None:
 @nox.session(name="bench-convert", python=PYTHON)
 def bench_convert(session: nox.Session) -> None:
     """Convert + quantize the demo with slmdeploy and with the plain builder; print seconds, sizes, speed, fidelity."""
-    install_ml(session)
+    install_ml(session, "test")  # the fidelity helpers live in slmdeploy.testing
     session.run("python", "benchmarks/bench_convert.py", *session.posargs)
 
 

@@ -73,6 +73,7 @@ class FakeQuantOptions:
     )
     calibration: str | None = option(None, help="a calibration text file", path=True)
     tag: str | None = option(None, help="a free-form label; a list builds one variant per label", variants=True)
+    fail_for: str | None = option(None, help="raise instead of quantizing to this precision")
 
 
 class FakeQuantizer(Quantizer):
@@ -81,6 +82,8 @@ class FakeQuantizer(Quantizer):
 
     def run(self, artifact, output_dir):
         _log(self, f"quantize {self.options.precision}")
+        if self.options.fail_for == self.options.precision:
+            raise StageError(f"told to fail for {self.options.precision}")
         shutil.copytree(artifact.path, output_dir, dirs_exist_ok=True)
         (output_dir / "precision.txt").write_text(self.options.precision, encoding="utf-8")
         return QuantizedModel(output_dir, precision=self.options.precision)

@@ -137,10 +137,29 @@ def build(session: Session, jobs: int) -> None:
     with project_lock(pipeline.store.state_dir, pipeline.reporter.say):
         pipeline.store.remove_stale_tmp()
         results = pipeline.build()
+    failed = [result for result in results if result.error is not None]
     for result in results:
         ran = sum(not step.cached for step in result.results)
+        if result.error is not None:
+            click.echo(f"{result.variant.name}: failed ({ran} run) - see the error below")
+            continue
         state = "built" if ran else "up to date"
         click.echo(f"{result.variant.name}: {state} ({ran} run, {len(result.results) - ran} cached) -> {result.folder}")
+    if len(failed) == 1 and len(results) == 1:
+        raise failed[0].error  # type: ignore[misc]
+    by_error: dict[int, list[Any]] = {}  # a shared step's error stopped several variants: say it once
+    for result in failed:
+        by_error.setdefault(id(result.error), []).append(result)
+    for group in by_error.values():
+        if session.debug:
+            traceback.print_exception(group[0].error)
+        report_error(f"{', '.join(result.variant.name for result in group)}: {group[0].error}")
+    if failed:
+        start = "Fix" if len(failed) == len(results) else "The other variants were built; fix"
+        raise SlmdeployError(
+            f"{len(failed)} of {len(results)} variants failed ({', '.join(r.variant.name for r in failed)})",
+            fix=f"{start} the errors above and build again.",
+        )
 
 
 @cli.command()

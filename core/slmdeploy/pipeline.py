@@ -36,27 +36,34 @@ class StepResult:
 
 @attrs.define
 class _Position:
-    """Where one variant is in the build: the artifact its next step takes."""
+    """Where one variant is in the build: the artifact its next step takes, or why it stopped."""
 
     variant: Variant
     artifact: Artifact
     digest: str
     results: list[StepResult] = attrs.field(factory=list)
+    error: SlmdeployError | None = None
 
     def advance(self, result: StepResult) -> None:
         self.results.append(result)
         if isinstance(result.artifact, EvaluationReport):
-            _check_gate(result.step, result.artifact)
+            try:
+                _check_gate(result.step, result.artifact)
+            except GateFailed as error:
+                self.error = error
         else:
             self.artifact, self.digest = result.artifact, result.entry.output_digest
 
 
 @attrs.define
 class VariantResult:
+    """A variant's steps, and its ``build/`` folder; or, when it failed, the error that stopped it."""
+
     variant: Variant
     results: list[StepResult]
-    folder: Path
+    folder: Path | None
     published: bool
+    error: SlmdeployError | None = None
 
 
 class Pipeline:
@@ -72,41 +79,64 @@ class Pipeline:
 
     def build(self) -> list[VariantResult]:
         """Run every variant's steps, level by level: a step several variants share runs once, and the
-        distinct steps of one level run side by side when `jobs` and free memory allow."""
+        distinct steps of one level run side by side when `jobs` and free memory allow. A variant that fails
+        stops; the others go on and are published."""
         states = [_Position(variant, self.plan.source, self.plan.source_digest) for variant in self.plan.variants]
         for level in range(max(len(variant.steps) for variant in self.plan.variants)):
-            groups: dict[str, list[tuple[_Position, Step]]] = {}
-            for state in states:
-                if level < len(state.variant.steps):
-                    step = self._resolve(state.variant.steps[level], state.artifact)
-                    groups.setdefault(step.key(state.digest, self.context_tables, state.variant.name), []).append(
-                        (state, step)
-                    )
+            groups = self._group(level, [state for state in states if state.error is None])
             outcomes = self._run_level(groups)
             for key, members in groups.items():
+                outcome = outcomes[key]
                 for index, (state, step) in enumerate(members):
-                    shared = attrs.evolve(outcomes[key], step=step, cached=outcomes[key].cached or index > 0)
-                    state.advance(shared)
+                    if isinstance(outcome, SlmdeployError):
+                        state.error = outcome
+                    else:
+                        state.advance(attrs.evolve(outcome, step=step, cached=outcome.cached or index > 0))
         self.store.digests.save()
-        return [
-            VariantResult(state.variant, state.results, *publish(self.plan, state.variant.name, state.results))
-            for state in states
-        ]
+        return [self._finish(state) for state in states]
 
-    def _run_level(self, groups: dict[str, list[tuple[_Position, Step]]]) -> dict[str, StepResult]:
+    def _group(self, level: int, states: list[_Position]) -> dict[str, list[tuple[_Position, Step]]]:
+        """The steps of one level, by key: variants whose step has the same key share one run."""
+        groups: dict[str, list[tuple[_Position, Step]]] = {}
+        for state in states:
+            if level < len(state.variant.steps):
+                try:
+                    step = self._resolve(state.variant.steps[level], state.artifact)
+                except SlmdeployError as error:
+                    state.error = error
+                    continue
+                key = step.key(state.digest, self.context_tables, state.variant.name)
+                groups.setdefault(key, []).append((state, step))
+        return groups
+
+    def _finish(self, state: _Position) -> VariantResult:
+        if state.error is not None:
+            return VariantResult(state.variant, state.results, None, False, state.error)
+        return VariantResult(state.variant, state.results, *publish(self.plan, state.variant.name, state.results))
+
+    def _run_level(self, groups: dict[str, list[tuple[_Position, Step]]]) -> dict[str, StepResult | SlmdeployError]:
         tasks = {
             key: (members[0][1], members[0][0], ", ".join(m[0].variant.name for m in members))
             for key, members in groups.items()
         }
         parallel = min(self.jobs, len(tasks))
+        if not tasks:
+            return {}
         if parallel > 1 and not _fits_in_memory(state.artifact for _, state, _ in tasks.values()):
             parallel = 1
         if parallel == 1:
-            return {key: self._run_step(key, *task) for key, task in tasks.items()}
+            return {key: self._attempt(key, *task) for key, task in tasks.items()}
         with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="stage") as pool:
-            futures = {key: pool.submit(self._run_step, key, *task) for key, task in tasks.items()}
+            futures = {key: pool.submit(self._attempt, key, *task) for key, task in tasks.items()}
             wait(futures.values())
         return {key: future.result() for key, future in futures.items()}
+
+    def _attempt(self, key: str, step: Step, state: _Position, variants: str) -> StepResult | SlmdeployError:
+        """Run one step; a user-facing error becomes that variant's outcome (Ctrl-C and bugs still propagate)."""
+        try:
+            return self._run_step(key, step, state, variants)
+        except SlmdeployError as error:
+            return error
 
     def _resolve(self, step: Step, artifact: Artifact) -> Step:
         """Pick the template family for ``family = "auto"`` now that the model folder exists."""

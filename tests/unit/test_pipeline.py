@@ -291,3 +291,17 @@ def test_distinct_steps_of_a_level_run_side_by_side(fake_project):
     built(project, "--jobs", "1")
     serial = runs(project)
     assert serial.index("int4 quantize int4") < serial.index("int8 quantize int8 start"), serial
+
+
+def test_a_failed_variant_does_not_stop_the_others(fake_project):
+    project = fake_project(FULL_PROJECT.replace('plugin = "fake"', 'plugin = "fake"\nfail_for = "int4"'))
+    result = project.cli("build")
+    assert result.exit_code == 2
+    assert "int4: failed" in result.stdout and "int8: built" in result.stdout
+    message = " ".join(result.stderr.split())
+    assert "int4: quantize plugin 'fake' failed: told to fail for int4" in message
+    assert "1 of 2 variants failed (int4)" in message
+    assert (project.path / "build" / "int8" / "manifest.json").is_file()
+    assert not (project.path / "build" / "int4").exists()
+    assert (project.path / "registry" / "fake-model" / "int8").is_dir()
+    assert not (project.path / "registry" / "fake-model" / "int4").exists()
