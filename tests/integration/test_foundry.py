@@ -12,7 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from slmdeploy.testing import run_slmdeploy
+
 pytest.importorskip("foundry_local_sdk")
+SDK_ONLY = str(Path(__file__).with_name("sdk_only.py"))
 
 PROJECT = """\
 [project]
@@ -40,30 +43,6 @@ plugin = "foundry"
 cache_dir = "{cache}"
 smoke_max_tokens = 8
 """
-SDK_ONLY = textwrap.dedent("""\
-    import json, sys
-    from foundry_local_sdk import (CatalogType, ChatSession, Configuration, FoundryLocalManager, MessageItem, Request,
-                                   RequestOptions, SearchOptions)
-    FoundryLocalManager.initialize(Configuration(app_name="someone-else", model_cache_dir=sys.argv[1]))
-    catalog = FoundryLocalManager.instance.get_catalog(CatalogType.LOCAL)
-    model = catalog.get_model_variant(sys.argv[2])
-    model.load()
-    with ChatSession(model) as session, Request() as request:
-        session.set_options(RequestOptions(search=SearchOptions(max_output_tokens=16)))  # the context is 256
-        request.add_item(MessageItem.user("What is the capital of France?"))
-        with session.process_request(request) as response:
-            answer = "".join(item.get_simple_text() for item in response if item.is_simple_text())
-    print(json.dumps({"ids": [m.id for m in catalog.list_models()], "answer": answer,
-                      "slmdeploy_imported": "slmdeploy" in sys.modules}))
-""")
-
-
-UNREGISTER = textwrap.dedent("""\
-    import sys
-    from foundry_local_sdk import CatalogType, Configuration, FoundryLocalManager
-    FoundryLocalManager.initialize(Configuration(app_name="someone-else", model_cache_dir=sys.argv[1]))
-    FoundryLocalManager.instance.get_catalog(CatalogType.LOCAL).unregister_model(sys.argv[2])
-""")
 
 
 def write(
@@ -76,12 +55,7 @@ def write(
 
 
 def slmdeploy(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "slmdeploy", "-C", str(project), "--plain", *args],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    return run_slmdeploy(project, *args)
 
 
 def catalog_ids(cache: Path) -> list[str]:
@@ -112,7 +86,10 @@ def test_registers_answers_and_is_found_by_the_sdk_alone(setup):
     assert details["prompt"] == "What is the capital of France?" and details["usage"]["completion_tokens"] > 0
     assert details["finish_reason"] in ("stop", "length")  # a random model's answer can be any tokens
     sdk = subprocess.run(
-        [sys.executable, "-c", SDK_ONLY, str(cache), "tiny-int4:1"], capture_output=True, text=True, check=False
+        [sys.executable, SDK_ONLY, "ask", str(cache), "tiny-int4:1", "16"],  # context: 256
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert sdk.returncode == 0, sdk.stderr
     found = json.loads(sdk.stdout)
@@ -139,7 +116,7 @@ def test_rebuilds_replace_or_leave_the_registration(setup):
     write(project, model, cache, version=2, temperature=0.5)  # a new version replaces the old id
     assert slmdeploy(project, "build").returncode == 0
     assert catalog_ids(cache) == ["tiny-int4:2"]
-    subprocess.run([sys.executable, "-c", UNREGISTER, str(cache), "tiny-int4:2"], check=True)  # removed outside
+    subprocess.run([sys.executable, SDK_ONLY, "unregister", str(cache), "tiny-int4:2"], check=True)  # outside
     assert "int4: register (foundry): done" in slmdeploy(project, "build").stderr  # so registered again
     assert catalog_ids(cache) == ["tiny-int4:2"]
 

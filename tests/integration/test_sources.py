@@ -11,6 +11,7 @@ import sys
 import pytest
 
 from slmdeploy.plugin import InputError, SourceModel, StageError
+from slmdeploy.testing import run_slmdeploy
 from slmdeploy.testing.fidelity import genai_logits
 from slmdeploy.testing.models import SAMPLE_TEXT
 from slmdeploy_olive.convert import OliveConverter
@@ -152,9 +153,7 @@ def test_unsupported_precision_option(tiny_model, tmp_path):
         f'[project]\nname = "m"\n[source]\npath = "{tiny_model("llama")}"\n[convert]\nplugin = "olive"\n'
         '[quantize]\nplugin = "olive"\nprecision = ["int4", "int3"]\n'
     )
-    result = subprocess.run(
-        [sys.executable, "-m", "slmdeploy", "-C", str(project), "plan"], capture_output=True, text=True, check=False
-    )
+    result = run_slmdeploy(project, "plan")
     assert result.returncode == 2
     message = " ".join(result.stderr.split())
     assert (
@@ -169,9 +168,7 @@ def test_fp16_for_the_cpu_is_refused_before_any_work(tiny_model, tmp_path):
         f'[project]\nname = "m"\n[source]\npath = "{tiny_model("llama")}"\n[convert]\nplugin = "olive"\n'
         '[quantize]\nplugin = "olive"\nprecision = ["int4", "fp16"]\n'
     )
-    result = subprocess.run(
-        [sys.executable, "-m", "slmdeploy", "-C", str(project), "build"], capture_output=True, text=True, check=False
-    )
+    result = run_slmdeploy(project, "build")
     assert result.returncode == 2
     message = " ".join(result.stderr.split())
     assert 'precision "fp16" is for GPU execution providers, but [convert] device is "cpu"' in message

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from slmdeploy.testing import run_slmdeploy
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "chat_templates"
 CASES = [
@@ -45,12 +45,7 @@ def test_family_is_chosen_and_the_package_runs(fixture, architecture, family, ti
         f'[project]\nname = "tiny"\n[source]\npath = "{model}"\n[convert]\nplugin = "olive"\n'
         '[quantize]\nplugin = "olive"\nprecision = "int4"\n[template]\nfamily = "auto"\n'
     )
-    result = subprocess.run(
-        [sys.executable, "-m", "slmdeploy", "-C", str(project), "--plain", "build"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    result = run_slmdeploy(project, "build")
     assert result.returncode == 0, result.stderr
     assert f"int4: template ({family}): done" in result.stderr
     package = project / "build" / "int4" / "model"

@@ -29,6 +29,8 @@ Fixtures:
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 import textwrap
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -51,6 +53,12 @@ class CliResult:
     stderr: str
 
 
+def run_slmdeploy(project: Path, *args: str, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m slmdeploy -C PROJECT --plain ARGS`` in a child process, as a user would; capture its output."""
+    command = [sys.executable, "-m", "slmdeploy", "-C", str(project), "--plain", *args]
+    return subprocess.run(command, capture_output=True, text=True, check=False, env=dict(env) if env else None)
+
+
 @attrs.define
 class ProjectFolder:
     """A project folder made by the `slmdeploy_project` fixture."""
@@ -60,6 +68,10 @@ class ProjectFolder:
     @property
     def file(self) -> Path:
         return self.path / "slmdeploy.toml"
+
+    def run(self, *args: str, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        """Run the CLI in a child process (for stages that start workers or need their own environment)."""
+        return run_slmdeploy(self.path, *args, env=env)
 
     def cli(self, *args: str) -> CliResult:
         """Run ``slmdeploy -C <folder> --plain ARGS`` in-process and capture what it printed."""
