@@ -16,6 +16,9 @@ from slmdeploy.testing.fidelity import genai_logits
 from slmdeploy.testing.models import SAMPLE_TEXT
 from slmdeploy_olive.convert import OliveConverter
 
+# A project that converts `model`; tests append a [quantize] table (its keys then start at line 7).
+CONVERT = '[project]\nname = "m"\n[source]\npath = "{model}"\n[convert]\nplugin = "olive"\n'
+
 
 def make_adapter(base, folder, targets=("q_proj", "v_proj")):
     import torch
@@ -119,13 +122,9 @@ def test_gguf_that_is_not_gguf(run_stage, tmp_path):
         run_stage(OliveConverter, SourceModel(fake, format="gguf"))
 
 
-def test_disk_write_failure_during_export_caches_nothing(tiny_model, tmp_path):
+def test_disk_write_failure_during_export_caches_nothing(tiny_model, slmdeploy_project):
     """A file size limit makes every large write fail (EFBIG), as a full disk would (ENOSPC)."""
-    project = tmp_path / "project"
-    project.mkdir()
-    (project / "slmdeploy.toml").write_text(
-        f'[project]\nname = "m"\n[source]\npath = "{tiny_model("llama")}"\n[convert]\nplugin = "olive"\n'
-    )
+    project = slmdeploy_project(CONVERT.format(model=tiny_model("llama"))).path
     limit = 300_000
 
     def limit_file_size():
@@ -146,13 +145,9 @@ def test_disk_write_failure_during_export_caches_nothing(tiny_model, tmp_path):
     assert not list((project / ".slmdeploy" / "tmp").glob("*"))
 
 
-def test_unsupported_precision_option(tiny_model, tmp_path):
-    project = tmp_path / "project"
-    project.mkdir()
-    (project / "slmdeploy.toml").write_text(
-        f'[project]\nname = "m"\n[source]\npath = "{tiny_model("llama")}"\n[convert]\nplugin = "olive"\n'
-        '[quantize]\nplugin = "olive"\nprecision = ["int4", "int3"]\n'
-    )
+def test_unsupported_precision_option(tiny_model, slmdeploy_project):
+    quantize = '[quantize]\nplugin = "olive"\nprecision = ["int4", "int3"]\n'
+    project = slmdeploy_project(CONVERT.format(model=tiny_model("llama")) + quantize).path
     result = run_slmdeploy(project, "plan")
     assert result.returncode == 2
     message = " ".join(result.stderr.split())
@@ -161,13 +156,9 @@ def test_unsupported_precision_option(tiny_model, tmp_path):
     )
 
 
-def test_fp16_for_the_cpu_is_refused_before_any_work(tiny_model, tmp_path):
-    project = tmp_path / "project"
-    project.mkdir()
-    (project / "slmdeploy.toml").write_text(
-        f'[project]\nname = "m"\n[source]\npath = "{tiny_model("llama")}"\n[convert]\nplugin = "olive"\n'
-        '[quantize]\nplugin = "olive"\nprecision = ["int4", "fp16"]\n'
-    )
+def test_fp16_for_the_cpu_is_refused_before_any_work(tiny_model, slmdeploy_project):
+    quantize = '[quantize]\nplugin = "olive"\nprecision = ["int4", "fp16"]\n'
+    project = slmdeploy_project(CONVERT.format(model=tiny_model("llama")) + quantize).path
     result = run_slmdeploy(project, "build")
     assert result.returncode == 2
     message = " ".join(result.stderr.split())
