@@ -1,6 +1,6 @@
 """A process that uses only Foundry Local's SDK, as another application would (no slmdeploy import).
 
-python sdk_only.py ask CACHE MODEL_ID MAX_TOKENS   -> JSON: registered ids, the answer, its finish reason
+python sdk_only.py ask CACHE MODEL_ID MAX_TOKENS   -> JSON: registered ids, the greedy answer, its finish reason
 python sdk_only.py unregister CACHE MODEL_ID
 """
 
@@ -27,7 +27,7 @@ if action == "unregister":
 model = catalog.get_model_variant(model_id)
 model.load()
 with ChatSession(model) as session, Request() as request:
-    session.set_options(RequestOptions(search=SearchOptions(max_output_tokens=int(sys.argv[4]))))
+    session.set_options(RequestOptions(search=SearchOptions(max_output_tokens=int(sys.argv[4]), do_sample=False)))
     request.add_item(MessageItem.user("What is the capital of France?"))
     with session.process_request(request) as response:
         answer = "".join(item.get_simple_text() for item in response if item.is_simple_text())
