@@ -66,7 +66,7 @@ def run_plain(work: Path, source: str, precisions: list[str]) -> dict[str, objec
     hf = work / "plain-hf"
     shutil.rmtree(hf, ignore_errors=True)
     script = (
-        "import sys; from pathlib import Path; from slmdeploy_olive.source import dequantize_gguf; "
+        "import sys; from pathlib import Path; from slmdeploy.sources import dequantize_gguf; "
         "dequantize_gguf(Path(sys.argv[1]), Path(sys.argv[2]), False)"
     )
     stages = {"dequantize GGUF to a Hugging Face folder": timed([sys.executable, "-c", script, source, str(hf)])}

@@ -22,6 +22,7 @@ from slmdeploy.plugin import (
     DeployPackage,
     EvaluationReport,
     Evaluator,
+    Metric,
     OnnxModel,
     QuantizedModel,
     Quantizer,
@@ -122,15 +123,26 @@ class SizeOptions:
 
 
 class SizeEvaluator(Evaluator):
+    """Measures the package's size, and reads figures planted in the project's ``figures.json`` (by variant)."""
+
     PLUGIN_NAME = "size"
     Options = SizeOptions
+    METRICS = {
+        "package_bytes": Metric("size of the package", "bytes", higher_is_better=False),
+        "agreement": Metric("planted agreement", ""),
+    }
 
     def run(self, artifact, output_dir):
         _log(self, "evaluate")
         size = sum(path.stat().st_size for path in artifact.path.rglob("*") if path.is_file())
         passed = size <= self.options.max_bytes
-        (output_dir / "report.json").write_text(json.dumps({"size": size}), encoding="utf-8")
-        summary = {"size": size} if passed else {"size": size, "failed": f"size {size} > {self.options.max_bytes}"}
+        planted = self.context.project_dir / "figures.json"
+        figures = json.loads(planted.read_text()).get(self.context.variant, {}) if planted.is_file() else {}
+        metrics = {"package_bytes": size, **figures}
+        (output_dir / "size.json").write_text(json.dumps(metrics), encoding="utf-8")
+        summary = {"metrics": metrics}
+        if not passed:
+            summary["failed"] = f"size {size} > {self.options.max_bytes}"
         return EvaluationReport(output_dir, passed=passed, summary=summary)
 
 
@@ -202,6 +214,14 @@ def slmdeploy_register_templates():
 @hookimpl
 def slmdeploy_register_evaluators():
     return [SizeEvaluator]
+
+
+@hookimpl
+def slmdeploy_write_report(build_dir, reports):
+    for report in reports:
+        lines = [f"{report['variant']}: {report['status']}"]
+        lines += [f"{gate['gate']} {gate['measured']} {'ok' if gate['passed'] else 'FAILED'}" for gate in report["gates"]]
+        (Path(report["folder"]) / "report.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 @hookimpl

@@ -19,7 +19,7 @@ import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -160,6 +160,20 @@ class Store:
             shutil.rmtree(target)
         staged.replace(target)
         return Entry(target, record)
+
+    def shared(self, name: str, key: Mapping[str, Any], make: Callable[[Path], None]) -> Path:
+        """The output folder of the shared entry `name` with `key`, made by ``make(folder)`` if missing.
+
+        Stages running side by side that ask for the same entry wait for the first to make it."""
+        digest = sha256_text(stable_json({"shared": name, "key": dict(key)}))
+        (self.state_dir / "locks").mkdir(parents=True, exist_ok=True)
+        with filelock.FileLock(self.state_dir / "locks" / f"{digest}.lock"):
+            entry = self.get(digest)
+            if entry is None:
+                with self.staging() as staged:
+                    make(staged / "out")
+                    entry = self.commit(staged, digest, {"stage": "shared", "name": name, "shared_key": dict(key)})
+            return entry.out
 
     def remove_stale_tmp(self) -> None:
         """Throw away what an interrupted build left half-written. Call with the lock held."""

@@ -137,14 +137,29 @@ def build(session: Session, jobs: int) -> None:
     with project_lock(pipeline.store.state_dir, pipeline.reporter.say):
         pipeline.store.remove_stale_tmp()
         results = pipeline.build()
-    failed = [result for result in results if result.error is not None]
+    failed = [result for result in results if result.failed]
     for result in results:
         ran = sum(not step.cached for step in result.results)
-        if result.error is not None:
+        if result.skipped:
+            click.echo(f"{result.variant.name}: not built (fallback not needed)")
+        elif result.fell_back_to:
+            click.echo(f"{result.variant.name}: failed its gates, fell back to {result.fell_back_to}")
+            click.echo(textwrap.indent(str(result.error), "  "))
+        elif result.error is not None:
             click.echo(f"{result.variant.name}: failed ({ran} run) - see the error below")
-            continue
-        state = "built" if ran else "up to date"
-        click.echo(f"{result.variant.name}: {state} ({ran} run, {len(result.results) - ran} cached) -> {result.folder}")
+        else:
+            state = "built" if ran else "up to date"
+            click.echo(
+                f"{result.variant.name}: {state} ({ran} run, {len(result.results) - ran} cached) -> {result.folder}"
+            )
+    chain = [r for r in results if r.variant.name in pipeline.plan.fallback and not r.skipped and r.error is None]
+    if chain:
+        click.echo(
+            f"fallback: deploying {chain[0].variant.name}, the first of {', '.join(pipeline.plan.fallback)} "
+            "that passed its gates"
+        )
+    if any(result.folder and (result.folder / "report.json").is_file() for result in results):
+        click.echo("report: `slmdeploy report`")
     if len(failed) == 1 and len(results) == 1:
         raise failed[0].error  # type: ignore[misc]
     by_error: dict[int, list[Any]] = {}  # a shared step's error stopped several variants: say it once
@@ -216,6 +231,18 @@ def list_deployed(session: Session, as_json: bool) -> None:
 
 
 @cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output: every variant's report.json.")
+@click.pass_obj
+def report(session: Session, as_json: bool) -> None:
+    """Summarize the evaluation of the latest build: figures, failed gates, and the report and plot files."""
+    from slmdeploy.publish import BUILD_DIR
+    from slmdeploy.reports import read_reports, render_summary
+
+    reports = read_reports(session.project_dir / BUILD_DIR)
+    click.echo(json.dumps(reports, indent=2) if as_json else render_summary(reports))
+
+
+@cli.command()
 @click.argument("name")
 @click.option("--prompt", help="Answer this once and exit (for scripts).")
 @click.option("--max-tokens", type=click.IntRange(min=1), default=None, help="At most this many tokens per answer.")
@@ -244,13 +271,15 @@ def plugins(session: Session, as_json: bool, with_options: bool) -> None:
 
 
 def report_error(error: BaseException | str) -> None:
+    """The error's first line as a wrapped paragraph; the lines after it (a log's end, a table) as they are."""
+    paragraph, newline, rest = f"error: {error}".partition("\n")
     text = textwrap.fill(
-        f"error: {error}",
+        paragraph,
         width=max(60, min(shutil.get_terminal_size().columns, 110)),
         break_long_words=False,
         break_on_hyphens=False,
     )
-    click.echo(text, err=True)
+    click.echo(text + newline + rest, err=True)
 
 
 def _terminate(signum: int, frame: object) -> None:

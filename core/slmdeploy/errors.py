@@ -16,15 +16,18 @@ class SlmdeployError(Exception):
 
     exit_code = 2
 
-    def __init__(self, what: str, *, where: str | None = None, fix: str | None = None) -> None:
+    def __init__(self, what: str, *, where: str | None = None, fix: str | None = None, details: str = "") -> None:
         super().__init__(what)
         self.what = what.rstrip(".")
         self.where = where
         self.fix = fix
+        self.details = details
+        """Preformatted lines shown below the paragraph as they are (a table of gates)."""
 
     def __str__(self) -> str:
         text = f"{self.where}: {self.what}." if self.where else f"{self.what}."
-        return f"{text} {self.fix}" if self.fix else text
+        text = f"{text} {self.fix}" if self.fix else text
+        return f"{text}\n{self.details}" if self.details else text
 
 
 class ConfigError(SlmdeployError):

@@ -13,12 +13,13 @@ All registration hooks are *collecting*: every plugin's answer is gathered, and 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
+    from pathlib import Path
 
     from slmdeploy.artifacts import ModelInfo
     from slmdeploy.config import Project
@@ -104,4 +105,15 @@ def slmdeploy_chat_backend(model: DeployedModel) -> ChatBackend | None:
     Used by ``slmdeploy run``. A registrar's plugin answers for the models it registered
     (``model.registration["registry"]``) when its runtime is installed; a plugin that can run any model folder
     directly marks its implementation ``@hookimpl(trylast=True)``.
+    """
+
+
+@hookspec
+def slmdeploy_write_report(build_dir: Path, reports: Sequence[Mapping[str, Any]]) -> None:
+    """Write what a person reads about the evaluated variants (collecting): tables, plots.
+
+    Called after a build that changed ``build/``, once for all variants that were evaluated. Each item of
+    `reports` is a variant's ``build/<variant>/report.json`` (``variant``, ``status``, ``metrics``, ``gates``,
+    ``evaluators``: each evaluator's summary, ``registered``) plus ``folder``, the variant's folder.
+    Write into those folders only, each file to a temporary name first and then moved into place.
     """

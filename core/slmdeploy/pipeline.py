@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
+import json
 import shutil
+import textwrap
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor, wait
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,11 +19,12 @@ from slmdeploy.artifacts import Artifact, EvaluationReport, ModelInfo
 from slmdeploy.cache import Entry, Store
 from slmdeploy.config import Project
 from slmdeploy.errors import ConfigError, GateFailed, PluginError, SlmdeployError, StageError, plugin_code
+from slmdeploy.gates import GateResult, Metric, gate_table, judge
 from slmdeploy.manager import Registry
 from slmdeploy.options import unstructure
 from slmdeploy.planning import Plan, Step, Variant, alternatives
 from slmdeploy.progress import Reporter
-from slmdeploy.publish import publish
+from slmdeploy.publish import REPORT, publish
 from slmdeploy.records import dump_artifact, load_artifact
 from slmdeploy.stages import Stage, StageContext
 
@@ -43,16 +47,30 @@ class _Position:
     digest: str
     results: list[StepResult] = attrs.field(factory=list)
     error: SlmdeployError | None = None
+    metrics: dict[str, Any] = attrs.field(factory=dict)
+    gates: list[GateResult] | None = None
+    """The judged gates, once the variant's evaluators ran."""
 
-    def advance(self, result: StepResult) -> None:
-        self.results.append(result)
-        if isinstance(result.artifact, EvaluationReport):
-            try:
-                _check_gate(result.step, result.artifact)
-            except GateFailed as error:
-                self.error = error
-        else:
-            self.artifact, self.digest = result.artifact, result.entry.output_digest
+    @property
+    def evaluated(self) -> bool:
+        return any(isinstance(result.artifact, EvaluationReport) for result in self.results)
+
+    def evaluation(self, metrics: Mapping[str, Metric]) -> dict[str, Any] | None:
+        """What ``report.json`` says about the gates, or None when no evaluator ran."""
+        if not self.evaluated:
+            return None
+        passed = not isinstance(self.error, GateFailed)
+        return {
+            "status": "passed" if passed else "failed",
+            "metrics": self.metrics,
+            "units": {name: metrics[name].unit for name in self.metrics if name in metrics},
+            "gates": [result.as_json() for result in self.gates or []],
+            "evaluators": {
+                result.step.plugin_name: result.artifact.summary
+                for result in self.results
+                if isinstance(result.artifact, EvaluationReport)
+            },
+        }
 
 
 @attrs.define
@@ -64,6 +82,14 @@ class VariantResult:
     folder: Path | None
     published: bool
     error: SlmdeployError | None = None
+    skipped: bool = False
+    """A fallback variant that was not needed: the one before it passed its gates."""
+    fell_back_to: str | None = None
+    """For a variant that failed its gates: the later variant of the fallback chain that passed them."""
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None and self.fell_back_to is None
 
 
 class Pipeline:
@@ -82,7 +108,34 @@ class Pipeline:
         distinct steps of one level run side by side when `jobs` and free memory allow. A variant that fails
         stops; the others go on and are published."""
         states = [_Position(variant, self.plan.source, self.plan.source_digest) for variant in self.plan.variants]
-        for level in range(max(len(variant.steps) for variant in self.plan.variants)):
+        chain = [next(state for state in states if state.variant.name == name) for name in self.plan.fallback]
+        waiting = {id(state) for state in chain[1:]}
+        self._build([state for state in states if id(state) not in waiting])
+        for previous, following in itertools.pairwise(chain):
+            if not isinstance(previous.error, GateFailed):
+                break
+            self.reporter.say(
+                f"{previous.variant.name} failed its gates: building {following.variant.name} instead (fallback)"
+            )
+            waiting.discard(id(following))
+            self._build([following])
+        self.store.digests.save()
+        finished = [self._finish(state) for state in states if id(state) not in waiting]
+        passing = next(
+            (state.variant.name for state in chain if id(state) not in waiting and state.error is None), None
+        )
+        for result in finished:
+            if passing and result.variant.name in self.plan.fallback and isinstance(result.error, GateFailed):
+                result.fell_back_to = passing
+        if any(result.published for result in finished):
+            self._write_reports([result for result in finished if result.folder is not None])
+        skipped = [
+            VariantResult(state.variant, [], None, False, skipped=True) for state in states if id(state) in waiting
+        ]
+        return finished + skipped
+
+    def _build(self, states: list[_Position]) -> None:
+        for level in range(max(len(state.variant.steps) for state in states)):
             groups = self._group(level, [state for state in states if state.error is None])
             outcomes = self._run_level(groups)
             for key, members in groups.items():
@@ -91,9 +144,49 @@ class Pipeline:
                     if isinstance(outcome, SlmdeployError):
                         state.error = outcome
                     else:
-                        state.advance(attrs.evolve(outcome, step=step, cached=outcome.cached or index > 0))
-        self.store.digests.save()
-        return [self._finish(state) for state in states]
+                        self._advance(state, attrs.evolve(outcome, step=step, cached=outcome.cached or index > 0))
+
+    def _advance(self, state: _Position, result: StepResult) -> None:
+        state.results.append(result)
+        if not isinstance(result.artifact, EvaluationReport):
+            state.artifact, state.digest = result.artifact, result.entry.output_digest
+            return
+        report = result.artifact
+        state.metrics.update(report.summary.get("metrics", {}))
+        if not report.passed:
+            state.error = _evaluator_failed(result.step, report)
+        steps = state.variant.steps
+        following = steps[len(state.results)] if len(state.results) < len(steps) else None
+        if state.error is None and (following is None or following.stage != "evaluate"):
+            state.gates = judge(self.plan.gates, state.metrics, self.plan.metrics)
+            state.error = self._gate_error(state)
+
+    def _gate_error(self, state: _Position) -> GateFailed | None:
+        assert state.gates is not None
+        failed = [result for result in state.gates if not result.passed]
+        if not failed:
+            return None
+        chain = self.plan.fallback
+        following = chain[chain.index(state.variant.name) + 1 :] if state.variant.name in chain else ()
+        return GateFailed(
+            f"{state.variant.name} failed {len(failed)} of {len(state.gates)} gates, so it is not registered",
+            where=self.plan.project.locate("evaluate.gates"),
+            fix=(f"Falling back to {following[0]}. " if following else "")
+            + 'Relax the thresholds in [evaluate.gates], build a higher precision (fallback = ["int4", "int8", '
+            + f'"fp32"]), or improve the model. The figures: build/{state.variant.name}/report.md.',
+            details=textwrap.indent(gate_table(state.gates), "  "),
+        )
+
+    def _write_reports(self, results: list[VariantResult]) -> None:
+        """Let report plugins write what a person reads (tables, plots) beside each ``report.json``."""
+        folders = [result.folder for result in results if result.folder and (result.folder / REPORT).is_file()]
+        if not folders:
+            return
+        reports = [
+            {**json.loads((folder / REPORT).read_text(encoding="utf-8")), "folder": str(folder)} for folder in folders
+        ]
+        with plugin_code("a plugin's slmdeploy_write_report hook"):
+            self.registry.manager.hook.slmdeploy_write_report(build_dir=folders[0].parent, reports=reports)
 
     def _group(self, level: int, states: list[_Position]) -> dict[str, list[tuple[_Position, Step]]]:
         """The steps of one level, by key: variants whose step has the same key share one run."""
@@ -110,9 +203,12 @@ class Pipeline:
         return groups
 
     def _finish(self, state: _Position) -> VariantResult:
-        if state.error is not None:
+        """Publish a built variant; one that failed its gates too (without registration), so its report can be
+        read."""
+        if state.error is not None and not isinstance(state.error, GateFailed):
             return VariantResult(state.variant, state.results, None, False, state.error)
-        return VariantResult(state.variant, state.results, *publish(self.plan, state.variant.name, state.results))
+        folder, published = publish(self.plan, state.variant.name, state.results, state.evaluation(self.plan.metrics))
+        return VariantResult(state.variant, state.results, folder, published, state.error)
 
     def _run_level(self, groups: dict[str, list[tuple[_Position, Step]]]) -> dict[str, StepResult | SlmdeployError]:
         tasks = {
@@ -181,7 +277,9 @@ class Pipeline:
 
     def _instantiate(self, variant: Variant, step: Step, log: Callable[[str], None], scratch: Path) -> Stage:
         assert step.provided is not None
-        return instantiate(self.plan.project, self.store, step.provided.cls, step.options, variant.name, log, scratch)
+        stage = instantiate(self.plan.project, self.store, step.provided.cls, step.options, variant.name, log, scratch)
+        stage.context.source, stage.context.source_digest = self.plan.source, self.plan.source_digest
+        return stage
 
 
 def instantiate(
@@ -203,6 +301,7 @@ def instantiate(
         log=log,
         scratch=scratch,
         logs_dir=store.state_dir / "logs",
+        shared=store.shared,
     )
     return cls(options, context)
 
@@ -245,13 +344,12 @@ def _call_stage(step: Step, stage: Stage, artifact: Artifact, output_dir: Path) 
     return produced
 
 
-def _check_gate(step: Step, report: EvaluationReport) -> None:
-    if not report.passed:
-        failed = report.summary.get("failed", "a gate")
-        raise GateFailed(
-            f"evaluation {step.plugin_name!r} failed: {failed}",
-            fix=f"See {report.path} for the figures, or relax the thresholds in [{step.table}].",
-        )
+def _evaluator_failed(step: Step, report: EvaluationReport) -> GateFailed:
+    failed = report.summary.get("failed", "a check")
+    return GateFailed(
+        f"evaluation {step.plugin_name!r} failed: {failed}",
+        fix=f"See {report.path} for the figures, or change the options in [{step.table}].",
+    )
 
 
 def _record(step: Step, input_digest: str, artifact: Artifact, out: Path, duration: float) -> dict[str, Any]:

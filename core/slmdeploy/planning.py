@@ -15,6 +15,7 @@ from slmdeploy.artifacts import SourceModel
 from slmdeploy.cache import DigestCache, sha256_text, stable_json
 from slmdeploy.config import NAME_PATTERN, Project, resolve_source_path
 from slmdeploy.errors import ConfigError, plugin_code
+from slmdeploy.gates import Gate, Metric, parse_fallback, parse_gates
 from slmdeploy.manager import Provided, Registry
 from slmdeploy.options import check_keys, fields_of, structure_table, unstructure
 from slmdeploy.stages import STAGE_BASES, STAGE_ORDER, Stage
@@ -80,6 +81,11 @@ class Plan:
     source: SourceModel
     source_digest: str
     variants: tuple[Variant, ...]
+    gates: tuple[Gate, ...] = ()
+    metrics: Mapping[str, Metric] = attrs.field(factory=dict)
+    """What the variants' evaluators measure, by name."""
+    fallback: tuple[str, ...] = ()
+    """Variant names in order of preference: each is built only when the one before it failed a gate."""
 
     def context_tables(self) -> dict[str, Any]:
         return {name: self.project.core_table(name) for name in ("project", "generation")}
@@ -101,7 +107,43 @@ def make_plan(project: Project, registry: Registry, digests: DigestCache) -> Pla
     source_digest = digests.tree_digest(source.path)
     if source.adapter is not None:
         source_digest = sha256_text(source_digest + digests.tree_digest(source.adapter))
-    return Plan(project, source, source_digest, variants)
+    return Plan(project, source, source_digest, variants, *_gates(project, variants))
+
+
+def _gates(
+    project: Project, variants: tuple[Variant, ...]
+) -> tuple[tuple[Gate, ...], dict[str, Metric], tuple[str, ...]]:
+    table = project.stages.get("evaluate", {})
+    metrics = _metrics(project, variants[0].steps)
+    gates = parse_gates(project, table.get("gates", {}), metrics)
+    fallback: tuple[str, ...] = ()
+    if "fallback" in table:
+        fallback = parse_fallback(project, table["fallback"], [variant.name for variant in variants])
+        if not metrics:
+            raise ConfigError(
+                "[evaluate] fallback needs evaluators and gates to decide when to fall back",
+                where=project.locate("evaluate.fallback"),
+                fix='Select evaluators (plugins = ["benchmark", "quality"]) and add thresholds in [evaluate.gates].',
+            )
+    return gates, metrics, fallback
+
+
+def _metrics(project: Project, steps: tuple[Step, ...]) -> dict[str, Metric]:
+    """The figures the evaluators measure; two evaluators may not claim one name."""
+    found: dict[str, Metric] = {}
+    owner: dict[str, str] = {}
+    for step in steps:
+        if step.stage != "evaluate" or step.provided is None:
+            continue
+        for name, metric in getattr(step.provided.cls, "METRICS", {}).items():
+            if name in owner:
+                raise ConfigError(
+                    f"the evaluators {owner[name]!r} and {step.plugin_name!r} both measure a figure named {name!r}",
+                    where=project.locate("evaluate.plugins"),
+                    fix="Select one of them, or ask their authors to rename the figure.",
+                )
+            found[name], owner[name] = metric, step.plugin_name
+    return found
 
 
 def resolve_source(project: Project) -> SourceModel:
@@ -125,7 +167,9 @@ def _stage_steps(project: Project, registry: Registry, stage: str, digests: Dige
     selector = SELECTORS[stage]
     if stage == "evaluate":
         names = _evaluator_names(project, registry, table)
-        check_keys(table, {selector: None, **dict.fromkeys(names)}, stage, project.locate)
+        check_keys(
+            table, {selector: None, "gates": None, "fallback": None, **dict.fromkeys(names)}, stage, project.locate
+        )
         for evaluator in names:
             provided = registry.get(stage, evaluator)
             assert provided is not None

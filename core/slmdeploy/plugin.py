@@ -58,6 +58,8 @@ from slmdeploy.config import Project
 from slmdeploy.deployed import ChatBackend, DeployedModel
 from slmdeploy.errors import ConfigError, GateFailed, InputError, StageError
 from slmdeploy.files import link_tree
+from slmdeploy.gates import Metric
+from slmdeploy.sources import prepare_source
 from slmdeploy.stages import (
     Converter,
     Evaluator,
@@ -90,6 +92,7 @@ __all__ = [
     "FamilyOptions",
     "GateFailed",
     "InputError",
+    "Metric",
     "ModelInfo",
     "NoOptions",
     "OnnxModel",
@@ -110,6 +113,7 @@ __all__ = [
     "link_tree",
     "model_config",
     "option",
+    "prepare_source",
     "render_chat_template",
     "run_in_worker",
 ]

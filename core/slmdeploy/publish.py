@@ -20,14 +20,20 @@ if TYPE_CHECKING:
 
 BUILD_DIR = "build"
 MANIFEST = "manifest.json"
+REPORT = "report.json"
 
 
-def publish(plan: Plan, variant: str, results: Sequence[StepResult]) -> tuple[Path, bool]:
-    """Lay out ``build/<variant>/`` from the cache; unchanged when its manifest has the same keys."""
+def publish(
+    plan: Plan, variant: str, results: Sequence[StepResult], evaluation: dict[str, Any] | None = None
+) -> tuple[Path, bool]:
+    """Lay out ``build/<variant>/`` from the cache, with ``report.json`` when evaluators ran; unchanged when its
+    manifest has the same keys and the gates the same verdicts."""
     build = plan.project.root / BUILD_DIR
     folder = build / variant
     record = manifest(plan, variant, results)
-    if _manifest_keys(folder / MANIFEST) == [stage["key"] for stage in record["stages"]]:
+    report = _report(record, evaluation)
+    unchanged = _manifest_keys(folder / MANIFEST) == [stage["key"] for stage in record["stages"]]
+    if unchanged and _gates_of(folder / REPORT) == (report or {}).get("gates"):
         return folder, False
     build.mkdir(exist_ok=True)
     staged = Path(tempfile.mkdtemp(prefix=f".{variant}-", dir=build))
@@ -40,6 +46,9 @@ def publish(plan: Plan, variant: str, results: Sequence[StepResult]) -> tuple[Pa
                     shutil.rmtree(target, ignore_errors=True)
                 link_tree(result.artifact.path, target)
         (staged / MANIFEST).write_text(json.dumps(record, indent=2, default=str), encoding="utf-8")
+        if report is not None:
+            (staged / REPORT).unlink(missing_ok=True)  # never write through a hard link into the cache
+            (staged / REPORT).write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
         _swap_in(staged, folder)
     finally:
         shutil.rmtree(staged, ignore_errors=True)
@@ -57,6 +66,25 @@ def manifest(plan: Plan, variant: str, results: Sequence[StepResult]) -> dict[st
         "source": {"path": str(plan.source.path), "digest": plan.source_digest},
         "stages": [_manifest_stage(result) for result in results],
     }
+
+
+def _report(record: dict[str, Any], evaluation: dict[str, Any] | None) -> dict[str, Any] | None:
+    if evaluation is None:
+        return None
+    registration = next((stage["artifact"] for stage in record["stages"] if stage["stage"] == "register"), None)
+    keep = ("project", "version", "variant", "built_at", "slmdeploy_version", "source")
+    return {
+        **{name: record[name] for name in keep},
+        **evaluation,
+        "registered": (registration or {}).get("model_id"),
+    }
+
+
+def _gates_of(file: Path) -> Any:
+    try:
+        return json.loads(file.read_text(encoding="utf-8"))["gates"]
+    except (FileNotFoundError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _manifest_stage(result: StepResult) -> dict[str, Any]:

@@ -7,7 +7,7 @@ its own. One base class per stage fixes the artifact types.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -22,6 +22,7 @@ from slmdeploy.artifacts import (
     Registration,
     SourceModel,
 )
+from slmdeploy.gates import Metric
 
 STAGE_ORDER = ("convert", "quantize", "template", "evaluate", "register")
 """The order stages run in. Evaluation runs before registration so that a failed gate deploys nothing."""
@@ -69,6 +70,14 @@ class StageContext:
     """An empty folder for intermediate files, on the same file system as the output; removed afterwards."""
     logs_dir: Path
     """A folder for logs that outlive the stage, so a failed stage's full log can be read afterwards."""
+    source: SourceModel | None = None
+    """The project's ``[source]`` model, for stages that compare against it (evaluators)."""
+    source_digest: str = ""
+    """The content digest of `source` (and its adapter)."""
+    shared: Callable[[str, Mapping[str, Any], Callable[[Path], None]], Path] | None = None
+    """``shared(name, key, make)``: a cached folder for work several variants and builds can reuse (a
+    dequantized source, its reference measurements). The first caller runs ``make(folder)``; later calls with
+    the same name and JSON-friendly key return the committed folder. None outside a build."""
 
 
 class Stage:
@@ -142,11 +151,16 @@ class TemplateFamily(Stage):
 
 
 class Evaluator(Stage):
-    """``[evaluate]``: measure a package. The package itself goes on to registration unchanged."""
+    """``[evaluate]``: measure a package. The package itself goes on to registration unchanged.
+
+    `run` returns an `EvaluationReport` whose ``summary["metrics"]`` holds the figures named in `METRICS`;
+    ``[evaluate.gates]`` bounds them (``min_<name>``, ``max_<name>``), judged by the core after every evaluator
+    of the variant ran."""
 
     STAGE = "evaluate"
     INPUT = DeployPackage
     OUTPUT = EvaluationReport
+    METRICS: ClassVar[Mapping[str, Metric]] = {}
 
 
 class Registrar(Stage):

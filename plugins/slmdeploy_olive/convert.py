@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import attrs
 
-from slmdeploy.plugin import Converter, OnnxModel, SourceModel, option, run_in_worker
+from slmdeploy.plugin import Converter, OnnxModel, SourceModel, option, prepare_source, run_in_worker
 from slmdeploy_olive.workflow import OLIVE_ENVIRONMENT, LibraryVersioned
 
 
@@ -45,7 +45,7 @@ class OliveConverter(LibraryVersioned, Converter):
 
 
 def convert_in_worker(task: dict[str, Any], progress: Callable[[str], None]) -> dict[str, Any]:
-    from slmdeploy_olive import architectures, source
+    from slmdeploy_olive import architectures
     from slmdeploy_olive.verify import verify
     from slmdeploy_olive.workflow import run_workflow
 
@@ -54,7 +54,7 @@ def convert_in_worker(task: dict[str, Any], progress: Callable[[str], None]) -> 
     model = SourceModel(
         Path(task["source"]), format=task["format"], adapter=adapter, trust_remote_code=task["trust_remote_code"]
     )
-    hf_folder = source.prepare(model, scratch, progress)
+    hf_folder = prepare_source(model, scratch, progress)
     config = json.loads((hf_folder / "config.json").read_text(encoding="utf-8"))
     architectures.check(config, task["source"])
     progress(f"exporting {config['architectures'][0]} to ONNX (float32, {task['device']})")

@@ -1,4 +1,8 @@
-"""Turning ``[source]`` into a Hugging Face folder the builder can read: checks, GGUF, LoRA merge."""
+"""Turning ``[source]`` into a Hugging Face folder: checks, GGUF dequantization, LoRA merge.
+
+Shared by the stages that read the source model: a converter exports it, an evaluator compares against it.
+The heavy libraries (torch, transformers, peft) are imported inside the functions that use them.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +12,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from slmdeploy.plugin import InputError, SourceModel, model_config
+from slmdeploy.artifacts import SourceModel, model_config
+from slmdeploy.errors import InputError
 
 WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin", "model*.bin")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model")
 GGUF_MAGIC = b"GGUF"
 
 
-def prepare(source: SourceModel, work: Path, log: Callable[[str], None]) -> Path:
+def prepare_source(source: SourceModel, work: Path, log: Callable[[str], None]) -> Path:
     """A checked Hugging Face folder for `source`: the folder itself, or a dequantized or merged copy in `work`."""
     if source.format == "gguf":
         check_gguf(source.path)
