@@ -127,7 +127,9 @@ def gate_table(results: Sequence[GateResult]) -> str:
 
 
 def _number(value: float) -> str:
-    return f"{value:.6g}"
+    if value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return f"{value:.4g}"
 
 
 def parse_fallback(project: Project, value: Any, variants: Sequence[str]) -> tuple[str, ...]:
