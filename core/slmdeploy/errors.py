@@ -50,6 +50,10 @@ class GateFailed(StageError):
     """An evaluation gate was not met: the variant is not deployed."""
 
 
+class WorkerTimeout(StageError):
+    """A worker process did not finish in the time it was given, and was stopped."""
+
+
 class LockBusy(SlmdeployError):
     """Another slmdeploy process holds the project's lock."""
 

@@ -220,6 +220,8 @@ class Pipeline:
             return {}
         if parallel > 1 and not _fits_in_memory(state.artifact for _, state, _ in tasks.values()):
             parallel = 1
+        if any(step.provided is not None and step.provided.cls.RUNS_ALONE for step, _, _ in tasks.values()):
+            parallel = 1
         if parallel == 1:
             return {key: self._attempt(key, *task) for key, task in tasks.items()}
         with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="stage") as pool:

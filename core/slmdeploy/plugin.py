@@ -56,7 +56,7 @@ from slmdeploy.artifacts import (
 )
 from slmdeploy.config import Project
 from slmdeploy.deployed import ChatBackend, DeployedModel
-from slmdeploy.errors import ConfigError, GateFailed, InputError, StageError
+from slmdeploy.errors import ConfigError, GateFailed, InputError, StageError, WorkerTimeout
 from slmdeploy.files import link_tree
 from slmdeploy.gates import Metric
 from slmdeploy.sources import prepare_source
@@ -108,6 +108,7 @@ __all__ = [
     "StageError",
     "TemplateFamily",
     "TokenizerFiles",
+    "WorkerTimeout",
     "chat_template",
     "hookimpl",
     "link_tree",

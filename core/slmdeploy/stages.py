@@ -92,6 +92,8 @@ class Stage:
     """Core tables of the project file this stage reads; they become part of its cache key."""
     CACHE_VERSION: ClassVar[str] = "1"
     """Bump to invalidate cached outputs when the plugin's output changes but its version does not."""
+    RUNS_ALONE: ClassVar[bool] = False
+    """True for a stage that measures speed or memory: it never runs side by side with another step."""
     VARIANT_IN_KEY: ClassVar[bool] = False
     """True when the output depends on the variant's name (a package named after it): part of the key then."""
 

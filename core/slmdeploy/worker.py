@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from slmdeploy.errors import ConfigError, InputError, SlmdeployError, StageError
+from slmdeploy.errors import ConfigError, InputError, SlmdeployError, StageError, WorkerTimeout
 from slmdeploy.stages import StageContext
 
 PROGRESS = "slmdeploy-progress: "
@@ -36,10 +36,12 @@ def run_in_worker(
     context: StageContext,
     log_name: str,
     environment: Mapping[str, str] | None = None,
+    timeout: float | None = None,
 ) -> dict[str, Any]:
     """Run `function` on `task` (JSON-friendly) in a child process; return the dict it returned.
 
-    The child's output goes to ``<logs_dir>/<log_name>-<variant>.log``, kept after the stage ends."""
+    The child's output goes to ``<logs_dir>/<log_name>-<variant>.log``, kept after the stage ends. A child still
+    running after `timeout` seconds is stopped and `WorkerTimeout` raised."""
     task_file, result_file = context.scratch / f"{log_name}-task.json", context.scratch / f"{log_name}-result.json"
     context.logs_dir.mkdir(parents=True, exist_ok=True)
     log_file = context.logs_dir / f"{log_name}-{context.variant}.log"
@@ -51,7 +53,12 @@ def run_in_worker(
         child = subprocess.Popen(
             [sys.executable, "-m", "slmdeploy.worker", str(task_file)], stdout=output, stderr=subprocess.STDOUT, env=env
         )
-        _follow(child, log_file, context.log)
+        timed_out = _follow(child, log_file, context.log, None if timeout is None else time.monotonic() + timeout)
+    if timed_out:
+        raise WorkerTimeout(
+            f"the {log_name} worker did not finish within {timeout:g} s and was stopped",
+            fix=f"Its log: {log_file}.",
+        )
     if not result_file.is_file():
         raise StageError(
             f"the {log_name} worker ended with exit code {child.returncode} before finishing; its log "
@@ -67,10 +74,14 @@ def run_in_worker(
     return dict(result["value"])
 
 
-def _follow(child: subprocess.Popen[bytes], log_file: Path, log: Callable[[str], None]) -> None:
+def _follow(child: subprocess.Popen[bytes], log_file: Path, log: Callable[[str], None], deadline: float | None) -> bool:
+    """Forward the child's progress lines until it ends (False) or the deadline passes and it is stopped (True)."""
     position = 0
     try:
         while True:
+            if deadline is not None and time.monotonic() > deadline:
+                _stop(child, grace=5.0)
+                return True
             done = child.poll() is not None
             with log_file.open("rb") as stream:
                 stream.seek(position)
@@ -81,18 +92,18 @@ def _follow(child: subprocess.Popen[bytes], log_file: Path, log: Callable[[str],
                 if line.startswith(PROGRESS):
                     log(line[len(PROGRESS) :])
             if done:
-                return
+                return False
             time.sleep(0.2)
     except BaseException:
         _stop(child)
         raise
 
 
-def _stop(child: subprocess.Popen[bytes]) -> None:
+def _stop(child: subprocess.Popen[bytes], grace: float = STOP_TIMEOUT) -> None:
     """Interrupt the worker as Ctrl-C does and give it time to undo what it started; kill it only if it hangs."""
     try:
         child.send_signal(signal.SIGINT)
-        child.wait(timeout=STOP_TIMEOUT)
+        child.wait(timeout=grace)
     except subprocess.TimeoutExpired:
         child.kill()
         child.wait()

@@ -1,0 +1,113 @@
+"""``[evaluate.benchmark]``: speed and memory of the package and of the source model in PyTorch, in one run."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+from pathlib import Path
+from typing import Any, ClassVar
+
+import attrs
+
+from slmdeploy.plugin import DeployPackage, EvaluationReport, Evaluator, Metric, option, run_in_worker
+from slmdeploy_evaluate.reference import shared, source_folder
+
+
+def _positive_lengths(instance: Any, attribute: Any, value: list[int]) -> None:
+    if not value or any(length < 1 for length in value):
+        raise ValueError(f"{attribute.name} must list prompt lengths of at least one token")
+
+
+@attrs.define
+class BenchmarkOptions:
+    prompt_lengths: list[int] = option(
+        [16, 128, 512, 1024], help="prompt lengths to measure, in tokens", validator=_positive_lengths
+    )
+    new_tokens: int = option(32, help="tokens generated per measured run")
+    warmup: int = option(1, help="unmeasured runs before the measured ones, at each length")
+    repeats: int = option(3, help="measured runs at each length; figures are their medians")
+    max_decode_drop: float = option(
+        0.5, help="flag a prompt length whose decode speed falls by more than this fraction of the shortest's"
+    )
+    compare_source: bool = option(True, help="measure the source model in PyTorch (float32) too")
+
+
+class Benchmark(Evaluator):
+    PLUGIN_NAME = "benchmark"
+    Options = BenchmarkOptions
+    RUNS_ALONE = True
+    METRICS: ClassVar[dict[str, Metric]] = {
+        "ttft_ms": Metric("slowest median time to first token over the prompt lengths", "ms", False),
+        "decode_tokens_per_s": Metric("slowest median decode speed over the prompt lengths", "tokens/s"),
+        "prompt_tokens_per_s": Metric("median prompt processing speed at the longest prompt", "tokens/s"),
+        "decode_drop": Metric("largest fall of decode speed from the shortest prompt's", "fraction", False),
+        "peak_rss_mb": Metric("peak resident memory of the inference process", "MB", False),
+        "cpu_percent": Metric("CPU use during decode (100 = one core)", "%", False),
+        "load_s": Metric("time to load the model", "s", False),
+        "size_mb": Metric("size of the package on disk", "MB", False),
+        "decode_speedup": Metric("decode speed over the source model's in PyTorch", "x"),
+        "memory_ratio": Metric("peak memory over the source model's in PyTorch", "x", False),
+    }
+
+    @classmethod
+    def cache_version(cls) -> str:
+        versions = [importlib.metadata.version(name) for name in ("onnxruntime-genai", "torch", "transformers")]
+        return f"{cls.CACHE_VERSION}:" + ":".join(versions)
+
+    def run(self, artifact: DeployPackage, output_dir: Path) -> EvaluationReport:
+        task = {key: getattr(self.options, key) for key in ("new_tokens", "warmup", "repeats")}
+        task["lengths"] = self._lengths(artifact.path)
+        package = self._measure({**task, "runtime": "genai", "folder": str(artifact.path), "label": "package"})
+        source = self._source(task) if self.options.compare_source else None
+        result = {"package": package, "source": source, "size_mb": _size_mb(artifact.path), "options": task}
+        (output_dir / "benchmark.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
+        return EvaluationReport(output_dir, summary=self._summary(result))
+
+    def _lengths(self, folder: Path) -> list[int]:
+        config = json.loads((folder / "genai_config.json").read_text(encoding="utf-8"))
+        context = int(config["model"]["context_length"])
+        kept = [length for length in self.options.prompt_lengths if length + self.options.new_tokens <= context]
+        for length in sorted(set(self.options.prompt_lengths) - set(kept)):
+            self.context.log(f"skipping the {length}-token prompt: longer than the context ({context} tokens)")
+        return kept
+
+    def _measure(self, task: dict[str, Any]) -> dict[str, Any]:
+        return run_in_worker("slmdeploy_evaluate.measure:speed_in_worker", task, self.context, f"bench-{task['label']}")
+
+    def _source(self, task: dict[str, Any]) -> dict[str, Any]:
+        folder = source_folder(self.context)
+        key = {**task, "torch": importlib.metadata.version("torch")}
+
+        def make(out: Path) -> None:
+            measured = self._measure({**task, "runtime": "torch", "folder": str(folder), "label": "source"})
+            (out / "speed.json").write_text(json.dumps(measured), encoding="utf-8")
+
+        found = shared(self.context, "source-speed", key, make)
+        return dict(json.loads((found / "speed.json").read_text(encoding="utf-8")))
+
+    def _summary(self, result: dict[str, Any]) -> dict[str, Any]:
+        package, source = result["package"], result["source"]
+        rows = package["lengths"]
+        decode = [row["decode_tokens_per_s"] for row in rows]
+        drops = [1 - speed / decode[0] for speed in decode]
+        flagged = [
+            row["prompt_tokens"] for row, drop in zip(rows, drops, strict=True) if drop > self.options.max_decode_drop
+        ]
+        metrics = {
+            "ttft_ms": max(row["ttft_ms"] for row in rows),
+            "decode_tokens_per_s": min(decode),
+            "prompt_tokens_per_s": rows[-1]["prompt_tokens_per_s"],
+            "decode_drop": max(drops),
+            "peak_rss_mb": package["peak_rss_mb"],
+            "cpu_percent": max(row["cpu_percent"] for row in rows),
+            "load_s": package["load_s"],
+            "size_mb": result["size_mb"],
+        }
+        if source is not None:
+            metrics["decode_speedup"] = min(decode) / min(row["decode_tokens_per_s"] for row in source["lengths"])
+            metrics["memory_ratio"] = package["peak_rss_mb"] / source["peak_rss_mb"]
+        return {"metrics": metrics, "flagged_lengths": flagged, "file": "benchmark.json"}
+
+
+def _size_mb(folder: Path) -> float:
+    return sum(file.stat().st_size for file in folder.rglob("*") if file.is_file()) / 1e6

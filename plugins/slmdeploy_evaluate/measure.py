@@ -1,0 +1,235 @@
+"""What runs inside the worker process: every figure here is of the process doing the inference.
+
+Each ``*_in_worker`` function takes a JSON task and returns a JSON result (see `slmdeploy.plugin.run_in_worker`).
+ONNX Runtime GenAI runs the built package; transformers (float32, CPU) runs the source model the same way, one
+token at a time with its KV cache, so the two sets of figures compare like for like.
+"""
+
+from __future__ import annotations
+
+import shutil
+import statistics
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from slmdeploy.plugin import SourceModel, prepare_source
+from slmdeploy_evaluate.texts import ENGLISH
+
+
+class PeakMemory:
+    """The largest resident set size of this process, sampled every few milliseconds by a thread (psutil)."""
+
+    def __init__(self, interval: float = 0.005) -> None:
+        import psutil
+
+        self.process = psutil.Process()
+        self.peak = self.process.memory_info().rss
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, args=(interval,), daemon=True)
+        self._thread.start()
+
+    def _sample(self, interval: float) -> None:
+        while not self._stop.wait(interval):
+            self.peak = max(self.peak, self.process.memory_info().rss)
+
+    def rss(self) -> int:
+        rss = int(self.process.memory_info().rss)
+        self.peak = max(self.peak, rss)
+        return rss
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        return max(self.peak, self.rss())
+
+
+class GenaiRunner:
+    """The package, through onnxruntime-genai: prefill, then one token at a time."""
+
+    def __init__(self, folder: Path) -> None:
+        import numpy as np
+        import onnxruntime_genai as og
+
+        self.og, self.np = og, np
+        self.model = og.Model(str(folder))
+        self.tokenizer = og.Tokenizer(self.model)
+
+    def encode(self, text: str) -> list[int]:
+        return [int(token) for token in self.tokenizer.encode(text)]
+
+    def decode(self, ids: list[int]) -> str:
+        return str(self.tokenizer.decode(self.np.array(ids, dtype=self.np.int32)))
+
+    def start(self, ids: list[int], max_new: int, forced: bool = True) -> Callable[[], int]:
+        """Feed the prompt; return a function producing the next token (greedy)."""
+        params = self.og.GeneratorParams(self.model)
+        total = len(ids) + max_new
+        params.set_search_options(do_sample=False, max_length=total, **({"min_length": total} if forced else {}))
+        generator = self.og.Generator(self.model, params)
+        generator.append_tokens(self.np.array(ids, dtype=self.np.int32))
+
+        def step() -> int:
+            generator.generate_next_token()
+            return int(generator.get_next_tokens()[0])
+
+        return step
+
+    def logits(self, ids: list[int]) -> Any:
+        """Next-token logits at every position, teacher-forced one token at a time."""
+        params = self.og.GeneratorParams(self.model)
+        params.set_search_options(max_length=len(ids) + 1, do_sample=False)
+        generator = self.og.Generator(self.model, params)
+        rows = []
+        for token in ids:
+            generator.append_tokens(self.np.array([token], dtype=self.np.int32))
+            rows.append(self.np.asarray(generator.get_logits(), dtype=self.np.float32).reshape(-1))
+        return self.np.stack(rows)
+
+
+class TorchRunner:
+    """The source model through transformers, float32 on the CPU, with its KV cache."""
+
+    def __init__(self, folder: Path) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.torch = torch
+        self.model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+        self.tokenizer = AutoTokenizer.from_pretrained(folder)
+
+    def encode(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def start(self, ids: list[int], max_new: int, forced: bool = True) -> Callable[[], int]:
+        torch = self.torch
+        state: dict[str, Any] = {"input": torch.tensor([ids]), "past": None}
+
+        def step() -> int:
+            with torch.inference_mode():
+                output = self.model(input_ids=state["input"], past_key_values=state["past"], use_cache=True)
+            token = int(output.logits[0, -1].argmax())
+            state["input"], state["past"] = torch.tensor([[token]]), output.past_key_values
+            return token
+
+        return step
+
+    def logits(self, ids: list[int]) -> Any:
+        with self.torch.inference_mode():
+            return self.model(self.torch.tensor([ids])).logits[0].float().numpy()
+
+
+def prompt_ids(runner: GenaiRunner | TorchRunner, length: int) -> list[int]:
+    """`length` tokens of English text (the built-in texts, repeated as needed)."""
+    pool = runner.encode(" ".join(ENGLISH))
+    while len(pool) < length:
+        pool += pool
+    return pool[:length]
+
+
+def speed_in_worker(task: dict[str, Any], progress: Callable[[str], None]) -> dict[str, Any]:
+    """Load time, then time to first token, prompt and decode tokens/s, CPU use at each prompt length."""
+    import psutil
+
+    memory = PeakMemory()
+    started = time.perf_counter()
+    runner = _runner(task)
+    load_s = time.perf_counter() - started
+    loaded_rss = memory.rss()
+    process = psutil.Process()
+    rows = []
+    for length in task["lengths"]:
+        progress(f"{task['label']}: {length}-token prompt")
+        ids = prompt_ids(runner, length)
+        runs = [_timed(runner, ids, task["new_tokens"], process) for _ in range(task["warmup"] + task["repeats"])]
+        measured = runs[task["warmup"] :]
+        rows.append(
+            {
+                "prompt_tokens": length,
+                "ttft_ms": statistics.median(run["ttft_s"] for run in measured) * 1000,
+                "prompt_tokens_per_s": statistics.median(length / run["ttft_s"] for run in measured),
+                "decode_tokens_per_s": statistics.median(run["decode_tokens_per_s"] for run in measured),
+                # CPU time is counted in clock ticks: add up every measured run's decode before dividing
+                "cpu_percent": 100 * sum(run["cpu_s"] for run in measured) / sum(run["decode_s"] for run in measured),
+                "runs": measured,
+            }
+        )
+    return {
+        "load_s": load_s,
+        "rss_loaded_mb": loaded_rss / 1e6,
+        "peak_rss_mb": memory.stop() / 1e6,
+        "cpu_count": psutil.cpu_count(),
+        "lengths": rows,
+    }
+
+
+def _timed(runner: GenaiRunner | TorchRunner, ids: list[int], new_tokens: int, process: Any) -> dict[str, float]:
+    started = time.perf_counter()
+    step = runner.start(ids, new_tokens)
+    step()
+    first = time.perf_counter()
+    cpu = sum(process.cpu_times()[:2])
+    for _ in range(new_tokens - 1):
+        step()
+    end = time.perf_counter()
+    used = sum(process.cpu_times()[:2]) - cpu
+    return {
+        "ttft_s": first - started,
+        "decode_tokens_per_s": (new_tokens - 1) / (end - first),
+        "decode_s": end - first,
+        "cpu_s": used,
+    }
+
+
+def _runner(task: dict[str, Any]) -> GenaiRunner | TorchRunner:
+    return TorchRunner(Path(task["folder"])) if task["runtime"] == "torch" else GenaiRunner(Path(task["folder"]))
+
+
+def logits_in_worker(task: dict[str, Any], progress: Callable[[str], None]) -> dict[str, Any]:
+    """Teacher-forced next-token logits of each text, saved as ``<out>/<index>.npy``."""
+    import numpy as np
+
+    runner = _runner(task)
+    out = Path(task["out"])
+    lengths = []
+    for index, text in enumerate(task["texts"]):
+        progress(f"{task['label']}: text {index + 1} of {len(task['texts'])}")
+        ids = runner.encode(text)[: task["max_tokens"]]
+        np.save(out / f"{index}.npy", runner.logits(ids).astype(np.float32))
+        np.save(out / f"{index}.ids.npy", np.array(ids, dtype=np.int64))
+        lengths.append(len(ids))
+    return {"tokens": lengths}
+
+
+def prepare_in_worker(task: dict[str, Any], progress: Callable[[str], None]) -> dict[str, Any]:
+    """The source model as a Hugging Face folder (GGUF dequantized, LoRA merged), moved into ``out``."""
+    adapter = Path(task["adapter"]) if task["adapter"] else None
+    source = SourceModel(Path(task["path"]), task["format"], adapter, task["trust_remote_code"])
+    folder = prepare_source(source, Path(task["work"]), progress)
+    for item in folder.iterdir():
+        shutil.move(str(item), Path(task["out"]) / item.name)
+    return {}
+
+
+@contextmanager
+def silenced() -> Iterator[None]:
+    """Keep a library's warnings about generation options out of the answers' timing."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+def ids_logits_in_worker(task: dict[str, Any], progress: Callable[[str], None]) -> dict[str, Any]:
+    """The package's teacher-forced logits for given token ids (the ones the source model was fed)."""
+    import numpy as np
+
+    runner = GenaiRunner(Path(task["folder"]))
+    for index, ids in enumerate(task["ids"]):
+        progress(f"package: text {index + 1} of {len(task['ids'])}")
+        np.save(Path(task["out"]) / f"{index}.npy", runner.logits(ids).astype(np.float32))
+    return {}

@@ -1,0 +1,210 @@
+"""``[evaluate.quality]``: the deployment checklist, measured. Fidelity to the fine-tune, domain answers and their
+format, stop tokens, memory over a soak, and edge cases."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import math
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import attrs
+
+from slmdeploy.plugin import (
+    DeployPackage,
+    EvaluationReport,
+    Evaluator,
+    Metric,
+    StageError,
+    WorkerTimeout,
+    option,
+    run_in_worker,
+)
+from slmdeploy_evaluate import checks
+from slmdeploy_evaluate.reference import shared, source_folder
+from slmdeploy_evaluate.texts import EDGE_CASES, ENGLISH, QUESTIONS
+
+MAX_TEXT_TOKENS = 512
+
+
+@attrs.define
+class QualityOptions:
+    texts: str = option(
+        "", help="a text file whose blank-line separated passages join the built-in English set", path=True
+    )
+    domain: str = option(
+        "", help="a JSONL file of prompts with expectations (contains, regex, exact, json_schema)", path=True
+    )
+    max_new_tokens: int = option(128, help="the longest answer to a domain prompt or question, in tokens")
+    soak_requests: int = option(250, help="requests in the memory soak (0 to skip it)")
+    soak_max_tokens: int = option(32, help="the longest answer in the soak, in tokens")
+    overlong: Literal["reject", "truncate"] = option(
+        "reject", help="what a prompt longer than the context must get: a clean rejection, or an answer to its end"
+    )
+    edge_timeout_s: float = option(120.0, help="an edge case still running after this many seconds has hung")
+
+
+class Quality(Evaluator):
+    PLUGIN_NAME = "quality"
+    Options = QualityOptions
+    RUNS_ALONE = True
+    EDGE_WORKER = "slmdeploy_evaluate.answers:edge_case_in_worker"
+    METRICS: ClassVar[dict[str, Metric]] = {
+        "top1_agreement": Metric("teacher-forced top-1 agreement with the source model", "fraction"),
+        "mean_kl": Metric("mean KL divergence of next-token distributions from the source's", "nats", False),
+        "perplexity": Metric("perplexity on the text set", "", False),
+        "perplexity_increase": Metric("perplexity over the source model's, minus one", "fraction", False),
+        "domain_pass_rate": Metric("share of domain prompts whose answer meets its expectations", "fraction"),
+        "stop_rate": Metric("share of answers that ended with a stop token, not the length limit", "fraction"),
+        "memory_growth_mb": Metric("resident memory growth over the soak (fitted)", "MB", False),
+        "edge_case_failures": Metric("edge cases that crashed, hung or were handled against the setting", "", False),
+    }
+
+    @classmethod
+    def cache_version(cls) -> str:
+        versions = [importlib.metadata.version(name) for name in ("onnxruntime-genai", "torch", "transformers")]
+        return f"{cls.CACHE_VERSION}:" + ":".join(versions)
+
+    def run(self, artifact: DeployPackage, output_dir: Path) -> EvaluationReport:
+        folder = artifact.path
+        result = {
+            "fidelity": self._fidelity(folder),
+            "answers": self._answers(folder),
+            "soak": self._soak(folder),
+            "edge_cases": self._edge_cases(folder),
+        }
+        (output_dir / "quality.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
+        return EvaluationReport(output_dir, **self._verdict(result))
+
+    def _texts(self) -> list[str]:
+        texts = list(ENGLISH)
+        if self.options.texts:
+            extra = (self.context.project_dir / self.options.texts).read_text(encoding="utf-8")
+            texts += [passage.strip() for passage in extra.split("\n\n") if passage.strip()]
+        return texts
+
+    def _fidelity(self, folder: Path) -> dict[str, Any]:
+        import numpy as np
+
+        texts = self._texts()
+        config = json.loads((folder / "genai_config.json").read_text(encoding="utf-8"))
+        limit = min(MAX_TEXT_TOKENS, int(config["model"]["context_length"]) - 1)
+        digest = hashlib.sha256("\n\n".join(texts).encode()).hexdigest()
+        source = source_folder(self.context)
+        task = {"texts": texts, "max_tokens": limit, "runtime": "torch", "folder": str(source), "label": "source"}
+
+        def make(out: Path) -> None:
+            run_in_worker(
+                "slmdeploy_evaluate.measure:logits_in_worker", {**task, "out": str(out)}, self.context, "logits-source"
+            )
+
+        reference = shared(self.context, "source-logits", {"texts": digest, "max_tokens": limit}, make)
+        ids = [np.load(reference / f"{index}.ids.npy").tolist() for index in range(len(texts))]
+        out = self.context.scratch / "logits"
+        out.mkdir()
+        run_in_worker(
+            "slmdeploy_evaluate.measure:ids_logits_in_worker",
+            {"ids": ids, "folder": str(folder), "out": str(out)},
+            self.context,
+            "logits-package",
+        )
+        per_text = [
+            checks.fidelity(np.load(reference / f"{index}.npy"), np.load(out / f"{index}.npy"), ids[index])
+            for index in range(len(texts))
+        ]
+        totals = {key: sum(text[key] for text in per_text) for key in per_text[0]}
+        return {
+            "texts": len(texts),
+            "tokens": int(totals["positions"]),
+            "top1_agreement": totals["agree"] / totals["positions"],
+            "mean_kl": totals["kl"] / totals["positions"],
+            "perplexity": math.exp(totals["nll"] / totals["predicted"]),
+            "source_perplexity": math.exp(totals["reference_nll"] / totals["predicted"]),
+        }
+
+    def _answers(self, folder: Path) -> dict[str, Any]:
+        domain = checks.read_domain(self.context.project_dir / self.options.domain) if self.options.domain else []
+        prompts = [*({"prompt": item["prompt"], "max_tokens": item.get("max_tokens")} for item in domain)]
+        prompts += [{"prompt": question} for question in QUESTIONS]
+        task = {"folder": str(folder), "prompts": prompts, "max_new_tokens": self.options.max_new_tokens}
+        answers = run_in_worker("slmdeploy_evaluate.answers:answers_in_worker", task, self.context, "answers")[
+            "answers"
+        ]
+        judged = []
+        for item, answer in zip(domain, answers, strict=False):
+            judged.append({**item, **answer, "problems": checks.judge_answer(item, answer["answer"])})
+        return {
+            "domain": judged,
+            "questions": [{"prompt": q, **a} for q, a in zip(QUESTIONS, answers[len(domain) :], strict=True)],
+            "stop_rate": sum(answer["finish"] == "stop" for answer in answers) / len(answers),
+        }
+
+    def _soak(self, folder: Path) -> dict[str, Any] | None:
+        if self.options.soak_requests <= 0:
+            return None
+        task = {
+            "folder": str(folder),
+            "prompts": list(QUESTIONS),
+            "requests": self.options.soak_requests,
+            "max_new_tokens": self.options.soak_max_tokens,
+        }
+        soak = run_in_worker("slmdeploy_evaluate.answers:soak_in_worker", task, self.context, "soak")
+        return {**soak, **checks.memory_growth(soak["rss_mb"])}
+
+    def _edge_cases(self, folder: Path) -> list[dict[str, Any]]:
+        config = json.loads((folder / "genai_config.json").read_text(encoding="utf-8"))
+        context_tokens = int(config["search"].get("max_length") or config["model"]["context_length"])
+        found = []
+        for name, case in EDGE_CASES.items():
+            task = {
+                "folder": str(folder),
+                "max_new_tokens": 16,
+                "truncate": self.options.overlong == "truncate",
+                **case,
+            }
+            expected = None
+            if name == "overlong":
+                task["content"] = "hello world " * context_tokens
+                expected = "error" if self.options.overlong == "reject" else "answer"
+            self.context.log(f"edge case: {name}")
+            outcome = self.run_edge_case(task)
+            found.append({"case": name, **outcome, "problem": checks.edge_verdict(outcome["outcome"], expected)})
+        return found
+
+    def run_edge_case(self, task: dict[str, Any]) -> dict[str, Any]:
+        """Run one edge case in its own process: an answer or a clean error, else a crash or a hang."""
+        try:
+            return run_in_worker(self.EDGE_WORKER, task, self.context, "edge-case", timeout=self.options.edge_timeout_s)
+        except WorkerTimeout as error:
+            return {"outcome": "hang", "message": error.what}
+        except StageError as error:
+            return {"outcome": "crash", "message": error.what.splitlines()[0]}
+
+    def _verdict(self, result: dict[str, Any]) -> dict[str, Any]:
+        fidelity, answers, soak = result["fidelity"], result["answers"], result["soak"]
+        failures = [case for case in result["edge_cases"] if case["problem"]]
+        metrics = {
+            "top1_agreement": fidelity["top1_agreement"],
+            "mean_kl": fidelity["mean_kl"],
+            "perplexity": fidelity["perplexity"],
+            "perplexity_increase": fidelity["perplexity"] / fidelity["source_perplexity"] - 1,
+            "stop_rate": answers["stop_rate"],
+            "edge_case_failures": len(failures),
+        }
+        if answers["domain"]:
+            metrics["domain_pass_rate"] = sum(not item["problems"] for item in answers["domain"]) / len(
+                answers["domain"]
+            )
+        if soak is not None:
+            metrics["memory_growth_mb"] = soak["growth_mb"]
+        summary: dict[str, Any] = {
+            "metrics": metrics,
+            "source_perplexity": fidelity["source_perplexity"],
+            "file": "quality.json",
+        }
+        broken = [case for case in failures if case["outcome"] in ("crash", "hang")]
+        if broken:
+            summary["failed"] = "; ".join(f"edge case {case['case']!r}: {case['problem']}" for case in broken)
+        return {"passed": not broken, "summary": summary}

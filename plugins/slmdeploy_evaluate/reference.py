@@ -1,0 +1,47 @@
+"""The source model's side of every comparison: a Hugging Face folder for it, made once per source and shared
+by every variant and build (``StageContext.shared``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from slmdeploy.plugin import StageContext, StageError, run_in_worker
+
+
+def source_folder(context: StageContext) -> Path:
+    """The source as a Hugging Face folder: the folder itself, or a dequantized or merged copy in the cache."""
+    source = _source(context)
+    if source.format == "hf" and source.adapter is None:
+        return source.path
+    task = {
+        "path": str(source.path),
+        "format": source.format,
+        "adapter": str(source.adapter) if source.adapter else None,
+        "trust_remote_code": source.trust_remote_code,
+        "work": str(context.scratch / "source"),
+    }
+
+    def make(out: Path) -> None:
+        context.log("preparing the source model for comparison")
+        run_in_worker("slmdeploy_evaluate.measure:prepare_in_worker", {**task, "out": str(out)}, context, "source")
+
+    return shared(context, "source-hf", {}, make)
+
+
+def shared(context: StageContext, name: str, key: dict[str, Any], make: Any) -> Path:
+    """A folder reused across variants and builds, keyed by the source's digest and `key`."""
+    if context.shared is None:
+        raise StageError(
+            "this evaluator needs the build's shared cache", fix="Run it through `slmdeploy build`, not on its own."
+        )
+    return context.shared(f"slmdeploy_evaluate:{name}", {"source": context.source_digest, **key}, make)
+
+
+def _source(context: StageContext) -> Any:
+    if context.source is None:
+        raise StageError(
+            "this evaluator compares against the source model, and none was given",
+            fix="Run it through `slmdeploy build`, with [source] in slmdeploy.toml.",
+        )
+    return context.source
