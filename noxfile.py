@@ -51,6 +51,13 @@ def bench_convert(session: nox.Session) -> None:
     session.run("python", "benchmarks/bench_convert.py", *session.posargs)
 
 
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """The full evaluation of the demo project in a fresh copy: speed, memory, fidelity, checklist; print the table."""
+    install_ml(session)
+    session.run("python", "benchmarks/bench_evaluate.py", *session.posargs)
+
+
 @nox.session(name="bench-cli", python=PYTHON)
 def bench_cli(session: nox.Session) -> None:
     """Print `slmdeploy --help` start-up and no-op rebuild times (core only, fake stage plugins)."""

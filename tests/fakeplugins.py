@@ -127,7 +127,7 @@ class SizeEvaluator(Evaluator):
 
     PLUGIN_NAME = "size"
     Options = SizeOptions
-    METRICS = {
+    METRICS = {  # noqa: RUF012 - read only
         "package_bytes": Metric("size of the package", "bytes", higher_is_better=False),
         "agreement": Metric("planted agreement", ""),
     }
@@ -220,7 +220,9 @@ def slmdeploy_register_evaluators():
 def slmdeploy_write_report(build_dir, reports):
     for report in reports:
         lines = [f"{report['variant']}: {report['status']}"]
-        lines += [f"{gate['gate']} {gate['measured']} {'ok' if gate['passed'] else 'FAILED'}" for gate in report["gates"]]
+        lines += [
+            f"{gate['gate']} {gate['measured']} {'ok' if gate['passed'] else 'FAILED'}" for gate in report["gates"]
+        ]
         (Path(report["folder"]) / "report.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 

@@ -217,13 +217,21 @@ def list_deployed(session: Session, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps([model.as_json() for model in models], indent=2))
         return
-    rows = [("NAME", "VERSION", "PRECISION", "SIZE", "REGISTERED", "BUILT")]
+    rows = [("NAME", "VERSION", "PRECISION", "SIZE", "GATES", "REGISTERED", "BUILT")]
     for model in models:
         where = "-"
         if model.registration:
             where = f"{model.registration['registry']}: {model.registration['model_id']}"
         rows.append(
-            (model.name, str(model.version), model.precision, f"{model.size_bytes / 1e6:.1f} MB", where, model.built_at)
+            (
+                model.name,
+                str(model.version),
+                model.precision,
+                f"{model.size_bytes / 1e6:.1f} MB",
+                model.gates or "-",
+                where,
+                model.built_at,
+            )
         )
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
     for row in rows:

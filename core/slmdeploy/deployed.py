@@ -23,6 +23,8 @@ class DeployedModel:
     folder: Path
     built_at: str
     registration: dict[str, Any] | None
+    gates: str | None = None
+    """``passed`` or ``failed`` when evaluators ran (``report.json``); a failed variant is not registered."""
 
     @property
     def size_bytes(self) -> int:
@@ -80,7 +82,14 @@ def _deployed(manifest_file: Path, manifest: dict[str, Any]) -> DeployedModel:
         folder=manifest_file.parent / "model",
         built_at=manifest["built_at"],
         registration=registration,
+        gates=_gates(manifest_file.parent / "report.json"),
     )
+
+
+def _gates(report_file: Path) -> str | None:
+    if not report_file.is_file():
+        return None
+    return str(json.loads(report_file.read_text(encoding="utf-8"))["status"])
 
 
 def find(build_dir: Path, name: str) -> DeployedModel:

@@ -177,6 +177,21 @@ class Pipeline:
             details=textwrap.indent(gate_table(state.gates), "  "),
         )
 
+    def _withdraw(self, state: _Position) -> None:
+        """Undo an earlier build's registration of this very package, which no longer passes its gates."""
+        steps = [step for step in state.variant.steps[len(state.results) :] if step.stage == "register"]
+        for step in steps:
+            entry = self.store.get(step.key(state.digest, self.context_tables, state.variant.name))
+            if entry is None or step.provided is None:
+                continue
+            registration = load_artifact(entry, step.provided.cls.OUTPUT)
+            with self.store.staging() as staged, plugin_code(f"register plugin {step.plugin_name!r} unregistering"):
+                (staged / "scratch").mkdir()
+                registrar = self._instantiate(state.variant, step, self.reporter.log, staged / "scratch")
+                if registrar.is_current(registration):
+                    removed = registrar.unregister(registration)  # type: ignore[attr-defined]
+                    self.reporter.say(f"{state.variant.name}: {removed} (it no longer passes its gates)")
+
     def _write_reports(self, results: list[VariantResult]) -> None:
         """Let report plugins write what a person reads (tables, plots) beside each ``report.json``."""
         folders = [result.folder for result in results if result.folder and (result.folder / REPORT).is_file()]
@@ -207,6 +222,8 @@ class Pipeline:
         read."""
         if state.error is not None and not isinstance(state.error, GateFailed):
             return VariantResult(state.variant, state.results, None, False, state.error)
+        if state.error is not None:
+            self._withdraw(state)
         folder, published = publish(self.plan, state.variant.name, state.results, state.evaluation(self.plan.metrics))
         return VariantResult(state.variant, state.results, folder, published, state.error)
 

@@ -18,8 +18,8 @@ def built(project):
 def test_ls_lists_deployed_models(fake_project):
     project = built(fake_project())
     table = project.cli("ls").stdout.splitlines()
-    assert table[0].split() == ["NAME", "VERSION", "PRECISION", "SIZE", "REGISTERED", "BUILT"]
-    assert table[1].split()[:5] == ["fake-model-int4", "1", "int4", "0.0", "MB"]
+    assert table[0].split() == ["NAME", "VERSION", "PRECISION", "SIZE", "GATES", "REGISTERED", "BUILT"]
+    assert table[1].split()[:6] == ["fake-model-int4", "1", "int4", "0.0", "MB", "passed"]
     assert "dir: fake-model:1" in table[1]
     listing = json.loads(project.cli("ls", "--json").stdout)
     assert [item["variant"] for item in listing] == ["int4", "int8"]
@@ -34,6 +34,7 @@ def test_ls_before_any_build(fake_project):
         "VERSION",
         "PRECISION",
         "SIZE",
+        "GATES",
         "REGISTERED",
         "BUILT",
     ]

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import re
 
-from support import FULL_PROJECT, runs
-
 from slmdeploy.cache import Store
+
+from support import FULL_PROJECT, runs
 
 PLANTED = {"int4": {"agreement": 0.5}, "int8": {"agreement": 0.9}}
 
@@ -50,6 +50,8 @@ def test_a_failed_gate_stops_that_variant_with_a_table_and_registers_it_nowhere(
     assert report(project, "int8")["status"] == "passed"
     assert report(project, "int8")["units"]["package_bytes"] == "bytes"
     assert (project.path / "build" / "int4" / "report.txt").read_text().startswith("int4: failed")
+    listing = project.cli("ls").stdout.splitlines()
+    assert listing[1].split()[5:7] == ["failed", "-"] and listing[2].split()[5] == "passed"
 
 
 def test_changing_a_threshold_rejudges_without_measuring_again(fake_project):
@@ -161,3 +163,15 @@ def test_shared_entry_is_made_once(tmp_path):
     assert first == second != other
     assert len(made) == 2
     assert (first / "figure.txt").read_text() == "42"
+
+
+def test_a_package_that_no_longer_passes_is_unregistered(fake_project):
+    project = gated(fake_project, "min_agreement = 0.4")
+    assert project.cli("build").exit_code == 0
+    assert registered(project) == ["int4", "int8"]
+    project.file.write_text(project.file.read_text().replace("min_agreement = 0.4", "min_agreement = 0.8"))
+    result = project.cli("build")
+    assert result.exit_code == 2
+    assert "int4: removed" in result.stderr and "(it no longer passes its gates)" in result.stderr
+    assert registered(project) == ["int8"]
+    assert "int4 evaluate" in runs(project) and runs(project).count("int4 evaluate") == 1
