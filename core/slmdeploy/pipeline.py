@@ -171,9 +171,10 @@ class Pipeline:
         return GateFailed(
             f"{state.variant.name} failed {len(failed)} of {len(state.gates)} gates, so it is not registered",
             where=self.plan.project.locate("evaluate.gates"),
-            fix=(f"Falling back to {following[0]}. " if following else "")
-            + 'Relax the thresholds in [evaluate.gates], build a higher precision (fallback = ["int4", "int8", '
-            + f'"fp32"]), or improve the model. The figures: build/{state.variant.name}/report.md.',
+            fix=f"Falling back to {following[0]}; the figures: build/{state.variant.name}/report.md."
+            if following
+            else 'Relax the thresholds in [evaluate.gates], build a higher precision (fallback = ["int4", '
+            f'"int8", "fp32"]), or improve the model. The figures: build/{state.variant.name}/report.md.',
             details=textwrap.indent(gate_table(state.gates), "  "),
         )
 
