@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import itertools
-import json
 import shutil
-import textwrap
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, wait
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,7 +17,7 @@ from slmdeploy.artifacts import Artifact, EvaluationReport, ModelInfo
 from slmdeploy.cache import Entry, Store
 from slmdeploy.config import Project
 from slmdeploy.errors import ConfigError, GateFailed, PluginError, SlmdeployError, StageError, plugin_code
-from slmdeploy.gates import GateResult, Metric, gate_table, judge
+from slmdeploy.gates import GateResult, judge
 from slmdeploy.manager import Registry
 from slmdeploy.options import unstructure
 from slmdeploy.planning import Plan, Step, Variant, alternatives
@@ -27,6 +25,7 @@ from slmdeploy.progress import Reporter
 from slmdeploy.publish import REPORT, publish
 from slmdeploy.records import dump_artifact, load_artifact
 from slmdeploy.stages import Stage, StageContext
+from slmdeploy.verdicts import evaluation_record, evaluator_failed, gate_error, write_reports
 
 
 @attrs.define
@@ -50,27 +49,6 @@ class _Position:
     metrics: dict[str, Any] = attrs.field(factory=dict)
     gates: list[GateResult] | None = None
     """The judged gates, once the variant's evaluators ran."""
-
-    @property
-    def evaluated(self) -> bool:
-        return any(isinstance(result.artifact, EvaluationReport) for result in self.results)
-
-    def evaluation(self, metrics: Mapping[str, Metric]) -> dict[str, Any] | None:
-        """What ``report.json`` says about the gates, or None when no evaluator ran."""
-        if not self.evaluated:
-            return None
-        passed = not isinstance(self.error, GateFailed)
-        return {
-            "status": "passed" if passed else "failed",
-            "metrics": self.metrics,
-            "units": {name: metrics[name].unit for name in self.metrics if name in metrics},
-            "gates": [result.as_json() for result in self.gates or []],
-            "evaluators": {
-                result.step.plugin_name: result.artifact.summary
-                for result in self.results
-                if isinstance(result.artifact, EvaluationReport)
-            },
-        }
 
 
 @attrs.define
@@ -128,7 +106,8 @@ class Pipeline:
             if passing and result.variant.name in self.plan.fallback and isinstance(result.error, GateFailed):
                 result.fell_back_to = passing
         if any(result.published for result in finished):
-            self._write_reports([result for result in finished if result.folder is not None])
+            folders = [result.folder for result in finished if result.folder is not None]
+            write_reports(self.registry.manager, [folder for folder in folders if (folder / REPORT).is_file()])
         skipped = [
             VariantResult(state.variant, [], None, False, skipped=True) for state in states if id(state) in waiting
         ]
@@ -154,29 +133,12 @@ class Pipeline:
         report = result.artifact
         state.metrics.update(report.summary.get("metrics", {}))
         if not report.passed:
-            state.error = _evaluator_failed(result.step, report)
+            state.error = evaluator_failed(result.step.plugin_name, result.step.table, report)
         steps = state.variant.steps
         following = steps[len(state.results)] if len(state.results) < len(steps) else None
         if state.error is None and (following is None or following.stage != "evaluate"):
             state.gates = judge(self.plan.gates, state.metrics, self.plan.metrics)
-            state.error = self._gate_error(state)
-
-    def _gate_error(self, state: _Position) -> GateFailed | None:
-        assert state.gates is not None
-        failed = [result for result in state.gates if not result.passed]
-        if not failed:
-            return None
-        chain = self.plan.fallback
-        following = chain[chain.index(state.variant.name) + 1 :] if state.variant.name in chain else ()
-        return GateFailed(
-            f"{state.variant.name} failed {len(failed)} of {len(state.gates)} gates, so it is not registered",
-            where=self.plan.project.locate("evaluate.gates"),
-            fix=f"Falling back to {following[0]}; the figures: build/{state.variant.name}/report.md."
-            if following
-            else 'Relax the thresholds in [evaluate.gates], build a higher precision (fallback = ["int4", '
-            f'"int8", "fp32"]), or improve the model. The figures: build/{state.variant.name}/report.md.',
-            details=textwrap.indent(gate_table(state.gates), "  "),
-        )
+            state.error = gate_error(self.plan, state.variant.name, state.gates)
 
     def _withdraw(self, state: _Position) -> None:
         """Undo an earlier build's registration of this very package, which no longer passes its gates."""
@@ -192,17 +154,6 @@ class Pipeline:
                 if registrar.is_current(registration):
                     removed = registrar.unregister(registration)  # type: ignore[attr-defined]
                     self.reporter.say(f"{state.variant.name}: {removed} (it no longer passes its gates)")
-
-    def _write_reports(self, results: list[VariantResult]) -> None:
-        """Let report plugins write what a person reads (tables, plots) beside each ``report.json``."""
-        folders = [result.folder for result in results if result.folder and (result.folder / REPORT).is_file()]
-        if not folders:
-            return
-        reports = [
-            {**json.loads((folder / REPORT).read_text(encoding="utf-8")), "folder": str(folder)} for folder in folders
-        ]
-        with plugin_code("a plugin's slmdeploy_write_report hook"):
-            self.registry.manager.hook.slmdeploy_write_report(build_dir=folders[0].parent, reports=reports)
 
     def _group(self, level: int, states: list[_Position]) -> dict[str, list[tuple[_Position, Step]]]:
         """The steps of one level, by key: variants whose step has the same key share one run."""
@@ -225,7 +176,9 @@ class Pipeline:
             return VariantResult(state.variant, state.results, None, False, state.error)
         if state.error is not None:
             self._withdraw(state)
-        folder, published = publish(self.plan, state.variant.name, state.results, state.evaluation(self.plan.metrics))
+        reports = [(r.step.plugin_name, r.artifact) for r in state.results if isinstance(r.artifact, EvaluationReport)]
+        record = evaluation_record(reports, state.metrics, state.gates, state.error, self.plan.metrics)
+        folder, published = publish(self.plan, state.variant.name, state.results, record)
         return VariantResult(state.variant, state.results, folder, published, state.error)
 
     def _run_level(self, groups: dict[str, list[tuple[_Position, Step]]]) -> dict[str, StepResult | SlmdeployError]:
@@ -362,14 +315,6 @@ def _call_stage(step: Step, stage: Stage, artifact: Artifact, output_dir: Path) 
             f"{name} returned {produced!r}, not a {stage.OUTPUT.__name__}", fix="Report this to the plugin's authors."
         )
     return produced
-
-
-def _evaluator_failed(step: Step, report: EvaluationReport) -> GateFailed:
-    failed = report.summary.get("failed", "a check")
-    return GateFailed(
-        f"evaluation {step.plugin_name!r} failed: {failed}",
-        fix=f"See {report.path} for the figures, or change the options in [{step.table}].",
-    )
 
 
 def _record(step: Step, input_digest: str, artifact: Artifact, out: Path, duration: float) -> dict[str, Any]:

@@ -88,25 +88,6 @@ def test_demo_package_is_templated_for_chatml(demo):
     assert manifest["stages"][2]["plugin"] == "chatml"
 
 
-def test_changing_only_quantize_reuses_the_conversion(demo):
-    project = demo
-    text = (project / "slmdeploy.toml").read_text()
-    # without the evaluation tables: this test is about the conversion's cache, not minutes of measuring
-    unevaluated = text[: text.index("[evaluate]")] + text[text.index("[register]") :]
-    (project / "slmdeploy.toml").write_text(unevaluated.replace("block_size = 32", "block_size = 64"))
-    try:
-        result = slmdeploy(project, "build", "--jobs", "1")
-        assert result.returncode == 0, result.stderr
-        assert "int4, int8: convert (olive): cached" in result.stderr
-        assert "int4: quantize (olive): done" in result.stderr
-        manifest = json.loads((project / "build" / "int4" / "manifest.json").read_text())
-        convert, quantize = manifest["stages"][:2]
-        assert convert["cached"] is True and quantize["cached"] is False
-        assert quantize["options"]["block_size"] == 64
-    finally:
-        (project / "slmdeploy.toml").write_text(text)
-
-
 def test_demo_report_is_in_the_reference_range_and_falls_back_to_int8(demo):
     int4, int8 = (json.loads((demo / "build" / v / "report.json").read_text()) for v in ("int4", "int8"))
     # REFERENCE.md: int4 decodes several times faster than the source in PyTorch, and int8 follows it closely
@@ -180,3 +161,23 @@ def test_demo_interactive_run_holds_two_turns(demo):
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 0
+
+
+def test_changing_only_quantize_reuses_the_conversion(demo):
+    # last in this module: it leaves the demo built without evaluation
+    project = demo
+    text = (project / "slmdeploy.toml").read_text()
+    # without the evaluation tables: this test is about the conversion's cache, not minutes of measuring
+    unevaluated = text[: text.index("[evaluate]")] + text[text.index("[register]") :]
+    (project / "slmdeploy.toml").write_text(unevaluated.replace("block_size = 32", "block_size = 64"))
+    try:
+        result = slmdeploy(project, "build", "--jobs", "1")
+        assert result.returncode == 0, result.stderr
+        assert "int4, int8: convert (olive): cached" in result.stderr
+        assert "int4: quantize (olive): done" in result.stderr
+        manifest = json.loads((project / "build" / "int4" / "manifest.json").read_text())
+        convert, quantize = manifest["stages"][:2]
+        assert convert["cached"] is True and quantize["cached"] is False
+        assert quantize["options"]["block_size"] == 64
+    finally:
+        (project / "slmdeploy.toml").write_text(text)
