@@ -275,3 +275,13 @@ def test_an_edge_case_that_crashes_or_hangs_the_runtime_is_caught(tmp_path, monk
     found = Planted(QualityOptions(edge_timeout_s=3.0), context).run_edge_case({"content": "hello"})
     assert found["outcome"] == outcome
     assert problem in edge_verdict(found["outcome"], None)
+
+
+def test_plugin_authors_can_run_an_evaluator_with_run_stage(built, run_stage):
+    from slmdeploy.plugin import DeployPackage, SourceModel
+    from slmdeploy_evaluate.quality import Quality
+
+    package = DeployPackage(built / "build" / "int8" / "model", precision="int8")
+    report = run_stage(Quality, package, {"soak_requests": 5}, source=SourceModel(built / "model"))
+    assert report.passed and report.summary["metrics"]["top1_agreement"] > 0.9
+    assert len(json.loads((report.path / "quality.json").read_text())["soak"]["rss_mb"]) == 5

@@ -39,7 +39,8 @@ from typing import Any
 import attrs
 import pytest
 
-from slmdeploy.artifacts import Artifact
+from slmdeploy.artifacts import Artifact, SourceModel
+from slmdeploy.cache import Store
 from slmdeploy.options import structure_table
 from slmdeploy.stages import Stage, StageContext
 
@@ -140,7 +141,8 @@ def tiny_model(
 
 @pytest.fixture
 def run_stage(tmp_path: Path) -> Callable[..., Artifact]:
-    """Factory: ``run_stage(StageClass, artifact, options={}, tables={})`` runs one stage, returns its artifact."""
+    """Factory: ``run_stage(StageClass, artifact, options={}, tables={}, source=None)`` runs one stage, returns its
+    artifact. `source` is the `SourceModel` an evaluator compares against; shared entries live in the test's folder."""
     counter = iter(range(1_000_000))
 
     def run(
@@ -149,6 +151,7 @@ def run_stage(tmp_path: Path) -> Callable[..., Artifact]:
         options: Mapping[str, Any] | None = None,
         tables: Mapping[str, Any] | None = None,
         variant: str = "test",
+        source: SourceModel | None = None,
     ) -> Artifact:
         structured = structure_table(cls.Options, dict(options or {}), cls.STAGE, lambda key: f"<test> {key}")
         cls.check(structured)
@@ -165,6 +168,9 @@ def run_stage(tmp_path: Path) -> Callable[..., Artifact]:
             log=lambda message: None,
             scratch=scratch,
             logs_dir=run_dir / "logs",
+            source=source,
+            source_digest=Store(tmp_path / ".state").digests.tree_digest(source.path) if source else "",
+            shared=Store(tmp_path / ".state").shared,
         )
         produced = cls(structured, context).run(artifact, output_dir)
         assert isinstance(produced, cls.OUTPUT), f"{cls.__name__}.run returned {produced!r}"
