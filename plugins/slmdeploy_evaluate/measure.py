@@ -11,8 +11,7 @@ import shutil
 import statistics
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ from slmdeploy_evaluate.texts import ENGLISH
 class PeakMemory:
     """The largest resident set size of this process, sampled every few milliseconds by a thread (psutil)."""
 
-    def __init__(self, interval: float = 0.005) -> None:
+    def __init__(self, interval: float = 0.02) -> None:
         import psutil
 
         self.process = psutil.Process()
@@ -212,16 +211,6 @@ def prepare_in_worker(task: dict[str, Any], progress: Callable[[str], None]) -> 
     for item in folder.iterdir():
         shutil.move(str(item), Path(task["out"]) / item.name)
     return {}
-
-
-@contextmanager
-def silenced() -> Iterator[None]:
-    """Keep a library's warnings about generation options out of the answers' timing."""
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield
 
 
 def ids_logits_in_worker(task: dict[str, Any], progress: Callable[[str], None]) -> dict[str, Any]:

@@ -34,7 +34,8 @@ def _markdown(item: dict[str, Any], plots: list[Path]) -> str:
     lines = [f"# {report['project']} {report['variant']}: {report['status']}", ""]
     if report.get("registered"):
         lines += [f"Registered as `{report['registered']}`.", ""]
-    lines += _gates(report) + _figures(report) + _benchmark(item["benchmark"]) + _quality(item["quality"])
+    lines += _gates(report) + _figures(report) + _benchmark(item["benchmark"]) + _flagged(report)
+    lines += _quality(item["quality"])
     lines += ["## Plots", ""] + [f"![{plot.stem}](plots/{plot.name})" for plot in plots] + [""]
     return "\n".join(lines)
 
@@ -106,6 +107,17 @@ def _benchmark(bench: dict[str, Any] | None) -> list[str]:
     lines += _table(("runtime", "load s", "RSS loaded MB", "peak RSS MB"), memory)
     lines += [f"Package size: {bench['size_mb']:.1f} MB. Source: the `[source]` model in PyTorch, float32.", ""]
     return lines
+
+
+def _flagged(report: Mapping[str, Any]) -> list[str]:
+    benchmark = report["evaluators"].get("benchmark")
+    if not benchmark:
+        return []
+    flagged = benchmark.get("flagged_lengths") or []
+    if not flagged:
+        return ["Decode speed stays within the allowed drop (max_decode_drop) at every prompt length.", ""]
+    lengths = ", ".join(str(length) for length in flagged)
+    return [f"**Decode speed falls more than the allowed drop (max_decode_drop) at {lengths} tokens.**", ""]
 
 
 def _quality(quality: dict[str, Any] | None) -> list[str]:
