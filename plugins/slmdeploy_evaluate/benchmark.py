@@ -9,8 +9,8 @@ from typing import Any, ClassVar
 
 import attrs
 
-from slmdeploy.plugin import DeployPackage, EvaluationReport, Evaluator, Metric, option, run_in_worker
-from slmdeploy_evaluate.reference import shared, source_folder
+from slmdeploy.plugin import DeployPackage, EvaluationReport, Metric, option, run_in_worker
+from slmdeploy_evaluate.reference import MeasuringEvaluator, shared, source_folder
 
 
 def _positive_lengths(instance: Any, attribute: Any, value: list[int]) -> None:
@@ -32,10 +32,9 @@ class BenchmarkOptions:
     compare_source: bool = option(True, help="measure the source model in PyTorch (float32) too")
 
 
-class Benchmark(Evaluator):
+class Benchmark(MeasuringEvaluator):
     PLUGIN_NAME = "benchmark"
     Options = BenchmarkOptions
-    RUNS_ALONE = True
     METRICS: ClassVar[dict[str, Metric]] = {
         "ttft_ms": Metric("slowest median time to first token over the prompt lengths", "ms", False),
         "decode_tokens_per_s": Metric("slowest median decode speed over the prompt lengths", "tokens/s"),
@@ -48,11 +47,6 @@ class Benchmark(Evaluator):
         "decode_speedup": Metric("decode speed over the source model's in PyTorch", "x"),
         "memory_ratio": Metric("peak memory over the source model's in PyTorch", "x", False),
     }
-
-    @classmethod
-    def cache_version(cls) -> str:
-        versions = [importlib.metadata.version(name) for name in ("onnxruntime-genai", "torch", "transformers")]
-        return f"{cls.CACHE_VERSION}:" + ":".join(versions)
 
     def run(self, artifact: DeployPackage, output_dir: Path) -> EvaluationReport:
         task = {key: getattr(self.options, key) for key in ("new_tokens", "warmup", "repeats")}

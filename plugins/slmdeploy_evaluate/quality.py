@@ -4,7 +4,6 @@ format, stop tokens, memory over a soak, and edge cases."""
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import json
 import math
 from pathlib import Path
@@ -15,7 +14,6 @@ import attrs
 from slmdeploy.plugin import (
     DeployPackage,
     EvaluationReport,
-    Evaluator,
     Metric,
     StageError,
     WorkerTimeout,
@@ -23,7 +21,7 @@ from slmdeploy.plugin import (
     run_in_worker,
 )
 from slmdeploy_evaluate import checks
-from slmdeploy_evaluate.reference import shared, source_folder
+from slmdeploy_evaluate.reference import MeasuringEvaluator, shared, source_folder
 from slmdeploy_evaluate.texts import EDGE_CASES, ENGLISH, QUESTIONS
 
 MAX_TEXT_TOKENS = 512
@@ -46,10 +44,9 @@ class QualityOptions:
     edge_timeout_s: float = option(120.0, help="an edge case still running after this many seconds has hung")
 
 
-class Quality(Evaluator):
+class Quality(MeasuringEvaluator):
     PLUGIN_NAME = "quality"
     Options = QualityOptions
-    RUNS_ALONE = True
     EDGE_WORKER = "slmdeploy_evaluate.answers:edge_case_in_worker"
     METRICS: ClassVar[dict[str, Metric]] = {
         "top1_agreement": Metric("teacher-forced top-1 agreement with the source model", "fraction"),
@@ -61,11 +58,6 @@ class Quality(Evaluator):
         "memory_growth_mb": Metric("resident memory growth over the soak (fitted)", "MB", False),
         "edge_case_failures": Metric("edge cases that crashed, hung or were handled against the setting", "", False),
     }
-
-    @classmethod
-    def cache_version(cls) -> str:
-        versions = [importlib.metadata.version(name) for name in ("onnxruntime-genai", "torch", "transformers")]
-        return f"{cls.CACHE_VERSION}:" + ":".join(versions)
 
     def run(self, artifact: DeployPackage, output_dir: Path) -> EvaluationReport:
         folder = artifact.path

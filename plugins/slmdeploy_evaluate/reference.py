@@ -3,10 +3,24 @@ by every variant and build (``StageContext.shared``)."""
 
 from __future__ import annotations
 
+import importlib.metadata
 from pathlib import Path
 from typing import Any
 
-from slmdeploy.plugin import StageContext, StageError, run_in_worker
+from slmdeploy.plugin import Evaluator, StageContext, StageError, run_in_worker
+
+RUNTIMES = ("onnxruntime-genai", "torch", "transformers")
+
+
+class MeasuringEvaluator(Evaluator):
+    """An evaluator that runs the package and the source: alone (its speed figures are not shared with another
+    step), and measured again when a runtime's version changes."""
+
+    RUNS_ALONE = True
+
+    @classmethod
+    def cache_version(cls) -> str:
+        return f"{cls.CACHE_VERSION}:" + ":".join(importlib.metadata.version(name) for name in RUNTIMES)
 
 
 def source_folder(context: StageContext) -> Path:
