@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 from pathlib import Path
 from typing import Any, ClassVar
@@ -70,7 +69,7 @@ class Benchmark(MeasuringEvaluator):
 
     def _source(self, task: dict[str, Any]) -> dict[str, Any]:
         folder = source_folder(self.context)
-        key = {**task, "torch": importlib.metadata.version("torch")}
+        key = {**task, "runtimes": self.cache_version()}
 
         def make(out: Path) -> None:
             measured = self._measure({**task, "runtime": "torch", "folder": str(folder), "label": "source"})

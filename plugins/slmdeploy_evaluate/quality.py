@@ -92,7 +92,8 @@ class Quality(MeasuringEvaluator):
                 "slmdeploy_evaluate.measure:logits_in_worker", {**task, "out": str(out)}, self.context, "logits-source"
             )
 
-        reference = shared(self.context, "source-logits", {"texts": digest, "max_tokens": limit}, make)
+        key = {"texts": digest, "max_tokens": limit, "runtimes": self.cache_version()}
+        reference = shared(self.context, "source-logits", key, make)
         ids = [np.load(reference / f"{index}.ids.npy").tolist() for index in range(len(texts))]
         out = self.context.scratch / "logits"
         out.mkdir()
