@@ -57,6 +57,7 @@ from slmdeploy.artifacts import (
 from slmdeploy.config import Project
 from slmdeploy.deployed import ChatBackend, DeployedModel
 from slmdeploy.errors import ConfigError, GateFailed, InputError, StageError, WorkerTimeout
+from slmdeploy.fidelity import add_sums, fidelity_figures, fidelity_sums, genai_logits
 from slmdeploy.files import link_tree
 from slmdeploy.gates import Metric
 from slmdeploy.sources import prepare_source
@@ -109,7 +110,11 @@ __all__ = [
     "TemplateFamily",
     "TokenizerFiles",
     "WorkerTimeout",
+    "add_sums",
     "chat_template",
+    "fidelity_figures",
+    "fidelity_sums",
+    "genai_logits",
     "hookimpl",
     "link_tree",
     "model_config",

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from slmdeploy_evaluate.measure import PeakMemory
+from slmdeploy_evaluate.reference import context_tokens, genai_config
 
 
 class Chat:
@@ -24,10 +25,9 @@ class Chat:
         self.tokenizer = og.Tokenizer(self.model)
         info = json.loads((folder / "inference_model.json").read_text(encoding="utf-8"))
         self.template = info["PromptTemplate"]["prompt"]
-        config = json.loads((folder / "genai_config.json").read_text(encoding="utf-8"))
-        eos = config["model"].get("eos_token_id", [])
+        eos = genai_config(folder)["model"].get("eos_token_id", [])
         self.eos = set(eos if isinstance(eos, list) else [eos])
-        self.max_length = int(config["search"].get("max_length") or config["model"]["context_length"])
+        self.max_length = context_tokens(folder, deployed=True)
 
     def prompt_ids(self, content: str, max_new: int, truncate: bool) -> Any:
         ids = self.tokenizer.encode(self.template.replace("{Content}", content))

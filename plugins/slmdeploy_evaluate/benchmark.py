@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import attrs
 
 from slmdeploy.plugin import DeployPackage, EvaluationReport, Metric, option, run_in_worker
-from slmdeploy_evaluate.reference import MeasuringEvaluator, shared, source_folder
+from slmdeploy_evaluate.reference import MeasuringEvaluator, context_tokens, shared, source_folder
 
 
 def _positive_lengths(instance: Any, attribute: Any, value: list[int]) -> None:
@@ -57,8 +57,7 @@ class Benchmark(MeasuringEvaluator):
         return EvaluationReport(output_dir, summary=self._summary(result))
 
     def _lengths(self, folder: Path) -> list[int]:
-        config = json.loads((folder / "genai_config.json").read_text(encoding="utf-8"))
-        context = int(config["model"]["context_length"])
+        context = context_tokens(folder)
         kept = [length for length in self.options.prompt_lengths if length + self.options.new_tokens <= context]
         for length in sorted(set(self.options.prompt_lengths) - set(kept)):
             self.context.log(f"skipping the {length}-token prompt: longer than the context ({context} tokens)")

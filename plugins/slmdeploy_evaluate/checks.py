@@ -1,4 +1,4 @@
-"""The checklist's rules: domain expectations, memory growth, edge-case outcomes, fidelity figures."""
+"""The checklist's rules: domain expectations, memory growth, edge-case outcomes."""
 
 from __future__ import annotations
 
@@ -116,31 +116,3 @@ def edge_verdict(outcome: str, expected: str | None) -> str | None:
         wanted = "a clean rejection" if expected == "error" else "an answer"
         return f"expected {wanted}, got {'an answer' if outcome == 'answer' else 'an error'}"
     return None
-
-
-def fidelity(reference: Any, candidate: Any, ids: Any) -> dict[str, float]:
-    """Top-1 agreement, summed KL divergence (reference to candidate) and log-likelihoods, over one text."""
-    import numpy as np
-
-    candidate = candidate[:, : reference.shape[1]].astype(np.float64)
-    reference = reference.astype(np.float64)
-    ref_log = _log_softmax(reference)
-    cand_log = _log_softmax(candidate)
-    kl = (np.exp(ref_log) * (ref_log - cand_log)).sum(-1)
-    targets = np.asarray(ids[1:])
-    positions = np.arange(len(ids) - 1)
-    return {
-        "positions": float(len(ids)),
-        "agree": float((candidate.argmax(-1) == reference.argmax(-1)).sum()),
-        "kl": float(kl.sum()),
-        "nll": float(-cand_log[positions, targets].sum()),
-        "reference_nll": float(-ref_log[positions, targets].sum()),
-        "predicted": float(len(targets)),
-    }
-
-
-def _log_softmax(logits: Any) -> Any:
-    import numpy as np
-
-    shifted = logits - logits.max(-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))

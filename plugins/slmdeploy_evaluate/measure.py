@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from slmdeploy.plugin import SourceModel, prepare_source
+from slmdeploy.plugin import SourceModel, genai_logits, prepare_source
 from slmdeploy_evaluate.texts import ENGLISH
 
 
@@ -60,14 +60,11 @@ class GenaiRunner:
     def encode(self, text: str) -> list[int]:
         return [int(token) for token in self.tokenizer.encode(text)]
 
-    def decode(self, ids: list[int]) -> str:
-        return str(self.tokenizer.decode(self.np.array(ids, dtype=self.np.int32)))
-
-    def start(self, ids: list[int], max_new: int, forced: bool = True) -> Callable[[], int]:
-        """Feed the prompt; return a function producing the next token (greedy)."""
+    def start(self, ids: list[int], max_new: int) -> Callable[[], int]:
+        """Feed the prompt; return a function producing the next token (greedy, never stopping early)."""
         params = self.og.GeneratorParams(self.model)
         total = len(ids) + max_new
-        params.set_search_options(do_sample=False, max_length=total, **({"min_length": total} if forced else {}))
+        params.set_search_options(do_sample=False, max_length=total, min_length=total)
         generator = self.og.Generator(self.model, params)
         generator.append_tokens(self.np.array(ids, dtype=self.np.int32))
 
@@ -78,15 +75,7 @@ class GenaiRunner:
         return step
 
     def logits(self, ids: list[int]) -> Any:
-        """Next-token logits at every position, teacher-forced one token at a time."""
-        params = self.og.GeneratorParams(self.model)
-        params.set_search_options(max_length=len(ids) + 1, do_sample=False)
-        generator = self.og.Generator(self.model, params)
-        rows = []
-        for token in ids:
-            generator.append_tokens(self.np.array([token], dtype=self.np.int32))
-            rows.append(self.np.asarray(generator.get_logits(), dtype=self.np.float32).reshape(-1))
-        return self.np.stack(rows)
+        return genai_logits(self.model, ids)
 
 
 class TorchRunner:
@@ -103,7 +92,7 @@ class TorchRunner:
     def encode(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    def start(self, ids: list[int], max_new: int, forced: bool = True) -> Callable[[], int]:
+    def start(self, ids: list[int], max_new: int) -> Callable[[], int]:
         torch = self.torch
         state: dict[str, Any] = {"input": torch.tensor([ids]), "past": None}
 
@@ -138,12 +127,13 @@ def speed_in_worker(task: dict[str, Any], progress: Callable[[str], None]) -> di
     runner = _runner(task)
     load_s = time.perf_counter() - started
     loaded_rss = memory.rss()
-    process = psutil.Process()
     rows = []
     for length in task["lengths"]:
         progress(f"{task['label']}: {length}-token prompt")
         ids = prompt_ids(runner, length)
-        runs = [_timed(runner, ids, task["new_tokens"], process) for _ in range(task["warmup"] + task["repeats"])]
+        runs = [
+            _timed(runner, ids, task["new_tokens"], memory.process) for _ in range(task["warmup"] + task["repeats"])
+        ]
         measured = runs[task["warmup"] :]
         rows.append(
             {
@@ -188,19 +178,19 @@ def _runner(task: dict[str, Any]) -> GenaiRunner | TorchRunner:
 
 
 def logits_in_worker(task: dict[str, Any], progress: Callable[[str], None]) -> dict[str, Any]:
-    """Teacher-forced next-token logits of each text, saved as ``<out>/<index>.npy``."""
+    """Teacher-forced next-token logits of each text (``<out>/<index>.npy``), or of each given token sequence
+    (``ids``: the ones the source model was fed). Texts are encoded, and their ids saved as ``<index>.ids.npy``."""
     import numpy as np
 
     runner = _runner(task)
     out = Path(task["out"])
-    lengths = []
-    for index, text in enumerate(task["texts"]):
-        progress(f"{task['label']}: text {index + 1} of {len(task['texts'])}")
-        ids = runner.encode(text)[: task["max_tokens"]]
+    sequences = task.get("ids") or [runner.encode(text)[: task["max_tokens"]] for text in task["texts"]]
+    for index, ids in enumerate(sequences):
+        progress(f"{task['label']}: text {index + 1} of {len(sequences)}")
         np.save(out / f"{index}.npy", runner.logits(ids).astype(np.float32))
-        np.save(out / f"{index}.ids.npy", np.array(ids, dtype=np.int64))
-        lengths.append(len(ids))
-    return {"tokens": lengths}
+        if "ids" not in task:
+            np.save(out / f"{index}.ids.npy", np.array(ids, dtype=np.int64))
+    return {"tokens": [len(ids) for ids in sequences]}
 
 
 def prepare_in_worker(task: dict[str, Any], progress: Callable[[str], None]) -> dict[str, Any]:
@@ -210,15 +200,4 @@ def prepare_in_worker(task: dict[str, Any], progress: Callable[[str], None]) -> 
     folder = prepare_source(source, Path(task["work"]), progress)
     for item in folder.iterdir():
         shutil.move(str(item), Path(task["out"]) / item.name)
-    return {}
-
-
-def ids_logits_in_worker(task: dict[str, Any], progress: Callable[[str], None]) -> dict[str, Any]:
-    """The package's teacher-forced logits for given token ids (the ones the source model was fed)."""
-    import numpy as np
-
-    runner = GenaiRunner(Path(task["folder"]))
-    for index, ids in enumerate(task["ids"]):
-        progress(f"package: text {index + 1} of {len(task['ids'])}")
-        np.save(Path(task["out"]) / f"{index}.npy", runner.logits(ids).astype(np.float32))
     return {}

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -17,11 +16,14 @@ from slmdeploy.plugin import (
     Metric,
     StageError,
     WorkerTimeout,
+    add_sums,
+    fidelity_figures,
+    fidelity_sums,
     option,
     run_in_worker,
 )
 from slmdeploy_evaluate import checks
-from slmdeploy_evaluate.reference import MeasuringEvaluator, shared, source_folder
+from slmdeploy_evaluate.reference import MeasuringEvaluator, context_tokens, shared, source_folder
 from slmdeploy_evaluate.texts import EDGE_CASES, ENGLISH, QUESTIONS
 
 MAX_TEXT_TOKENS = 512
@@ -81,8 +83,7 @@ class Quality(MeasuringEvaluator):
         import numpy as np
 
         texts = self._texts()
-        config = json.loads((folder / "genai_config.json").read_text(encoding="utf-8"))
-        limit = min(MAX_TEXT_TOKENS, int(config["model"]["context_length"]) - 1)
+        limit = min(MAX_TEXT_TOKENS, context_tokens(folder) - 1)
         digest = hashlib.sha256("\n\n".join(texts).encode()).hexdigest()
         source = source_folder(self.context)
         task = {"texts": texts, "max_tokens": limit, "runtime": "torch", "folder": str(source), "label": "source"}
@@ -97,24 +98,20 @@ class Quality(MeasuringEvaluator):
         ids = [np.load(reference / f"{index}.ids.npy").tolist() for index in range(len(texts))]
         out = self.context.scratch / "logits"
         out.mkdir()
-        run_in_worker(
-            "slmdeploy_evaluate.measure:ids_logits_in_worker",
-            {"ids": ids, "folder": str(folder), "out": str(out)},
-            self.context,
-            "logits-package",
-        )
-        per_text = [
-            checks.fidelity(np.load(reference / f"{index}.npy"), np.load(out / f"{index}.npy"), ids[index])
+        package = {"ids": ids, "runtime": "genai", "folder": str(folder), "out": str(out), "label": "package"}
+        run_in_worker("slmdeploy_evaluate.measure:logits_in_worker", package, self.context, "logits-package")
+        sums = add_sums(
+            fidelity_sums(np.load(reference / f"{index}.npy"), np.load(out / f"{index}.npy"), ids[index])
             for index in range(len(texts))
-        ]
-        totals = {key: sum(text[key] for text in per_text) for key in per_text[0]}
+        )
+        figures = fidelity_figures(sums)
         return {
             "texts": len(texts),
-            "tokens": int(totals["positions"]),
-            "top1_agreement": totals["agree"] / totals["positions"],
-            "mean_kl": totals["kl"] / totals["positions"],
-            "perplexity": math.exp(totals["nll"] / totals["predicted"]),
-            "source_perplexity": math.exp(totals["reference_nll"] / totals["predicted"]),
+            "tokens": int(sums["positions"]),
+            "top1_agreement": figures["top1_agreement"],
+            "mean_kl": figures["mean_kl"],
+            "perplexity": figures["perplexity"],
+            "source_perplexity": figures["reference_perplexity"],
         }
 
     def _answers(self, folder: Path) -> dict[str, Any]:
@@ -147,8 +144,7 @@ class Quality(MeasuringEvaluator):
         return {**soak, **checks.memory_growth(soak["rss_mb"])}
 
     def _edge_cases(self, folder: Path) -> list[dict[str, Any]]:
-        config = json.loads((folder / "genai_config.json").read_text(encoding="utf-8"))
-        context_tokens = int(config["search"].get("max_length") or config["model"]["context_length"])
+        deployed_limit = context_tokens(folder, deployed=True)
         found = []
         for name, case in EDGE_CASES.items():
             task = {
@@ -159,7 +155,7 @@ class Quality(MeasuringEvaluator):
             }
             expected = None
             if name == "overlong":
-                task["content"] = "hello world " * context_tokens
+                task["content"] = "hello world " * deployed_limit
                 expected = "error" if self.options.overlong == "reject" else "answer"
             self.context.log(f"edge case: {name}")
             outcome = self.run_edge_case(task)

@@ -4,6 +4,7 @@ by every variant and build (``StageContext.shared``)."""
 from __future__ import annotations
 
 import importlib.metadata
+import json
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,19 @@ def source_folder(context: StageContext) -> Path:
         run_in_worker("slmdeploy_evaluate.measure:prepare_in_worker", {**task, "out": str(out)}, context, "source")
 
     return shared(context, "source-hf", {}, make)
+
+
+def genai_config(folder: Path) -> dict[str, Any]:
+    config: dict[str, Any] = json.loads((folder / "genai_config.json").read_text(encoding="utf-8"))
+    return config
+
+
+def context_tokens(folder: Path, deployed: bool = False) -> int:
+    """The model's context length; `deployed`: the prompt-plus-answer limit the package is deployed with
+    (``search.max_length``), which a runtime enforces."""
+    config = genai_config(folder)
+    limit = config["search"].get("max_length") if deployed else None
+    return int(limit or config["model"]["context_length"])
 
 
 def shared(context: StageContext, name: str, key: dict[str, Any], make: Any) -> Path:

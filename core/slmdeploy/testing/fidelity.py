@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from slmdeploy import fidelity
+
 
 def torch_logits(hf_folder: Path, ids: list[int]) -> Any:
     import torch
@@ -22,40 +24,14 @@ def torch_logits(hf_folder: Path, ids: list[int]) -> Any:
 
 
 def genai_logits(model_folder: Path, ids: list[int]) -> Any:
-    import numpy as np
     import onnxruntime_genai as og
 
-    model = og.Model(str(model_folder))
-    params = og.GeneratorParams(model)
-    params.set_search_options(max_length=len(ids) + 1, do_sample=False)
-    generator = og.Generator(model, params)
-    rows = []
-    for token in ids:
-        generator.append_tokens(np.array([token], dtype=np.int32))
-        rows.append(np.asarray(generator.get_logits(), dtype=np.float64).reshape(-1))
-    return np.stack(rows)
+    return fidelity.genai_logits(og.Model(str(model_folder)), ids)
 
 
 def compare(reference: Any, candidate: Any, ids: list[int]) -> dict[str, float]:
-    """Top-1 agreement, largest logit difference, and both perplexities over `ids`."""
-    import numpy as np
-
-    vocab = reference.shape[1]
-    candidate = candidate[:, :vocab]
-    return {
-        "top1_agreement": float((candidate.argmax(-1) == reference.argmax(-1)).mean()),
-        "max_abs_logit_diff": float(np.abs(candidate - reference).max()),
-        "reference_perplexity": _perplexity(reference, ids),
-        "perplexity": _perplexity(candidate, ids),
-    }
-
-
-def _perplexity(logits: Any, ids: list[int]) -> float:
-    import numpy as np
-
-    shifted = logits[:-1] - logits[:-1].max(-1, keepdims=True)
-    log_probs = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
-    return float(np.exp(-log_probs[np.arange(len(ids) - 1), ids[1:]].mean()))
+    """Top-1 agreement, largest logit difference, mean KL divergence and both perplexities over `ids`."""
+    return fidelity.fidelity_figures(fidelity.fidelity_sums(reference, candidate, ids))
 
 
 def decode_speed(model_folder: Path, prompt: str, new_tokens: int = 128, repeats: int = 3) -> dict[str, float]:
