@@ -60,6 +60,7 @@ from slmdeploy.errors import ConfigError, GateFailed, InputError, StageError, Wo
 from slmdeploy.fidelity import add_sums, fidelity_figures, fidelity_sums, genai_logits
 from slmdeploy.files import link_tree
 from slmdeploy.gates import Metric
+from slmdeploy.reports import format_figure
 from slmdeploy.sources import prepare_source
 from slmdeploy.stages import (
     Converter,
@@ -114,6 +115,7 @@ __all__ = [
     "chat_template",
     "fidelity_figures",
     "fidelity_sums",
+    "format_figure",
     "genai_logits",
     "hookimpl",
     "link_tree",

@@ -64,8 +64,13 @@ def _status(report: dict[str, Any]) -> str:
 
 
 def _cell(value: Any) -> str:
-    if isinstance(value, float) and abs(value) >= 1000:
-        return f"{value:,.0f}"
     if isinstance(value, float):
-        return f"{value:.4g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.2e}"
+        return format_figure(value)
     return "-" if value is None else str(value)
+
+
+def format_figure(value: float) -> str:
+    """Four significant digits, without exponents for the sizes and speeds a report shows."""
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.4g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.2e}"

@@ -9,6 +9,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from slmdeploy.plugin import format_figure
+
 PLOTS = "plots"
 
 
@@ -48,15 +50,8 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
 
 def _cell(value: Any) -> str:
     if isinstance(value, float):
-        return number(value)
+        return format_figure(value)
     return "-" if value is None else str(value).replace("|", "\\|").replace("\n", " ")
-
-
-def number(value: float) -> str:
-    """Four significant digits, without exponents for the sizes and speeds a report shows."""
-    if abs(value) >= 1000:
-        return f"{value:,.0f}"
-    return f"{value:.4g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.2e}"
 
 
 def _gates(report: Mapping[str, Any]) -> list[str]:
