@@ -158,7 +158,9 @@ def build(session: Session, jobs: int) -> None:
             f"fallback: deploying {chain[0].variant.name}, the first of {', '.join(pipeline.plan.fallback)} "
             "that passed its gates"
         )
-    if any(result.folder and (result.folder / "report.json").is_file() for result in results):
+    from slmdeploy.publish import REPORT
+
+    if any(result.folder and (result.folder / REPORT).is_file() for result in results):
         click.echo("report: `slmdeploy report`")
     if len(failed) == 1 and len(results) == 1:
         raise failed[0].error  # type: ignore[misc]

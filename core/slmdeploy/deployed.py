@@ -10,6 +10,7 @@ from typing import Any, Protocol
 import attrs
 
 from slmdeploy.errors import ConfigError
+from slmdeploy.publish import REPORT
 
 
 @attrs.frozen
@@ -82,7 +83,7 @@ def _deployed(manifest_file: Path, manifest: dict[str, Any]) -> DeployedModel:
         folder=manifest_file.parent / "model",
         built_at=manifest["built_at"],
         registration=registration,
-        gates=_gates(manifest_file.parent / "report.json"),
+        gates=_gates(manifest_file.parent / REPORT),
     )
 
 
