@@ -15,11 +15,21 @@ from slmdeploy.errors import PluginError, SlmdeployError
 EXIT_COMMANDS = ("/exit", "/quit", "/bye")
 
 
-def open_backend(project_dir: Path, name: str, manager: Any) -> ChatBackend:
+def project_threads(project_dir: Path) -> int:
+    """``[runtime] threads`` of the project file, resolved for this machine (every core when there is no file)."""
+    from slmdeploy.config import PROJECT_FILE, load_project
+    from slmdeploy.runtime import resolve_threads
+
+    file = project_dir / PROJECT_FILE
+    return int(load_project(file).core_table("runtime")["threads"]) if file.is_file() else resolve_threads(None)
+
+
+def open_backend(project_dir: Path, name: str, manager: Any, threads: int) -> ChatBackend:
     from slmdeploy.publish import BUILD_DIR
+    from slmdeploy.runtime import resolve_threads
 
     model = find(project_dir / BUILD_DIR, name)
-    backend: ChatBackend | None = manager.hook.slmdeploy_chat_backend(model=model)
+    backend: ChatBackend | None = manager.hook.slmdeploy_chat_backend(model=model, threads=resolve_threads(threads))
     if backend is None:
         raise PluginError(
             f"no installed plugin can run {model.name}",

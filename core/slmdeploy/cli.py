@@ -256,12 +256,19 @@ def report(session: Session, as_json: bool) -> None:
 @click.argument("name")
 @click.option("--prompt", help="Answer this once and exit (for scripts).")
 @click.option("--max-tokens", type=click.IntRange(min=1), default=None, help="At most this many tokens per answer.")
+@click.option(
+    "--threads",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Intra-op threads (0: every core; default: [runtime] threads of the project file).",
+)
 @click.pass_obj
-def run(session: Session, name: str, prompt: str | None, max_tokens: int | None) -> None:
+def run(session: Session, name: str, prompt: str | None, max_tokens: int | None, threads: int | None) -> None:
     """Chat with a deployed model: /exit or Ctrl-D ends the conversation."""
-    from slmdeploy.chat import chat_loop, open_backend
+    from slmdeploy.chat import chat_loop, open_backend, project_threads
 
-    backend = open_backend(session.project_dir, name, session.plugin_manager())
+    threads = project_threads(session.project_dir) if threads is None else threads
+    backend = open_backend(session.project_dir, name, session.plugin_manager(), threads)
     try:
         chat_loop(backend, prompt, max_tokens)
     finally:

@@ -1,6 +1,6 @@
 """The project file, ``slmdeploy.toml``: parsed with tomlkit, structured with cattrs into attrs classes.
 
-The core owns ``[project]``, ``[source]`` and ``[generation]``. The stage tables (``[convert]``,
+The core owns ``[project]``, ``[source]``, ``[generation]`` and ``[runtime]``. The stage tables (``[convert]``,
 ``[quantize]``, ``[template]``, ``[evaluate]``, ``[register]``) are kept raw here and validated against
 the selected plugin's `Options` when the pipeline is planned.
 """
@@ -20,6 +20,7 @@ import tomlkit.exceptions
 
 from slmdeploy.errors import ConfigError, InputError, where_in
 from slmdeploy.options import structure_table
+from slmdeploy.runtime import resolve_threads
 from slmdeploy.stages import STAGE_ORDER, option
 
 PROJECT_FILE = "slmdeploy.toml"
@@ -68,7 +69,26 @@ class GenerationTable:
     )
 
 
-CORE_TABLES: dict[str, type] = {"project": ProjectTable, "source": SourceTable, "generation": GenerationTable}
+@attrs.define
+class RuntimeTable:
+    threads: int = option(
+        0,
+        help="intra-op threads the model runs with; 0: every core the running process may use (set when slmdeploy "
+        "loads the model; the building machine's count is written into genai_config.json for Foundry Local)",
+        validator=attrs.validators.ge(0),
+    )
+
+    def resolved(self) -> dict[str, Any]:
+        """What stages see: `threads` as a count for this machine (0 resolved), part of their cache keys."""
+        return {"threads": resolve_threads(self.threads)}
+
+
+CORE_TABLES: dict[str, type] = {
+    "project": ProjectTable,
+    "source": SourceTable,
+    "generation": GenerationTable,
+    "runtime": RuntimeTable,
+}
 
 
 @attrs.define
@@ -79,6 +99,7 @@ class Project:
     project: ProjectTable
     source: SourceTable
     generation: GenerationTable
+    runtime: RuntimeTable
     stages: dict[str, dict[str, Any]]
     """The raw stage tables present in the file, by stage name."""
     lines: KeyLines
@@ -92,7 +113,13 @@ class Project:
         return where_in(self.file.name, self.lines.line_of(key))
 
     def core_table(self, name: str) -> dict[str, Any]:
-        return attrs.asdict(getattr(self, name))
+        """A core table as stages see it (``CONTEXT_TABLES``)."""
+        return stage_view(getattr(self, name))
+
+
+def stage_view(table: Any) -> dict[str, Any]:
+    """A core table as stages see it: its keys, with automatic settings resolved for this machine."""
+    return dict(table.resolved()) if hasattr(table, "resolved") else attrs.asdict(table)
 
 
 def load_project(file: Path) -> Project:

@@ -29,6 +29,9 @@ class Metric:
     description: str
     unit: str = ""
     higher_is_better: bool = True
+    depends_on_machine: bool = False
+    """An absolute figure (milliseconds, tokens/s) that another machine measures differently: a gate on it holds
+    only on known hardware, so its failure says so. Ratios measured in the same run do not depend on it."""
 
 
 @attrs.frozen
@@ -49,6 +52,7 @@ class GateResult:
     measured: float | None
     """None when no evaluator reported the figure (a failed gate)."""
     unit: str = ""
+    depends_on_machine: bool = False
 
     @property
     def passed(self) -> bool:
@@ -108,7 +112,8 @@ def judge(gates: Sequence[Gate], measured: Mapping[str, Any], metrics: Mapping[s
     for gate in gates:
         value = measured.get(gate.metric)
         number = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-        results.append(GateResult(gate, number, metrics[gate.metric].unit if gate.metric in metrics else ""))
+        metric = metrics.get(gate.metric, Metric(gate.metric))
+        results.append(GateResult(gate, number, metric.unit, metric.depends_on_machine))
     return results
 
 

@@ -99,8 +99,8 @@ def slmdeploy_check_project(project: Project) -> None:
 
 
 @hookspec(firstresult=True)
-def slmdeploy_chat_backend(model: DeployedModel) -> ChatBackend | None:
-    """Return a `ChatBackend` that runs `model`, or None (firstresult).
+def slmdeploy_chat_backend(model: DeployedModel, threads: int) -> ChatBackend | None:
+    """Return a `ChatBackend` that runs `model` with `threads` intra-op threads, or None (firstresult).
 
     Used by ``slmdeploy run``. A registrar's plugin answers for the models it registered
     (``model.registration["registry"]``) when its runtime is installed; a plugin that can run any model folder

@@ -13,7 +13,7 @@ import attrs
 
 from slmdeploy.artifacts import SourceModel
 from slmdeploy.cache import DigestCache, sha256_text, stable_json
-from slmdeploy.config import NAME_PATTERN, Project, resolve_source_path
+from slmdeploy.config import CORE_TABLES, NAME_PATTERN, Project, resolve_source_path
 from slmdeploy.errors import ConfigError, plugin_code
 from slmdeploy.gates import Gate, Metric, parse_fallback, parse_gates
 from slmdeploy.manager import Provided, Registry
@@ -88,7 +88,7 @@ class Plan:
     """Variant names in order of preference: each is built only when the one before it failed a gate."""
 
     def context_tables(self) -> dict[str, Any]:
-        return {name: self.project.core_table(name) for name in ("project", "generation")}
+        return {name: self.project.core_table(name) for name in CORE_TABLES}
 
 
 def make_plan(project: Project, registry: Registry, digests: DigestCache) -> Plan:

@@ -61,6 +61,7 @@ from slmdeploy.fidelity import add_sums, fidelity_figures, fidelity_sums, genai_
 from slmdeploy.files import link_tree
 from slmdeploy.gates import Metric
 from slmdeploy.reports import format_figure
+from slmdeploy.runtime import available_cores, load_genai_model, resolve_threads, session_options
 from slmdeploy.sources import prepare_source
 from slmdeploy.stages import (
     Converter,
@@ -112,6 +113,7 @@ __all__ = [
     "TokenizerFiles",
     "WorkerTimeout",
     "add_sums",
+    "available_cores",
     "chat_template",
     "fidelity_figures",
     "fidelity_sums",
@@ -119,9 +121,12 @@ __all__ = [
     "genai_logits",
     "hookimpl",
     "link_tree",
+    "load_genai_model",
     "model_config",
     "option",
     "prepare_source",
     "render_chat_template",
+    "resolve_threads",
     "run_in_worker",
+    "session_options",
 ]

@@ -148,7 +148,7 @@ class TemplateFamily(Stage):
     STAGE = "template"
     INPUT = OnnxModel
     OUTPUT = DeployPackage
-    CONTEXT_TABLES = ("project", "generation")
+    CONTEXT_TABLES = ("project", "generation", "runtime")
     VARIANT_IN_KEY = True
 
 

@@ -18,6 +18,7 @@ import attrs
 from slmdeploy.artifacts import DeployPackage, ModelInfo, OnnxModel, chat_template
 from slmdeploy.errors import ConfigError, StageError
 from slmdeploy.files import link_tree
+from slmdeploy.runtime import session_options
 from slmdeploy.stages import TemplateFamily, option
 from slmdeploy.tokenizer import TokenizerFiles, render_chat_template
 
@@ -173,6 +174,11 @@ class ChatTemplateFamily(TemplateFamily):
         ids = [token_id for _, token_id in stops]
         genai["model"]["eos_token_id"] = ids[0] if len(ids) == 1 else ids
         genai["search"] = {**genai.get("search", {}), **generation_search(generation)}
+        decoder = genai["model"].setdefault("decoder", {})
+        decoder["session_options"] = {
+            **decoder.get("session_options", {}),
+            **session_options(self.context.tables["runtime"]["threads"]),
+        }
         _write_json(folder / "genai_config.json", genai)
         _write_json(folder / "tokenizer_config.json", {**tokenizer.config, "chat_template": template})
         if not (folder / "chat_template.jinja").exists():

@@ -31,11 +31,26 @@ def gate_error(plan: Plan, variant: str, gates: Sequence[GateResult]) -> GateFai
     return GateFailed(
         f"{variant} failed {len(failed)} of {len(gates)} gates, so it is not registered",
         where=plan.project.locate("evaluate.gates"),
-        fix=f"Falling back to {following[0]}; the figures: {figures}."
-        if following
-        else 'Relax the thresholds in [evaluate.gates], build a higher precision (fallback = ["int4", "int8", '
-        f'"fp32"]), or improve the model. The figures: {figures}.',
+        fix=(
+            f"Falling back to {following[0]}; the figures: {figures}."
+            if following
+            else 'Relax the thresholds in [evaluate.gates], build a higher precision (fallback = ["int4", "int8", '
+            f'"fp32"]), or improve the model. The figures: {figures}.'
+        )
+        + _machine_note(failed),
         details=textwrap.indent(gate_table(gates), "  "),
+    )
+
+
+def _machine_note(failed: Sequence[GateResult]) -> str:
+    absolute = [result.gate.key for result in failed if result.depends_on_machine]
+    if not absolute:
+        return ""
+    return (
+        f" {', '.join(absolute)} {'bounds a figure' if len(absolute) == 1 else 'bound figures'} that depend on the "
+        "machine running the build (its cores, clock and load), so the same package passes on one machine and fails "
+        "on another; a ratio to the source model measured in the same run holds anywhere (min_decode_speedup, "
+        "min_prefill_speedup, max_ttft_ratio)."
     )
 
 

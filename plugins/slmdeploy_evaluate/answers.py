@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from slmdeploy.plugin import load_genai_model
 from slmdeploy_evaluate.measure import PeakMemory
 from slmdeploy_evaluate.reference import context_tokens, genai_config
 
@@ -16,12 +17,12 @@ from slmdeploy_evaluate.reference import context_tokens, genai_config
 class Chat:
     """Single-turn chat with a package: ``PromptTemplate.prompt`` of its ``inference_model.json``."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, threads: int | None = None) -> None:
         import numpy as np
         import onnxruntime_genai as og
 
         self.og, self.np = og, np
-        self.model = og.Model(str(folder))
+        self.model = load_genai_model(folder, threads)
         self.tokenizer = og.Tokenizer(self.model)
         info = json.loads((folder / "inference_model.json").read_text(encoding="utf-8"))
         self.template = info["PromptTemplate"]["prompt"]
@@ -62,7 +63,7 @@ class Chat:
 
 def answers_in_worker(task: dict[str, Any], progress: Callable[[str], None]) -> dict[str, Any]:
     """Answers to the task's prompts (the domain set, then the built-in questions)."""
-    chat = Chat(Path(task["folder"]))
+    chat = Chat(Path(task["folder"]), task.get("threads"))
     found = []
     for index, item in enumerate(task["prompts"]):
         progress(f"answer {index + 1} of {len(task['prompts'])}")
@@ -73,7 +74,7 @@ def answers_in_worker(task: dict[str, Any], progress: Callable[[str], None]) -> 
 def soak_in_worker(task: dict[str, Any], progress: Callable[[str], None]) -> dict[str, Any]:
     """`requests` answers in a row, cycling through the prompts; resident memory after each."""
     memory = PeakMemory()
-    chat = Chat(Path(task["folder"]))
+    chat = Chat(Path(task["folder"]), task.get("threads"))
     rss, seconds = [], []
     for index in range(task["requests"]):
         if index % 25 == 0:
@@ -86,7 +87,7 @@ def soak_in_worker(task: dict[str, Any], progress: Callable[[str], None]) -> dic
 
 def edge_case_in_worker(task: dict[str, Any], progress: Callable[[str], None]) -> dict[str, Any]:
     """One edge case: an answer, or the clean error the runtime raised for it."""
-    chat = Chat(Path(task["folder"]))
+    chat = Chat(Path(task["folder"]), task.get("threads"))
     content = task["content"]
     if task.get("raw_bytes"):
         # bytes as a server receives them, decoded the lenient way: invalid sequences become lone surrogates

@@ -29,30 +29,48 @@ class BenchmarkOptions:
         0.5, help="flag a prompt length whose decode speed falls by more than this fraction of the shortest's"
     )
     compare_source: bool = option(True, help="measure the source model in PyTorch (float32) too")
+    thread_sweep: bool = option(
+        True,
+        help="also measure with fewer threads (1, 2, 4 ... up to [runtime] threads): the shortest prompt's decode "
+        "and the longest prompt's time to first token",
+    )
 
 
 class Benchmark(MeasuringEvaluator):
     PLUGIN_NAME = "benchmark"
     Options = BenchmarkOptions
     METRICS: ClassVar[dict[str, Metric]] = {
-        "ttft_ms": Metric("slowest median time to first token over the prompt lengths", "ms", False),
-        "decode_tokens_per_s": Metric("slowest median decode speed over the prompt lengths", "tokens/s"),
-        "prompt_tokens_per_s": Metric("median prompt processing speed at the longest prompt", "tokens/s"),
+        "ttft_ms": Metric("slowest median time to first token over the prompt lengths", "ms", False, True),
+        "decode_tokens_per_s": Metric("slowest median decode speed over the prompt lengths", "tokens/s", True, True),
+        "prompt_tokens_per_s": Metric("median prompt processing speed at the longest prompt", "tokens/s", True, True),
         "decode_drop": Metric("largest fall of decode speed from the shortest prompt's", "fraction", False),
         "peak_rss_mb": Metric("peak resident memory of the inference process", "MB", False),
-        "cpu_percent": Metric("CPU use during decode (100 = one core)", "%", False),
-        "load_s": Metric("time to load the model", "s", False),
+        "cpu_percent": Metric("CPU use during decode (100 = one core)", "%", False, True),
+        "load_s": Metric("time to load the model", "s", False, True),
         "size_mb": Metric("size of the package on disk", "MB", False),
+        "threads": Metric("intra-op threads the package ran with ([runtime] threads)", "threads"),
         "decode_speedup": Metric("decode speed over the source model's in PyTorch", "x"),
+        "prefill_speedup": Metric("prompt processing speed over the source's, at the longest prompt", "x"),
+        "ttft_ratio": Metric("time to first token over the source's, at the longest prompt", "x", False),
         "memory_ratio": Metric("peak memory over the source model's in PyTorch", "x", False),
     }
 
     def run(self, artifact: DeployPackage, output_dir: Path) -> EvaluationReport:
         task = {key: getattr(self.options, key) for key in ("new_tokens", "warmup", "repeats")}
         task["lengths"] = self._lengths(artifact.path)
-        package = self._measure({**task, "runtime": "genai", "folder": str(artifact.path), "label": "package"})
+        threads = int(self.context.tables["runtime"]["threads"])
+        package_task = {**task, "runtime": "genai", "folder": str(artifact.path), "threads": threads}
+        package = self._measure({**package_task, "label": "package"})
         source = self._source(task) if self.options.compare_source else None
-        result = {"package": package, "source": source, "size_mb": _size_mb(artifact.path), "options": task}
+        sweep = self._sweep(package_task, package) if self.options.thread_sweep else []
+        result = {
+            "package": package,
+            "source": source,
+            "size_mb": _size_mb(artifact.path),
+            "threads": threads,
+            "sweep": sweep,
+            "options": task,
+        }
         (output_dir / "benchmark.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
         return EvaluationReport(output_dir, summary=self._summary(result))
 
@@ -62,6 +80,15 @@ class Benchmark(MeasuringEvaluator):
         for length in sorted(set(self.options.prompt_lengths) - set(kept)):
             self.context.log(f"skipping the {length}-token prompt: longer than the context ({context} tokens)")
         return kept
+
+    def _sweep(self, task: dict[str, Any], measured: dict[str, Any]) -> list[dict[str, Any]]:
+        """The shortest prompt's decode and the longest's time to first token at 1, 2, 4 ... threads."""
+        ends = sorted({task["lengths"][0], task["lengths"][-1]})
+        found = {task["threads"]: measured}
+        for count in sweep_counts(task["threads"]):
+            if count not in found:
+                found[count] = self._measure({**task, "lengths": ends, "threads": count, "label": f"{count}-threads"})
+        return [sweep_row(count, found[count]) for count in sorted(found)]
 
     def _measure(self, task: dict[str, Any]) -> dict[str, Any]:
         return run_in_worker("slmdeploy_evaluate.measure:speed_in_worker", task, self.context, f"bench-{task['label']}")
@@ -86,6 +113,7 @@ class Benchmark(MeasuringEvaluator):
             row["prompt_tokens"] for row, drop in zip(rows, drops, strict=True) if drop > self.options.max_decode_drop
         ]
         metrics = {
+            "threads": result["threads"],
             "ttft_ms": max(row["ttft_ms"] for row in rows),
             "decode_tokens_per_s": min(decode),
             "prompt_tokens_per_s": rows[-1]["prompt_tokens_per_s"],
@@ -98,7 +126,27 @@ class Benchmark(MeasuringEvaluator):
         if source is not None:
             metrics["decode_speedup"] = min(decode) / min(row["decode_tokens_per_s"] for row in source["lengths"])
             metrics["memory_ratio"] = package["peak_rss_mb"] / source["peak_rss_mb"]
+            longest = source["lengths"][-1]
+            metrics["prefill_speedup"] = rows[-1]["prompt_tokens_per_s"] / longest["prompt_tokens_per_s"]
+            metrics["ttft_ratio"] = rows[-1]["ttft_ms"] / longest["ttft_ms"]
         return {"metrics": metrics, "flagged_lengths": flagged, "file": "benchmark.json"}
+
+
+def sweep_counts(threads: int) -> list[int]:
+    """1, 2, 4 ... below `threads`, then `threads` itself."""
+    counts = [1 << power for power in range(threads.bit_length()) if 1 << power < threads]
+    return [*counts, threads]
+
+
+def sweep_row(threads: int, measured: dict[str, Any]) -> dict[str, Any]:
+    rows = measured["lengths"]
+    return {
+        "threads": threads,
+        "decode_tokens_per_s": rows[0]["decode_tokens_per_s"],
+        "decode_prompt_tokens": rows[0]["prompt_tokens"],
+        "ttft_ms": rows[-1]["ttft_ms"],
+        "ttft_prompt_tokens": rows[-1]["prompt_tokens"],
+    }
 
 
 def _size_mb(folder: Path) -> float:

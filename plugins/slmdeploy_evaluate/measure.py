@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from slmdeploy.plugin import SourceModel, genai_logits, prepare_source
+from slmdeploy.plugin import SourceModel, genai_logits, load_genai_model, prepare_source
 from slmdeploy_evaluate.texts import ENGLISH
 
 
@@ -49,12 +49,12 @@ class PeakMemory:
 class GenaiRunner:
     """The package, through onnxruntime-genai: prefill, then one token at a time."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, threads: int | None = None) -> None:
         import numpy as np
         import onnxruntime_genai as og
 
         self.og, self.np = og, np
-        self.model = og.Model(str(folder))
+        self.model = load_genai_model(folder, threads)
         self.tokenizer = og.Tokenizer(self.model)
 
     def encode(self, text: str) -> list[int]:
@@ -151,6 +151,7 @@ def speed_in_worker(task: dict[str, Any], progress: Callable[[str], None]) -> di
         "rss_loaded_mb": loaded_rss / 1e6,
         "peak_rss_mb": memory.stop() / 1e6,
         "cpu_count": psutil.cpu_count(),
+        "threads": task.get("threads"),
         "lengths": rows,
     }
 
@@ -174,7 +175,9 @@ def _timed(runner: GenaiRunner | TorchRunner, ids: list[int], new_tokens: int, p
 
 
 def _runner(task: dict[str, Any]) -> GenaiRunner | TorchRunner:
-    return TorchRunner(Path(task["folder"])) if task["runtime"] == "torch" else GenaiRunner(Path(task["folder"]))
+    if task["runtime"] == "torch":
+        return TorchRunner(Path(task["folder"]))
+    return GenaiRunner(Path(task["folder"]), task.get("threads"))
 
 
 def logits_in_worker(task: dict[str, Any], progress: Callable[[str], None]) -> dict[str, Any]:

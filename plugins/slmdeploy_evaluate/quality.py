@@ -98,7 +98,14 @@ class Quality(MeasuringEvaluator):
         ids = [np.load(reference / f"{index}.ids.npy").tolist() for index in range(len(texts))]
         out = self.context.scratch / "logits"
         out.mkdir()
-        package = {"ids": ids, "runtime": "genai", "folder": str(folder), "out": str(out), "label": "package"}
+        package = {
+            "ids": ids,
+            "runtime": "genai",
+            "folder": str(folder),
+            "out": str(out),
+            "label": "package",
+            "threads": self.threads,
+        }
         run_in_worker("slmdeploy_evaluate.measure:logits_in_worker", package, self.context, "logits-package")
         sums = add_sums(
             fidelity_sums(np.load(reference / f"{index}.npy"), np.load(out / f"{index}.npy"), ids[index])
@@ -118,7 +125,12 @@ class Quality(MeasuringEvaluator):
         domain = checks.read_domain(self.context.project_dir / self.options.domain) if self.options.domain else []
         prompts = [*({"prompt": item["prompt"], "max_tokens": item.get("max_tokens")} for item in domain)]
         prompts += [{"prompt": question} for question in QUESTIONS]
-        task = {"folder": str(folder), "prompts": prompts, "max_new_tokens": self.options.max_new_tokens}
+        task = {
+            "folder": str(folder),
+            "prompts": prompts,
+            "max_new_tokens": self.options.max_new_tokens,
+            "threads": self.threads,
+        }
         answers = run_in_worker("slmdeploy_evaluate.answers:answers_in_worker", task, self.context, "answers")[
             "answers"
         ]
@@ -136,6 +148,7 @@ class Quality(MeasuringEvaluator):
             return None
         task = {
             "folder": str(folder),
+            "threads": self.threads,
             "prompts": list(QUESTIONS),
             "requests": self.options.soak_requests,
             "max_new_tokens": self.options.soak_max_tokens,
@@ -149,6 +162,7 @@ class Quality(MeasuringEvaluator):
         for name, case in EDGE_CASES.items():
             task = {
                 "folder": str(folder),
+                "threads": self.threads,
                 "max_new_tokens": 16,
                 "truncate": self.options.overlong == "truncate",
                 **case,

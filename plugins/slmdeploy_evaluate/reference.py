@@ -18,6 +18,12 @@ class MeasuringEvaluator(Evaluator):
     step), and measured again when a runtime's version changes."""
 
     RUNS_ALONE = True
+    CONTEXT_TABLES = ("runtime",)
+
+    @property
+    def threads(self) -> int:
+        """The package's intra-op threads: ``[runtime] threads``, resolved for this machine by the core."""
+        return int(self.context.tables["runtime"]["threads"])
 
     @classmethod
     def cache_version(cls) -> str:

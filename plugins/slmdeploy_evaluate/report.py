@@ -101,7 +101,19 @@ def _benchmark(bench: dict[str, Any] | None) -> list[str]:
     ]
     lines += _table(("runtime", "load s", "RSS loaded MB", "peak RSS MB"), memory)
     lines += [f"Package size: {bench['size_mb']:.1f} MB. Source: the `[source]` model in PyTorch, float32.", ""]
-    return lines
+    return lines + _sweep(bench)
+
+
+def _sweep(bench: dict[str, Any]) -> list[str]:
+    """The package's speed by thread count (``thread_sweep``); it ran with ``[runtime] threads``."""
+    sweep = bench.get("sweep") or []
+    if not sweep:
+        return []
+    lines = [f"## Speed by thread count (the package runs with {bench['threads']})", ""]
+    header = ("threads", f"decode tok/s at {sweep[0]['decode_prompt_tokens']} tokens", "TTFT ms")
+    rows = [(row["threads"], row["decode_tokens_per_s"], row["ttft_ms"]) for row in sweep]
+    lines += _table(header, rows)
+    return [*lines, f"TTFT at the {sweep[0]['ttft_prompt_tokens']}-token prompt.", ""]
 
 
 def _flagged(report: Mapping[str, Any]) -> list[str]:

@@ -47,7 +47,7 @@ def slmdeploy_check_project(project: Project) -> None:
 
 
 @hookimpl(trylast=True)
-def slmdeploy_chat_backend(model: DeployedModel) -> Any:
+def slmdeploy_chat_backend(model: DeployedModel, threads: int) -> Any:
     """Any CPU model folder runs directly in onnxruntime-genai when no registry's runtime answers."""
     import importlib.util
 
@@ -55,4 +55,4 @@ def slmdeploy_chat_backend(model: DeployedModel) -> Any:
         return None
     from slmdeploy_olive.chat import GenaiChat
 
-    return GenaiChat(model.folder)
+    return GenaiChat(model.folder, threads)

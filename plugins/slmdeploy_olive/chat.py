@@ -7,14 +7,17 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+from slmdeploy.plugin import load_genai_model
+
 
 class GenaiChat:
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, threads: int) -> None:
         import onnxruntime_genai as og
 
         self.og = og
-        self.runtime = f"onnxruntime-genai {importlib.metadata.version('onnxruntime-genai')} (directly, {folder})"
-        self.model = og.Model(str(folder))
+        version = importlib.metadata.version("onnxruntime-genai")
+        self.runtime = f"onnxruntime-genai {version} (directly, {folder}, {threads} threads)"
+        self.model = load_genai_model(folder, threads)
         self.tokenizer = og.Tokenizer(self.model)
         self._finish = "stop"
 

@@ -139,6 +139,19 @@ def tiny_model(
     return make
 
 
+def context_tables(cls: type[Stage], given: Mapping[str, Any]) -> dict[str, Any]:
+    """The core tables `cls` reads (``CONTEXT_TABLES``), as a build would give them: their defaults (a project named
+    ``test-model``), updated with the keys a test gives."""
+    from slmdeploy.config import CORE_TABLES, stage_view
+
+    tables = {}
+    for name in cls.CONTEXT_TABLES:
+        raw = {"name": "test-model", **given.get(name, {})} if name == "project" else dict(given.get(name, {}))
+        table = structure_table(CORE_TABLES[name], raw, name, lambda key: f"<test> [{key}]")
+        tables[name] = stage_view(table)
+    return {**given, **tables}
+
+
 @pytest.fixture
 def run_stage(tmp_path: Path) -> Callable[..., Artifact]:
     """Factory: ``run_stage(StageClass, artifact, options={}, tables={}, source=None)`` runs one stage, returns its
@@ -164,7 +177,7 @@ def run_stage(tmp_path: Path) -> Callable[..., Artifact]:
             project_name="test-model",
             project_version=1,
             variant=variant,
-            tables=dict(tables or {}),
+            tables=context_tables(cls, tables or {}),
             log=lambda message: None,
             scratch=scratch,
             logs_dir=run_dir / "logs",

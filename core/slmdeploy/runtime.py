@@ -1,0 +1,48 @@
+"""How a package is run: the session options written into ``genai_config.json`` and applied when loading.
+
+onnxruntime sizes its thread pool by *physical* cores when no thread count is given, which on a machine that
+exposes two logical CPUs as one core's hyper-threads (common for VMs and laptops) means a single thread. So
+every package carries an explicit thread count, and slmdeploy's own runners (evaluators, ``slmdeploy run``,
+``slmdeploy serve``) set it again when they load a package, for the machine they run on.
+onnxruntime-genai is imported inside the functions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+AUTO = 0
+"""``[runtime] threads = 0``: the cores this process may use, read when the model is loaded."""
+
+
+def available_cores() -> int:
+    """The CPUs this process may run on (its affinity mask, so a container's or taskset's limit counts)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def resolve_threads(threads: int | None) -> int:
+    """A thread count from a setting: None or 0 (auto) is every available core."""
+    return available_cores() if not threads else int(threads)
+
+
+def session_options(threads: int | None) -> dict[str, Any]:
+    """The decoder's session options for `threads` (0 or None: every available core).
+
+    Only the intra-op pool matters for a decoder graph (one node runs at a time); the inter-op pool is kept at one
+    thread so it does not compete with it."""
+    return {"intra_op_num_threads": resolve_threads(threads), "inter_op_num_threads": 1}
+
+
+def load_genai_model(folder: Path, threads: int | None = None) -> Any:
+    """An ``onnxruntime_genai.Model`` of the package in `folder`, with `threads` intra-op threads (None or 0: every
+    core this process may use now, whatever the package's file says)."""
+    import onnxruntime_genai as og
+
+    config = og.Config(str(folder))
+    config.overlay(json.dumps({"model": {"decoder": {"session_options": session_options(threads)}}}))
+    return og.Model(config)
