@@ -10,7 +10,7 @@ from typing import Any, Protocol
 import attrs
 
 from slmdeploy.errors import ConfigError
-from slmdeploy.publish import REPORT
+from slmdeploy.execute.publish import REPORT
 
 
 @attrs.frozen

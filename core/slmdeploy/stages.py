@@ -22,7 +22,7 @@ from slmdeploy.artifacts import (
     Registration,
     SourceModel,
 )
-from slmdeploy.gates import Metric
+from slmdeploy.config.gates import Metric
 
 STAGE_ORDER = ("convert", "quantize", "template", "evaluate", "register")
 """The order stages run in. Evaluation runs before registration so that a failed gate deploys nothing."""

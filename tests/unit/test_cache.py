@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 
-from slmdeploy import cache
-from slmdeploy.cache import DigestCache, Store
+from slmdeploy.execute import cache
+from slmdeploy.execute.cache import DigestCache, Store
 
 
 def test_digest_is_reused_until_the_file_changes(tmp_path, monkeypatch):

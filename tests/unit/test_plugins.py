@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from slmdeploy.manager import Registry, get_plugin_manager
+from slmdeploy.host.manager import Registry, get_plugin_manager
 
 from support import HERE, runs
 

@@ -10,7 +10,7 @@ import pytest
 
 from slmdeploy.artifacts import ModelInfo
 from slmdeploy.errors import ConfigError, StageError
-from slmdeploy.manager import Registry, get_plugin_manager
+from slmdeploy.host.manager import Registry, get_plugin_manager
 from slmdeploy.plugin import DeployPackage, OnnxModel
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "chat_templates"

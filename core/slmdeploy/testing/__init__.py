@@ -40,8 +40,8 @@ import attrs
 import pytest
 
 from slmdeploy.artifacts import Artifact, SourceModel
-from slmdeploy.cache import Store
-from slmdeploy.options import structure_table
+from slmdeploy.config.options import structure_table
+from slmdeploy.execute.cache import Store
 from slmdeploy.stages import Stage, StageContext
 
 

@@ -16,7 +16,7 @@ EXIT_COMMANDS = ("/exit", "/quit", "/bye")
 
 
 def open_backend(project_dir: Path, name: str, manager: Any) -> ChatBackend:
-    from slmdeploy.publish import BUILD_DIR
+    from slmdeploy.execute.publish import BUILD_DIR
 
     model = find(project_dir / BUILD_DIR, name)
     backend: ChatBackend | None = manager.hook.slmdeploy_chat_backend(model=model)

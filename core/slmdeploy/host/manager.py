@@ -19,10 +19,11 @@ from typing import Any
 import attrs
 import pluggy
 
-from slmdeploy import _builtin, hookspecs
-from slmdeploy.cache import sha256_text
+from slmdeploy import hookspecs
+from slmdeploy.config.options import fields_of
 from slmdeploy.errors import PluginError
-from slmdeploy.options import fields_of
+from slmdeploy.execute.cache import sha256_text
+from slmdeploy.host import builtin
 from slmdeploy.stages import STAGE_BASES, STAGE_ORDER, Stage
 
 ENTRY_POINT_GROUP = "slmdeploy"
@@ -53,7 +54,7 @@ def get_plugin_manager(project_dir: Path | None = None, disabled: Iterable[str] 
             fix="Upgrade or uninstall the plugin package, or block it with SLMDEPLOY_DISABLE_PLUGINS=<name>.",
         ) from error
     # Registered last so that its trylast fallback runs after every plugin's trylast implementation.
-    manager.register(_builtin, name="slmdeploy.builtin")
+    manager.register(builtin, name="slmdeploy.builtin")
     try:
         manager.check_pending()
     except pluggy.PluginValidationError as error:

@@ -17,7 +17,7 @@ import attrs
 from slmdeploy.errors import ConfigError
 
 if TYPE_CHECKING:
-    from slmdeploy.config import Project
+    from slmdeploy.config.project import Project
 
 BOUNDS = ("min", "max")
 

@@ -10,14 +10,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from slmdeploy.artifacts import EvaluationReport
+from slmdeploy.config.gates import GateResult, Metric, gate_table
 from slmdeploy.errors import GateFailed, SlmdeployError, plugin_code
-from slmdeploy.gates import GateResult, Metric, gate_table
-from slmdeploy.publish import REPORT
+from slmdeploy.execute.publish import REPORT
 
 if TYPE_CHECKING:
     import pluggy
 
-    from slmdeploy.planning import Plan
+    from slmdeploy.plan.planner import Plan
 
 
 def gate_error(plan: Plan, variant: str, gates: Sequence[GateResult]) -> GateFailed | None:

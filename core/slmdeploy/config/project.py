@@ -18,8 +18,8 @@ import attrs
 import tomlkit
 import tomlkit.exceptions
 
+from slmdeploy.config.options import structure_table
 from slmdeploy.errors import ConfigError, InputError, where_in
-from slmdeploy.options import structure_table
 from slmdeploy.stages import STAGE_ORDER, option
 
 PROJECT_FILE = "slmdeploy.toml"

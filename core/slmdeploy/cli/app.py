@@ -18,7 +18,7 @@ from slmdeploy import __version__
 from slmdeploy.errors import SlmdeployError
 
 if TYPE_CHECKING:
-    from slmdeploy.pipeline import Pipeline
+    from slmdeploy.execute.pipeline import Pipeline
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -34,23 +34,23 @@ class Session:
         self.disabled = disabled
 
     def plugin_manager(self) -> Any:
-        from slmdeploy.manager import get_plugin_manager
+        from slmdeploy.host.manager import get_plugin_manager
 
         return get_plugin_manager(self.project_dir, self.disabled)
 
     def parts(self) -> tuple[Any, Any, Any]:
         """The project file, the installed stage implementations, and the project's cache."""
-        from slmdeploy.cache import STATE_DIR, Store
-        from slmdeploy.config import PROJECT_FILE, load_project
-        from slmdeploy.manager import Registry
+        from slmdeploy.config.project import PROJECT_FILE, load_project
+        from slmdeploy.execute.cache import STATE_DIR, Store
+        from slmdeploy.host.manager import Registry
 
         project = load_project(self.project_dir / PROJECT_FILE)
         return project, Registry(self.plugin_manager()), Store(project.root / STATE_DIR)
 
     def pipeline(self, jobs: int = 1) -> Pipeline:
-        from slmdeploy.pipeline import Pipeline
-        from slmdeploy.planning import make_plan
-        from slmdeploy.progress import make_reporter
+        from slmdeploy.execute.pipeline import Pipeline
+        from slmdeploy.execute.progress import make_reporter
+        from slmdeploy.plan.planner import make_plan
 
         project, registry, store = self.parts()
         try:
@@ -92,7 +92,7 @@ def cli(ctx: click.Context, project_dir: Path, debug: bool, plain: bool, disable
 @click.pass_obj
 def init(session: Session, name: str | None) -> None:
     """Write a commented starter slmdeploy.toml (never overwrites)."""
-    from slmdeploy.scaffold import write_starter
+    from slmdeploy.config.scaffold import write_starter
 
     file = write_starter(session.project_dir, name)
     click.echo(f"wrote {file}; edit [source] path, then run `slmdeploy plan`.")
@@ -103,7 +103,7 @@ def init(session: Session, name: str | None) -> None:
 @click.pass_obj
 def plan(session: Session, as_json: bool) -> None:
     """Show what `build` would run and what is cached."""
-    from slmdeploy.pipeline import preview
+    from slmdeploy.execute.pipeline import preview
 
     pipeline = session.pipeline()
     variants: list[dict[str, Any]] = [
@@ -131,7 +131,7 @@ def plan(session: Session, as_json: bool) -> None:
 @click.pass_obj
 def build(session: Session, jobs: int) -> None:
     """Build every variant of the project, reusing cached stage outputs."""
-    from slmdeploy.cache import project_lock
+    from slmdeploy.execute.cache import project_lock
 
     pipeline = session.pipeline(jobs)
     with project_lock(pipeline.store.state_dir, pipeline.reporter.say):
@@ -158,7 +158,7 @@ def build(session: Session, jobs: int) -> None:
             f"fallback: deploying {chain[0].variant.name}, the first of {', '.join(pipeline.plan.fallback)} "
             "that passed its gates"
         )
-    from slmdeploy.publish import REPORT
+    from slmdeploy.execute.publish import REPORT
 
     if any(result.folder and (result.folder / REPORT).is_file() for result in results):
         click.echo("report: `slmdeploy report`")
@@ -184,14 +184,14 @@ def build(session: Session, jobs: int) -> None:
 @click.pass_obj
 def clean(session: Session, registry: bool) -> None:
     """Remove the build/ folder and the stage cache; with --registry, registrations too."""
-    from slmdeploy.cache import STATE_DIR, project_lock
-    from slmdeploy.progress import make_reporter
-    from slmdeploy.publish import BUILD_DIR
+    from slmdeploy.execute.cache import STATE_DIR, project_lock
+    from slmdeploy.execute.progress import make_reporter
+    from slmdeploy.execute.publish import BUILD_DIR
 
     state_dir = session.project_dir / STATE_DIR
     with project_lock(state_dir, make_reporter(session.plain).say):
         if registry:
-            from slmdeploy.registrations import unregister_all
+            from slmdeploy.deploy.registrations import unregister_all
 
             project, plugins, store = session.parts()
             for line in unregister_all(project, plugins, store, make_reporter(session.plain)):
@@ -213,7 +213,7 @@ def clean(session: Session, registry: bool) -> None:
 def list_deployed(session: Session, as_json: bool) -> None:
     """List the deployed models: name, version, precision, size, where registered, when built."""
     from slmdeploy.deployed import deployed_models
-    from slmdeploy.publish import BUILD_DIR
+    from slmdeploy.execute.publish import BUILD_DIR
 
     models = deployed_models(session.project_dir / BUILD_DIR)
     if as_json:
@@ -245,8 +245,8 @@ def list_deployed(session: Session, as_json: bool) -> None:
 @click.pass_obj
 def report(session: Session, as_json: bool) -> None:
     """Summarize the evaluation of the latest build: figures, failed gates, and the report and plot files."""
-    from slmdeploy.publish import BUILD_DIR
-    from slmdeploy.reports import read_reports, render_summary
+    from slmdeploy.deploy.reports import read_reports, render_summary
+    from slmdeploy.execute.publish import BUILD_DIR
 
     reports = read_reports(session.project_dir / BUILD_DIR)
     click.echo(json.dumps(reports, indent=2) if as_json else render_summary(reports))
@@ -259,7 +259,7 @@ def report(session: Session, as_json: bool) -> None:
 @click.pass_obj
 def run(session: Session, name: str, prompt: str | None, max_tokens: int | None) -> None:
     """Chat with a deployed model: /exit or Ctrl-D ends the conversation."""
-    from slmdeploy.chat import chat_loop, open_backend
+    from slmdeploy.deploy.chat import chat_loop, open_backend
 
     backend = open_backend(session.project_dir, name, session.plugin_manager())
     try:
@@ -274,7 +274,7 @@ def run(session: Session, name: str, prompt: str | None, max_tokens: int | None)
 @click.pass_obj
 def plugins(session: Session, as_json: bool, with_options: bool) -> None:
     """List loaded plugins: name, version, hooks, where from, and the stages they provide."""
-    from slmdeploy.inventory import describe_plugins, render_plugins
+    from slmdeploy.host.inventory import describe_plugins, render_plugins
 
     listing = describe_plugins(session.plugin_manager(), with_options)
     click.echo(json.dumps(listing, indent=2) if as_json else render_plugins(listing))
