@@ -54,7 +54,6 @@ from slmdeploy.artifacts import (
     chat_template,
     model_config,
 )
-from slmdeploy.config.gates import Metric
 from slmdeploy.config.project import Project
 from slmdeploy.deploy.reports import format_figure
 from slmdeploy.deployed import ChatBackend, DeployedModel
@@ -68,6 +67,7 @@ from slmdeploy.model.tokenizer import TokenizerFiles, render_chat_template
 from slmdeploy.stages import (
     Converter,
     Evaluator,
+    Metric,
     NoOptions,
     Quantizer,
     Registrar,

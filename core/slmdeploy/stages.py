@@ -22,7 +22,16 @@ from slmdeploy.artifacts import (
     Registration,
     SourceModel,
 )
-from slmdeploy.config.gates import Metric
+
+
+@attrs.frozen
+class Metric:
+    """A figure an evaluator measures, which ``[evaluate.gates]`` can bound."""
+
+    description: str
+    unit: str = ""
+    higher_is_better: bool = True
+
 
 STAGE_ORDER = ("convert", "quantize", "template", "evaluate", "register")
 """The order stages run in. Evaluation runs before registration so that a failed gate deploys nothing."""

@@ -212,7 +212,7 @@ def clean(session: Session, registry: bool) -> None:
 @click.pass_obj
 def list_deployed(session: Session, as_json: bool) -> None:
     """List the deployed models: name, version, precision, size, where registered, when built."""
-    from slmdeploy.deployed import deployed_models
+    from slmdeploy.deploy.listing import deployed_models
     from slmdeploy.execute.publish import BUILD_DIR
 
     models = deployed_models(session.project_dir / BUILD_DIR)

@@ -9,7 +9,8 @@ from typing import Any
 
 import click
 
-from slmdeploy.deployed import ChatBackend, find
+from slmdeploy.deploy.listing import find
+from slmdeploy.deployed import ChatBackend
 from slmdeploy.errors import PluginError, SlmdeployError
 
 EXIT_COMMANDS = ("/exit", "/quit", "/bye")

@@ -14,7 +14,6 @@ from typing import Any
 import attrs
 
 from slmdeploy.artifacts import Artifact, EvaluationReport, ModelInfo
-from slmdeploy.config.gates import GateResult, judge
 from slmdeploy.config.options import unstructure
 from slmdeploy.config.project import Project
 from slmdeploy.errors import ConfigError, GateFailed, PluginError, SlmdeployError, StageError, plugin_code
@@ -22,7 +21,7 @@ from slmdeploy.execute.cache import Entry, Store
 from slmdeploy.execute.progress import Reporter
 from slmdeploy.execute.publish import REPORT, publish
 from slmdeploy.execute.records import dump_artifact, load_artifact
-from slmdeploy.execute.verdicts import evaluation_record, evaluator_failed, gate_error, write_reports
+from slmdeploy.execute.verdicts import GateResult, evaluation_record, evaluator_failed, gate_error, judge, write_reports
 from slmdeploy.host.manager import Registry
 from slmdeploy.plan.planner import Plan, Step, Variant, alternatives
 from slmdeploy.stages import Stage, StageContext

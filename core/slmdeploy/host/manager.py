@@ -8,6 +8,7 @@ its spec. Set ``SLMDEPLOY_DISABLE_PLUGINS=name,name`` to block plugins by entry 
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import importlib.util
 import os
@@ -22,7 +23,6 @@ import pluggy
 from slmdeploy import hookspecs
 from slmdeploy.config.options import fields_of
 from slmdeploy.errors import PluginError
-from slmdeploy.execute.cache import sha256_text
 from slmdeploy.host import builtin
 from slmdeploy.stages import STAGE_BASES, STAGE_ORDER, Stage
 
@@ -84,7 +84,8 @@ def _load_local_plugins(manager: pluggy.PluginManager, file: Path) -> None:
             where=str(file),
             fix="Fix the error in that file (run with --debug for the traceback).",
         ) from error
-    module.__slmdeploy_version__ = "local-" + sha256_text(file.read_text(encoding="utf-8"))[:12]  # type: ignore[attr-defined]
+    digest = hashlib.sha256(file.read_text(encoding="utf-8").encode()).hexdigest()
+    module.__slmdeploy_version__ = "local-" + digest[:12]  # type: ignore[attr-defined]
     manager.register(module, name=LOCAL_PLUGINS)
 
 

@@ -12,13 +12,13 @@ from typing import Any
 import attrs
 
 from slmdeploy.artifacts import SourceModel
-from slmdeploy.config.gates import Gate, Metric, parse_fallback, parse_gates
+from slmdeploy.config.gates import Gate, parse_fallback, parse_gates
 from slmdeploy.config.options import check_keys, fields_of, structure_table, unstructure
 from slmdeploy.config.project import NAME_PATTERN, Project, resolve_source_path
 from slmdeploy.errors import ConfigError, plugin_code
-from slmdeploy.execute.cache import DigestCache, sha256_text, stable_json
 from slmdeploy.host.manager import Provided, Registry
-from slmdeploy.stages import STAGE_BASES, STAGE_ORDER, Stage
+from slmdeploy.plan.digests import DigestCache, sha256_text, stable_json
+from slmdeploy.stages import STAGE_BASES, STAGE_ORDER, Metric, Stage
 
 SELECTORS = {
     "convert": "plugin",
