@@ -42,7 +42,7 @@ class Session:
         """The project file, the installed stage implementations, and the project's cache."""
         from slmdeploy.config.project import PROJECT_FILE, load_project
         from slmdeploy.execute.cache import STATE_DIR, Store
-        from slmdeploy.host.manager import Registry
+        from slmdeploy.host.registry import Registry
 
         project = load_project(self.project_dir / PROJECT_FILE)
         return project, Registry(self.plugin_manager()), Store(project.root / STATE_DIR)
@@ -103,11 +103,11 @@ def init(session: Session, name: str | None) -> None:
 @click.pass_obj
 def plan(session: Session, as_json: bool) -> None:
     """Show what `build` would run and what is cached."""
-    from slmdeploy.execute.pipeline import preview
+    from slmdeploy.execute.preview import preview
 
     pipeline = session.pipeline()
     variants: list[dict[str, Any]] = [
-        {"variant": variant.name, "steps": preview(pipeline, variant)} for variant in pipeline.plan.variants
+        {"variant": variant.name, "steps": preview(pipeline.runner, variant)} for variant in pipeline.plan.variants
     ]
     if as_json:
         click.echo(json.dumps({"project": pipeline.plan.project.project.name, "variants": variants}, indent=2))

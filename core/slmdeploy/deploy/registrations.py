@@ -5,10 +5,10 @@ from __future__ import annotations
 from slmdeploy.config.options import structure_table
 from slmdeploy.config.project import Project
 from slmdeploy.execute.cache import Store
-from slmdeploy.execute.pipeline import instantiate
 from slmdeploy.execute.progress import Reporter
 from slmdeploy.execute.records import load_artifact
-from slmdeploy.host.manager import Registry
+from slmdeploy.execute.steps import instantiate
+from slmdeploy.host.registry import Registry
 
 
 def unregister_all(project: Project, registry: Registry, store: Store, reporter: Reporter) -> list[str]:

@@ -15,8 +15,8 @@ from slmdeploy.execute.records import inside
 from slmdeploy.files import link_tree
 
 if TYPE_CHECKING:
-    from slmdeploy.execute.pipeline import StepResult
-    from slmdeploy.plan.planner import Plan
+    from slmdeploy.execute.results import StepResult
+    from slmdeploy.plan.steps import Plan
 
 BUILD_DIR = "build"
 MANIFEST = "manifest.json"

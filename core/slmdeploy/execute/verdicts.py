@@ -21,7 +21,7 @@ from slmdeploy.stages import Metric
 if TYPE_CHECKING:
     import pluggy
 
-    from slmdeploy.plan.planner import Plan
+    from slmdeploy.plan.steps import Plan
 
 
 @attrs.frozen

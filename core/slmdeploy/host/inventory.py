@@ -7,7 +7,7 @@ from typing import Any
 import pluggy
 
 from slmdeploy.config.options import describe_type, fields_of
-from slmdeploy.host.manager import Registry, plugin_version
+from slmdeploy.host.registry import Registry, plugin_version
 
 
 def describe_plugins(manager: pluggy.PluginManager, with_options: bool) -> list[dict[str, Any]]:
