@@ -124,6 +124,7 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def imports(session: nox.Session) -> None:
-    """The import contract: the core never imports a plugin; plugins import only slmdeploy.plugin."""
+    """The import contracts: the core's layers, no import cycle; the core never imports a plugin; plugins import
+    only slmdeploy.plugin."""
     session.install("-e", ".", "import-linter>=2.1")
     session.run("lint-imports")

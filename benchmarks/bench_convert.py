@@ -66,7 +66,7 @@ def run_plain(work: Path, source: str, precisions: list[str]) -> dict[str, objec
     hf = work / "plain-hf"
     shutil.rmtree(hf, ignore_errors=True)
     script = (
-        "import sys; from pathlib import Path; from slmdeploy.sources import dequantize_gguf; "
+        "import sys; from pathlib import Path; from slmdeploy.model.sources import dequantize_gguf; "
         "dequantize_gguf(Path(sys.argv[1]), Path(sys.argv[2]), False)"
     )
     stages = {"dequantize GGUF to a Hugging Face folder": timed([sys.executable, "-c", script, source, str(hf)])}
@@ -122,7 +122,7 @@ def main() -> None:
         work = Path(temporary)
         project = bench_project(work)
         from slmdeploy.cli import main as _  # noqa: F401 - fail early if slmdeploy is missing
-        from slmdeploy.config import load_project, resolve_source_path
+        from slmdeploy.config.project import load_project, resolve_source_path
 
         loaded = load_project(project / "slmdeploy.toml")
         source = str(resolve_source_path(loaded))

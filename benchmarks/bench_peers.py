@@ -42,7 +42,7 @@ def main() -> None:
     parser.add_argument("--measure", nargs=2, metavar=("KIND", "PATH"), help=argparse.SUPPRESS)
     parser.add_argument("--logits", nargs=3, metavar=("KIND", "PATH", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    from slmdeploy.runtime import resolve_threads
+    from slmdeploy.plugin import resolve_threads
 
     threads = resolve_threads(args.threads)
     if args.measure:
@@ -176,7 +176,7 @@ def measure(kind: str, path: str, threads: int, tokenizer: Path) -> dict[str, An
 
 class GenaiRunner:
     def __init__(self, folder: Path, threads: int) -> None:
-        from slmdeploy.runtime import load_genai_model
+        from slmdeploy.plugin import load_genai_model
 
         self.model = load_genai_model(folder, threads)
 

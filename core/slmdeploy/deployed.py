@@ -1,16 +1,16 @@
-"""What a project has deployed, read from ``build/<variant>/manifest.json``: for ``slmdeploy ls`` and ``run``."""
+"""What a project has deployed, as plugins see it: a built variant (`DeployedModel`) and a way to talk to it
+(`ChatBackend`), the argument and the answer of the `slmdeploy_chat_backend` hook.
+
+`slmdeploy.deploy.listing` reads them from ``build/<variant>/manifest.json``; ``slmdeploy run`` (and a server)
+talks to them through a backend."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
 import attrs
-
-from slmdeploy.errors import ConfigError
-from slmdeploy.publish import REPORT
 
 
 @attrs.frozen
@@ -51,52 +51,3 @@ class ChatBackend(Protocol):
         ...
 
     def close(self) -> None: ...
-
-
-def deployed_models(build_dir: Path) -> list[DeployedModel]:
-    return sorted(_read(build_dir), key=lambda model: model.name)
-
-
-def _read(build_dir: Path) -> Iterator[DeployedModel]:
-    for manifest_file in sorted(build_dir.glob("*/manifest.json")):
-        try:
-            yield _deployed(manifest_file, json.loads(manifest_file.read_text(encoding="utf-8")))
-        except (ValueError, KeyError, TypeError) as error:
-            raise ConfigError(
-                f"the build manifest is damaged ({error!r})",
-                where=str(manifest_file),
-                fix="Run `slmdeploy build` to write it again.",
-            ) from None
-
-
-def _deployed(manifest_file: Path, manifest: dict[str, Any]) -> DeployedModel:
-    stages = {stage["stage"]: stage for stage in manifest["stages"]}
-    model: dict[str, Any] = next(
-        (stage["artifact"] for stage in reversed(manifest["stages"]) if "precision" in stage["artifact"]), {}
-    )
-    registration = stages.get("register", {}).get("artifact")
-    return DeployedModel(
-        name=model.get("model_name") or f"{manifest['project']}-{manifest['variant']}",
-        variant=manifest["variant"],
-        version=int(manifest["version"]),
-        precision=str(model.get("precision", "")),
-        folder=manifest_file.parent / "model",
-        built_at=manifest["built_at"],
-        registration=registration,
-        gates=_gates(manifest_file.parent / REPORT),
-    )
-
-
-def _gates(report_file: Path) -> str | None:
-    if not report_file.is_file():
-        return None
-    return str(json.loads(report_file.read_text(encoding="utf-8"))["status"])
-
-
-def find(build_dir: Path, name: str) -> DeployedModel:
-    models = deployed_models(build_dir)
-    for model in models:
-        if name in (model.name, model.variant):
-            return model
-    listing = ", ".join(model.name for model in models) or "none: run `slmdeploy build` first"
-    raise ConfigError(f"no deployed model is named {name!r}", where=str(build_dir), fix=f"Deployed models: {listing}.")

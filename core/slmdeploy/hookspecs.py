@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from slmdeploy.artifacts import ModelInfo
-    from slmdeploy.config import Project
+    from slmdeploy.config.project import Project
     from slmdeploy.deployed import ChatBackend, DeployedModel
     from slmdeploy.stages import Converter, Evaluator, Quantizer, Registrar, TemplateFamily
 

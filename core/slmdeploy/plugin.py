@@ -54,18 +54,22 @@ from slmdeploy.artifacts import (
     chat_template,
     model_config,
 )
-from slmdeploy.config import Project
+from slmdeploy.config.project import Project
+from slmdeploy.deploy.reports import format_figure
 from slmdeploy.deployed import ChatBackend, DeployedModel
 from slmdeploy.errors import ConfigError, GateFailed, InputError, StageError, WorkerTimeout
-from slmdeploy.fidelity import add_sums, fidelity_figures, fidelity_sums, genai_logits
+from slmdeploy.execute.worker import run_in_worker
 from slmdeploy.files import link_tree
-from slmdeploy.gates import Metric
-from slmdeploy.reports import format_figure
-from slmdeploy.runtime import available_cores, load_genai_model, resolve_threads, session_options
-from slmdeploy.sources import prepare_source
+from slmdeploy.machine import available_cores, resolve_threads
+from slmdeploy.model.fidelity import add_sums, fidelity_figures, fidelity_sums, genai_logits
+from slmdeploy.model.runtime import load_genai_model, session_options
+from slmdeploy.model.sources import prepare_source
+from slmdeploy.model.templating import PARITY_CONVERSATIONS, ChatTemplateFamily, FamilyOptions, PromptTemplate
+from slmdeploy.model.tokenizer import TokenizerFiles, render_chat_template
 from slmdeploy.stages import (
     Converter,
     Evaluator,
+    Metric,
     NoOptions,
     Quantizer,
     Registrar,
@@ -74,9 +78,6 @@ from slmdeploy.stages import (
     TemplateFamily,
     option,
 )
-from slmdeploy.templating import PARITY_CONVERSATIONS, ChatTemplateFamily, FamilyOptions, PromptTemplate
-from slmdeploy.tokenizer import TokenizerFiles, render_chat_template
-from slmdeploy.worker import run_in_worker
 
 hookimpl = pluggy.HookimplMarker("slmdeploy")
 """Marks a plugin's hook implementations: ``@hookimpl``, ``@hookimpl(trylast=True)``."""

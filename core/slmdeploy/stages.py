@@ -22,7 +22,19 @@ from slmdeploy.artifacts import (
     Registration,
     SourceModel,
 )
-from slmdeploy.gates import Metric
+
+
+@attrs.frozen
+class Metric:
+    """A figure an evaluator measures, which ``[evaluate.gates]`` can bound."""
+
+    description: str
+    unit: str = ""
+    higher_is_better: bool = True
+    depends_on_machine: bool = False
+    """An absolute figure (milliseconds, tokens/s) that another machine measures differently: a gate on it holds
+    only on known hardware, so its failure says so. Ratios measured in the same run do not depend on it."""
+
 
 STAGE_ORDER = ("convert", "quantize", "template", "evaluate", "register")
 """The order stages run in. Evaluation runs before registration so that a failed gate deploys nothing."""

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 
-from slmdeploy import cache
-from slmdeploy.cache import DigestCache, Store
+from slmdeploy.execute.cache import Store
+from slmdeploy.plan import digests as digest_module
+from slmdeploy.plan.digests import DigestCache
 
 
 def test_digest_is_reused_until_the_file_changes(tmp_path, monkeypatch):
@@ -13,8 +14,8 @@ def test_digest_is_reused_until_the_file_changes(tmp_path, monkeypatch):
     weights.parent.mkdir()
     weights.write_bytes(b"a" * 1000)
     hashed = []
-    real = cache._hash_file
-    monkeypatch.setattr(cache, "_hash_file", lambda path: hashed.append(path) or real(path))
+    real = digest_module._hash_file
+    monkeypatch.setattr(digest_module, "_hash_file", lambda path: hashed.append(path) or real(path))
     digests = DigestCache(tmp_path / "digests.json")
     first = digests.tree_digest(weights.parent)
     digests.save()

@@ -8,7 +8,7 @@ import sys
 
 import tomlkit
 
-from slmdeploy.config import load_project
+from slmdeploy.config.project import load_project
 
 
 def test_init_writes_a_commented_starter_file(slmdeploy_project):

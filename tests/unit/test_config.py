@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from slmdeploy.config import KeyLines
+from slmdeploy.config.project import KeyLines
 
 from support import FULL_PROJECT
 

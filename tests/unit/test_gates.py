@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 
-from slmdeploy.cache import Store
+from slmdeploy.execute.cache import Store
 
 from support import FULL_PROJECT, runs
 

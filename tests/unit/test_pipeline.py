@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -177,6 +178,22 @@ def test_registration_removed_outside_is_redone(fake_project):
     built(project)
     assert runs(project)[before:] == ["int4 register"]
     assert registered.is_dir()
+
+
+def test_plan_says_a_registration_removed_outside_will_be_redone(fake_project):
+    project = fake_project()
+    built(project)
+    shutil.rmtree(project.path / "registry" / "fake-model" / "int4")
+    plan = json.loads(project.cli("plan", "--json").stdout)
+    int4, int8 = ({step["stage"]: step for step in variant["steps"]} for variant in plan["variants"])
+    assert int4["register"]["status"] == "run" and "changed outside" in int4["register"]["note"]
+    assert int4["register"]["key"] and int4["template"]["status"] == "cached"
+    assert int8["register"]["status"] == "cached" and "note" not in int8["register"]
+    text = project.cli("plan").stdout
+    assert "changed outside the cache: build makes it again" in text
+    before = len(runs(project))
+    built(project)
+    assert runs(project)[before:] == ["int4 register"]
 
 
 def test_plan_shows_cached_and_pending_steps(fake_project):

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from slmdeploy.manager import Registry, get_plugin_manager
+from slmdeploy.host.manager import get_plugin_manager
+from slmdeploy.host.registry import Registry
 
 from support import HERE, runs
 

@@ -10,7 +10,8 @@ import pytest
 
 from slmdeploy.artifacts import ModelInfo
 from slmdeploy.errors import ConfigError, StageError
-from slmdeploy.manager import Registry, get_plugin_manager
+from slmdeploy.host.manager import get_plugin_manager
+from slmdeploy.host.registry import Registry
 from slmdeploy.plugin import DeployPackage, OnnxModel
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "chat_templates"

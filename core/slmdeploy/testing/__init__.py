@@ -40,8 +40,8 @@ import attrs
 import pytest
 
 from slmdeploy.artifacts import Artifact, SourceModel
-from slmdeploy.cache import Store
-from slmdeploy.options import structure_table
+from slmdeploy.config.options import structure_table
+from slmdeploy.execute.cache import Store
 from slmdeploy.stages import Stage, StageContext
 
 
@@ -142,7 +142,7 @@ def tiny_model(
 def context_tables(cls: type[Stage], given: Mapping[str, Any]) -> dict[str, Any]:
     """The core tables `cls` reads (``CONTEXT_TABLES``), as a build would give them: their defaults (a project named
     ``test-model``), updated with the keys a test gives."""
-    from slmdeploy.config import CORE_TABLES, stage_view
+    from slmdeploy.config.project import CORE_TABLES, stage_view
 
     tables = {}
     for name in cls.CONTEXT_TABLES:

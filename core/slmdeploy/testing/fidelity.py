@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from slmdeploy import fidelity
+from slmdeploy.model import fidelity
 
 
 def torch_logits(hf_folder: Path, ids: list[int]) -> Any:

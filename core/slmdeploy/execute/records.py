@@ -11,7 +11,7 @@ from typing import Any
 import cattrs
 
 from slmdeploy.artifacts import Artifact
-from slmdeploy.cache import Entry
+from slmdeploy.execute.cache import Entry
 
 converter = cattrs.Converter()
 converter.register_unstructure_hook(Path, str)

@@ -1,4 +1,4 @@
-"""Running a stage's heavy work in a child process: ``python -m slmdeploy.worker TASK.json``.
+"""Running a stage's heavy work in a child process: ``python -m slmdeploy.execute.worker TASK.json``.
 
 A child process keeps a library's console output in a log file, returns the memory of torch and of exported
 graphs when it ends, and turns a crash of native code into a stage error instead of the end of the build.
@@ -51,7 +51,10 @@ def run_in_worker(
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **(environment or {})}
     with log_file.open("wb") as output:
         child = subprocess.Popen(
-            [sys.executable, "-m", "slmdeploy.worker", str(task_file)], stdout=output, stderr=subprocess.STDOUT, env=env
+            [sys.executable, "-m", "slmdeploy.execute.worker", str(task_file)],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            env=env,
         )
         timed_out = _follow(child, log_file, context.log, None if timeout is None else time.monotonic() + timeout)
     if timed_out:

@@ -5,20 +5,19 @@ Everything a user can get wrong in the project file is found here, before any st
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-import attrs
-
 from slmdeploy.artifacts import SourceModel
-from slmdeploy.cache import DigestCache, sha256_text, stable_json
-from slmdeploy.config import CORE_TABLES, NAME_PATTERN, Project, resolve_source_path
+from slmdeploy.config.gates import Gate, parse_fallback, parse_gates
+from slmdeploy.config.options import check_keys
+from slmdeploy.config.project import Project, resolve_source_path
 from slmdeploy.errors import ConfigError, plugin_code
-from slmdeploy.gates import Gate, Metric, parse_fallback, parse_gates
-from slmdeploy.manager import Provided, Registry
-from slmdeploy.options import check_keys, fields_of, structure_table, unstructure
-from slmdeploy.stages import STAGE_BASES, STAGE_ORDER, Stage
+from slmdeploy.host.registry import Provided, Registry
+from slmdeploy.plan.digests import DigestCache, sha256_text
+from slmdeploy.plan.steps import AUTO, Plan, Step, Variant
+from slmdeploy.plan.variants import alternatives, combine
+from slmdeploy.stages import STAGE_BASES, STAGE_ORDER, Metric, Stage
 
 SELECTORS = {
     "convert": "plugin",
@@ -27,68 +26,6 @@ SELECTORS = {
     "evaluate": "plugins",
     "register": "plugin",
 }
-AUTO = "auto"
-
-
-@attrs.frozen
-class Step:
-    """One stage of one variant: which implementation runs, with which validated options."""
-
-    stage: str
-    table: str
-    """The key path of the step's table: ``quantize`` or ``evaluate.benchmark``."""
-    provided: Provided | None
-    """None for a template step with ``family = "auto"``, resolved when its input exists."""
-    options: Any
-    raw: Mapping[str, Any]
-    path_digests: Mapping[str, str]
-
-    @property
-    def plugin_name(self) -> str:
-        return self.provided.cls.PLUGIN_NAME if self.provided else AUTO
-
-    def key(self, input_digest: str, context_tables: Mapping[str, Any], variant: str) -> str:
-        """The content address of this step's output."""
-        assert self.provided is not None
-        cls = self.provided.cls
-        return sha256_text(
-            stable_json(
-                {
-                    "stage": self.stage,
-                    "plugin": cls.PLUGIN_NAME,
-                    "class": f"{cls.__module__}.{cls.__qualname__}",
-                    "version": self.provided.version,
-                    "cache_version": cls.cache_version(),
-                    "variant": variant if cls.VARIANT_IN_KEY else None,
-                    "options": unstructure(self.options),
-                    "files": dict(self.path_digests),
-                    "context": {name: context_tables[name] for name in cls.CONTEXT_TABLES},
-                    "input": input_digest,
-                }
-            )
-        )
-
-
-@attrs.frozen
-class Variant:
-    name: str
-    steps: tuple[Step, ...]
-
-
-@attrs.frozen
-class Plan:
-    project: Project
-    source: SourceModel
-    source_digest: str
-    variants: tuple[Variant, ...]
-    gates: tuple[Gate, ...] = ()
-    metrics: Mapping[str, Metric] = attrs.field(factory=dict)
-    """What the variants' evaluators measure, by name."""
-    fallback: tuple[str, ...] = ()
-    """Variant names in order of preference: each is built only when the one before it failed a gate."""
-
-    def context_tables(self) -> dict[str, Any]:
-        return {name: self.project.core_table(name) for name in CORE_TABLES}
 
 
 def make_plan(project: Project, registry: Registry, digests: DigestCache) -> Plan:
@@ -100,7 +37,7 @@ def make_plan(project: Project, registry: Registry, digests: DigestCache) -> Pla
         if stage in project.stages
         for alternatives in _stage_steps(project, registry, stage, digests)
     ]
-    variants = tuple(_variants(slots))
+    variants = tuple(combine(slots))
     _check_chain(project, variants[0].steps)
     with plugin_code("a plugin's slmdeploy_check_project hook"):
         registry.manager.hook.slmdeploy_check_project(project=project)
@@ -216,74 +153,6 @@ def _choices(stage: str, registry: Registry) -> str:
     names = registry.names(stage)
     listing = ", ".join(repr(name) for name in names) if names else "none is installed"
     return f"Installed {stage} plugins: {listing} (see `slmdeploy plugins`)."
-
-
-def alternatives(
-    project: Project, stage: str, key: str, provided: Provided, table: Mapping[str, Any], digests: DigestCache
-) -> list[Step]:
-    if not isinstance(table, Mapping):
-        raise ConfigError(f"[{key}] must be a table", where=project.locate(key), fix=f"Write it as [{key}].")
-    axes = {
-        field.name: table[field.name]
-        for field in fields_of(provided.cls.Options)
-        if field.metadata.get("variants") and isinstance(table.get(field.name), list)
-    }
-    for name, values in axes.items():
-        if not values or len(set(map(str, values))) != len(values):
-            raise ConfigError(
-                f"[{key}] {name} must list at least one value, each once, not {values!r}",
-                where=project.locate(f"{key}.{name}"),
-                fix="Remove the duplicates or give one value.",
-            )
-    steps = []
-    for combination in itertools.product(*axes.values()):
-        raw = {**table, **dict(zip(axes, combination, strict=True))}
-        options = structure_table(provided.cls.Options, raw, key, project.locate)
-        with plugin_code(f"{stage} plugin {provided.cls.PLUGIN_NAME!r} ({provided.origin}) checking [{key}]"):
-            provided.cls.check(options)
-        path_digests = _path_digests(project, key, provided.cls.Options, options, digests)
-        steps.append(Step(stage, key, provided, options, raw, path_digests))
-    return steps
-
-
-def _path_digests(project: Project, key: str, cls: type, options: Any, digests: DigestCache) -> dict[str, str]:
-    found = {}
-    for field in fields_of(cls):
-        value = getattr(options, field.name)
-        if not field.metadata.get("path") or value in (None, ""):
-            continue
-        path = (project.root / str(value)).resolve()
-        if not path.exists():
-            raise ConfigError(
-                f"[{key}] {field.name} names {path}, which does not exist",
-                where=project.locate(f"{key}.{field.name}"),
-                fix=f"{field.name}: {field.metadata['help']}.",
-            )
-        found[field.name] = digests.tree_digest(path)
-    return found
-
-
-def _variants(slots: list[list[Step]]) -> Iterator[Variant]:
-    """One variant per combination of the slots' alternatives (a slot is one step's list-valued options)."""
-    seen: set[str] = set()
-    for combination in itertools.product(*slots):
-        names = [str(step.raw[axis]) for step in combination for axis in _axes(step) if axis in step.raw]
-        name = "-".join(names) or "default"
-        if not NAME_PATTERN.fullmatch(name) or name in seen:
-            raise ConfigError(
-                f"the variant name {name!r} (from {', '.join(names)}) is not usable as a folder name, "
-                "or two variants share it",
-                where=combination[0].table,
-                fix="Give variant options values made of letters, digits, '.', '_' and '-'.",
-            )
-        seen.add(name)
-        yield Variant(name, tuple(combination))
-
-
-def _axes(step: Step) -> list[str]:
-    if step.provided is None:
-        return []
-    return [field.name for field in fields_of(step.provided.cls.Options) if field.metadata.get("variants")]
 
 
 def _check_chain(project: Project, steps: tuple[Step, ...]) -> None:

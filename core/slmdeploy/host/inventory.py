@@ -6,8 +6,8 @@ from typing import Any
 
 import pluggy
 
-from slmdeploy.manager import Registry, plugin_version
-from slmdeploy.options import describe_type, fields_of
+from slmdeploy.config.options import describe_type, fields_of
+from slmdeploy.host.registry import Registry, plugin_version
 
 
 def describe_plugins(manager: pluggy.PluginManager, with_options: bool) -> list[dict[str, Any]]:

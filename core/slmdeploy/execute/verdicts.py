@@ -1,23 +1,85 @@
-"""After a variant's evaluators ran: the error that stops it (a failed gate or evaluator), what its
-``report.json`` says, and the report plugins that write what people read."""
+"""After a variant's evaluators ran: its gates judged, the error that stops it (a failed gate or evaluator),
+what its ``report.json`` says, and the report plugins that write what people read."""
 
 from __future__ import annotations
 
 import json
+import math
 import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import attrs
+
 from slmdeploy.artifacts import EvaluationReport
+from slmdeploy.config.gates import Gate
 from slmdeploy.errors import GateFailed, SlmdeployError, plugin_code
-from slmdeploy.gates import GateResult, Metric, gate_table
-from slmdeploy.publish import REPORT
+from slmdeploy.execute.publish import REPORT
+from slmdeploy.stages import Metric
 
 if TYPE_CHECKING:
     import pluggy
 
-    from slmdeploy.planning import Plan
+    from slmdeploy.plan.steps import Plan
+
+
+@attrs.frozen
+class GateResult:
+    gate: Gate
+    measured: float | None
+    """None when no evaluator reported the figure (a failed gate)."""
+    unit: str = ""
+    depends_on_machine: bool = False
+
+    @property
+    def passed(self) -> bool:
+        if self.measured is None or math.isnan(self.measured):
+            return False
+        if self.gate.bound == "min":
+            return self.measured >= self.gate.threshold
+        return self.measured <= self.gate.threshold
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "gate": self.gate.key,
+            "metric": self.gate.metric,
+            "bound": self.gate.bound,
+            "threshold": self.gate.threshold,
+            "measured": self.measured,
+            "unit": self.unit,
+            "passed": self.passed,
+        }
+
+
+def judge(gates: Sequence[Gate], measured: Mapping[str, Any], metrics: Mapping[str, Metric]) -> list[GateResult]:
+    results = []
+    for gate in gates:
+        value = measured.get(gate.metric)
+        number = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+        metric = metrics.get(gate.metric, Metric(gate.metric))
+        results.append(GateResult(gate, number, metric.unit, metric.depends_on_machine))
+    return results
+
+
+def gate_table(results: Sequence[GateResult]) -> str:
+    """A plain-text table: gate, measured value, threshold, verdict."""
+    rows = [("gate", "measured", "threshold", "")]
+    for result in results:
+        measured = "not measured" if result.measured is None else f"{_number(result.measured)} {result.unit}".strip()
+        sign = ">=" if result.gate.bound == "min" else "<="
+        threshold = f"{sign} {_number(result.gate.threshold)} {result.unit}".strip()
+        rows.append((result.gate.key, measured, threshold, "ok" if result.passed else "FAILED"))
+    widths = [max(len(row[column]) for row in rows) for column in range(4)]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows
+    )
+
+
+def _number(value: float) -> str:
+    if value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return f"{value:.4g}"
 
 
 def gate_error(plan: Plan, variant: str, gates: Sequence[GateResult]) -> GateFailed | None:

@@ -9,7 +9,8 @@ from typing import Any
 
 import click
 
-from slmdeploy.deployed import ChatBackend, find
+from slmdeploy.deploy.listing import find
+from slmdeploy.deployed import ChatBackend
 from slmdeploy.errors import PluginError, SlmdeployError
 
 EXIT_COMMANDS = ("/exit", "/quit", "/bye")
@@ -17,16 +18,16 @@ EXIT_COMMANDS = ("/exit", "/quit", "/bye")
 
 def project_threads(project_dir: Path) -> int:
     """``[runtime] threads`` of the project file, resolved for this machine (every core when there is no file)."""
-    from slmdeploy.config import PROJECT_FILE, load_project
-    from slmdeploy.runtime import resolve_threads
+    from slmdeploy.config.project import PROJECT_FILE, load_project
+    from slmdeploy.machine import resolve_threads
 
     file = project_dir / PROJECT_FILE
     return int(load_project(file).core_table("runtime")["threads"]) if file.is_file() else resolve_threads(None)
 
 
 def open_backend(project_dir: Path, name: str, manager: Any, threads: int) -> ChatBackend:
-    from slmdeploy.publish import BUILD_DIR
-    from slmdeploy.runtime import resolve_threads
+    from slmdeploy.execute.publish import BUILD_DIR
+    from slmdeploy.machine import resolve_threads
 
     model = find(project_dir / BUILD_DIR, name)
     backend: ChatBackend | None = manager.hook.slmdeploy_chat_backend(model=model, threads=resolve_threads(threads))

@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from slmdeploy import __version__
+from slmdeploy.execute.records import inside
 from slmdeploy.files import link_tree
-from slmdeploy.records import inside
 
 if TYPE_CHECKING:
-    from slmdeploy.pipeline import StepResult
-    from slmdeploy.planning import Plan
+    from slmdeploy.execute.results import StepResult
+    from slmdeploy.plan.steps import Plan
 
 BUILD_DIR = "build"
 MANIFEST = "manifest.json"

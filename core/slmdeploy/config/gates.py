@@ -1,37 +1,26 @@
 """Build gates: thresholds in ``[evaluate.gates]`` on the figures evaluators measure, and the fallback chain.
 
 Evaluators declare the figures they measure in `Evaluator.METRICS`; ``[evaluate.gates]`` bounds them with
-``min_<metric>`` and ``max_<metric>`` keys. Gates are judged by the core after a variant's evaluators ran, and
-are not part of any cache key: changing a threshold re-judges the cached measurements without measuring again.
+``min_<metric>`` and ``max_<metric>`` keys. Gates are judged by the core after a variant's evaluators ran
+(`slmdeploy.execute.verdicts`), and are not part of any cache key: changing a threshold re-judges the cached
+measurements without measuring again.
 """
 
 from __future__ import annotations
 
 import difflib
-import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from slmdeploy.errors import ConfigError
+from slmdeploy.stages import Metric
 
 if TYPE_CHECKING:
-    from slmdeploy.config import Project
+    from slmdeploy.config.project import Project
 
 BOUNDS = ("min", "max")
-
-
-@attrs.frozen
-class Metric:
-    """A figure an evaluator measures, which ``[evaluate.gates]`` can bound."""
-
-    description: str
-    unit: str = ""
-    higher_is_better: bool = True
-    depends_on_machine: bool = False
-    """An absolute figure (milliseconds, tokens/s) that another machine measures differently: a gate on it holds
-    only on known hardware, so its failure says so. Ratios measured in the same run do not depend on it."""
 
 
 @attrs.frozen
@@ -44,34 +33,6 @@ class Gate:
     @property
     def key(self) -> str:
         return f"{self.bound}_{self.metric}"
-
-
-@attrs.frozen
-class GateResult:
-    gate: Gate
-    measured: float | None
-    """None when no evaluator reported the figure (a failed gate)."""
-    unit: str = ""
-    depends_on_machine: bool = False
-
-    @property
-    def passed(self) -> bool:
-        if self.measured is None or math.isnan(self.measured):
-            return False
-        if self.gate.bound == "min":
-            return self.measured >= self.gate.threshold
-        return self.measured <= self.gate.threshold
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "gate": self.gate.key,
-            "metric": self.gate.metric,
-            "bound": self.gate.bound,
-            "threshold": self.gate.threshold,
-            "measured": self.measured,
-            "unit": self.unit,
-            "passed": self.passed,
-        }
 
 
 def parse_gates(project: Project, table: Mapping[str, Any], metrics: Mapping[str, Metric]) -> tuple[Gate, ...]:
@@ -105,36 +66,6 @@ def parse_gates(project: Project, table: Mapping[str, Any], metrics: Mapping[str
             )
         gates.append(Gate(metric, bound, float(value)))
     return tuple(gates)
-
-
-def judge(gates: Sequence[Gate], measured: Mapping[str, Any], metrics: Mapping[str, Metric]) -> list[GateResult]:
-    results = []
-    for gate in gates:
-        value = measured.get(gate.metric)
-        number = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-        metric = metrics.get(gate.metric, Metric(gate.metric))
-        results.append(GateResult(gate, number, metric.unit, metric.depends_on_machine))
-    return results
-
-
-def gate_table(results: Sequence[GateResult]) -> str:
-    """A plain-text table: gate, measured value, threshold, verdict."""
-    rows = [("gate", "measured", "threshold", "")]
-    for result in results:
-        measured = "not measured" if result.measured is None else f"{_number(result.measured)} {result.unit}".strip()
-        sign = ">=" if result.gate.bound == "min" else "<="
-        threshold = f"{sign} {_number(result.gate.threshold)} {result.unit}".strip()
-        rows.append((result.gate.key, measured, threshold, "ok" if result.passed else "FAILED"))
-    widths = [max(len(row[column]) for row in rows) for column in range(4)]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows
-    )
-
-
-def _number(value: float) -> str:
-    if value.is_integer() and abs(value) < 1e15:
-        return str(int(value))
-    return f"{value:.4g}"
 
 
 def parse_fallback(project: Project, value: Any, variants: Sequence[str]) -> tuple[str, ...]:

@@ -18,9 +18,9 @@ import attrs
 import tomlkit
 import tomlkit.exceptions
 
+from slmdeploy.config.options import structure_table
 from slmdeploy.errors import ConfigError, InputError, where_in
-from slmdeploy.options import structure_table
-from slmdeploy.runtime import resolve_threads
+from slmdeploy.machine import resolve_threads
 from slmdeploy.stages import STAGE_ORDER, option
 
 PROJECT_FILE = "slmdeploy.toml"

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from slmdeploy.cache import Store
-from slmdeploy.config import Project
-from slmdeploy.manager import Registry
-from slmdeploy.options import structure_table
-from slmdeploy.pipeline import instantiate
-from slmdeploy.progress import Reporter
-from slmdeploy.records import load_artifact
+from slmdeploy.config.options import structure_table
+from slmdeploy.config.project import Project
+from slmdeploy.execute.cache import Store
+from slmdeploy.execute.progress import Reporter
+from slmdeploy.execute.records import load_artifact
+from slmdeploy.execute.steps import instantiate
+from slmdeploy.host.registry import Registry
 
 
 def unregister_all(project: Project, registry: Registry, store: Store, reporter: Reporter) -> list[str]:

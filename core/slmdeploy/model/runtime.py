@@ -10,24 +10,13 @@ onnxruntime-genai is imported inside the functions.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
+from slmdeploy.machine import resolve_threads
+
 AUTO = 0
 """``[runtime] threads = 0``: the cores this process may use, read when the model is loaded."""
-
-
-def available_cores() -> int:
-    """The CPUs this process may run on (its affinity mask, so a container's or taskset's limit counts)."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return max(1, os.cpu_count() or 1)
-
-
-def resolve_threads(threads: int | None) -> int:
-    """A thread count from a setting: None or 0 (auto) is every available core."""
-    return available_cores() if not threads else int(threads)
 
 
 def session_options(threads: int | None) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from slmdeploy.errors import ConfigError
-from slmdeploy.publish import REPORT
+from slmdeploy.execute.publish import REPORT
 
 
 def read_reports(build_dir: Path) -> list[dict[str, Any]]:

@@ -18,9 +18,9 @@ import attrs
 from slmdeploy.artifacts import DeployPackage, ModelInfo, OnnxModel, chat_template
 from slmdeploy.errors import ConfigError, StageError
 from slmdeploy.files import link_tree
-from slmdeploy.runtime import session_options
+from slmdeploy.model.runtime import session_options
+from slmdeploy.model.tokenizer import TokenizerFiles, render_chat_template
 from slmdeploy.stages import TemplateFamily, option
-from slmdeploy.tokenizer import TokenizerFiles, render_chat_template
 
 Messages = list[dict[str, str]]
 PARITY_CONVERSATIONS: dict[str, Messages] = {

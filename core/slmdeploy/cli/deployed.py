@@ -1,0 +1,74 @@
+"""What the project has deployed: ``slmdeploy ls``, ``report`` and ``run``."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+import click
+
+from slmdeploy.cli.output import echo_columns
+from slmdeploy.cli.session import Session
+
+if TYPE_CHECKING:
+    from slmdeploy.deployed import DeployedModel
+
+LS_HEADER = ("NAME", "VERSION", "PRECISION", "SIZE", "GATES", "REGISTERED", "BUILT")
+
+
+@click.command(name="ls")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_obj
+def list_deployed(session: Session, as_json: bool) -> None:
+    """List the deployed models: name, version, precision, size, where registered, when built."""
+    from slmdeploy.deploy.listing import deployed_models
+    from slmdeploy.execute.publish import BUILD_DIR
+
+    models = deployed_models(session.project_dir / BUILD_DIR)
+    if as_json:
+        click.echo(json.dumps([model.as_json() for model in models], indent=2))
+        return
+    echo_columns([LS_HEADER, *(_ls_row(model) for model in models)])
+
+
+def _ls_row(model: DeployedModel) -> tuple[str, ...]:
+    where = "-"
+    if model.registration:
+        where = f"{model.registration['registry']}: {model.registration['model_id']}"
+    size = f"{model.size_bytes / 1e6:.1f} MB"
+    return (model.name, str(model.version), model.precision, size, model.gates or "-", where, model.built_at)
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output: every variant's report.json.")
+@click.pass_obj
+def report(session: Session, as_json: bool) -> None:
+    """Summarize the evaluation of the latest build: figures, failed gates, and the report and plot files."""
+    from slmdeploy.deploy.reports import read_reports, render_summary
+    from slmdeploy.execute.publish import BUILD_DIR
+
+    reports = read_reports(session.project_dir / BUILD_DIR)
+    click.echo(json.dumps(reports, indent=2) if as_json else render_summary(reports))
+
+
+@click.command()
+@click.argument("name")
+@click.option("--prompt", help="Answer this once and exit (for scripts).")
+@click.option("--max-tokens", type=click.IntRange(min=1), default=None, help="At most this many tokens per answer.")
+@click.option(
+    "--threads",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Intra-op threads (0: every core; default: [runtime] threads of the project file).",
+)
+@click.pass_obj
+def run(session: Session, name: str, prompt: str | None, max_tokens: int | None, threads: int | None) -> None:
+    """Chat with a deployed model: /exit or Ctrl-D ends the conversation."""
+    from slmdeploy.deploy.chat import chat_loop, open_backend, project_threads
+
+    threads = project_threads(session.project_dir) if threads is None else threads
+    backend = open_backend(session.project_dir, name, session.plugin_manager(), threads)
+    try:
+        chat_loop(backend, prompt, max_tokens)
+    finally:
+        backend.close()
