@@ -15,6 +15,17 @@ def sdk_installed() -> bool:
     return importlib.util.find_spec("foundry_local_sdk") is not None
 
 
+def written_threads(folder: Path | None) -> str:
+    """The thread count a package's genai_config.json carries (Foundry Local reads only the file)."""
+    import json
+
+    config = folder / "genai_config.json" if folder else None
+    if config is None or not config.is_file():
+        return "unknown"
+    options = json.loads(config.read_text(encoding="utf-8"))["model"]["decoder"].get("session_options", {})
+    return str(options.get("intra_op_num_threads", "default"))
+
+
 class FoundryChat:
     """Each answer is a fresh ChatSession given the whole conversation, so the CLI owns the history."""
 
@@ -22,7 +33,11 @@ class FoundryChat:
         from slmdeploy_foundry.placement import local_catalog
 
         version = importlib.metadata.version("foundry-local-sdk")
-        self.runtime = f"Foundry Local (foundry-local-sdk {version}, model {registration['model_id']})"
+        threads = written_threads(Path(registration["path"]) if registration.get("path") else None)
+        self.runtime = (
+            f"Foundry Local (foundry-local-sdk {version}, model {registration['model_id']}, "
+            f"{threads} threads as built: [runtime] threads)"
+        )
         catalog = local_catalog(Path(registration["details"]["cache"]))
         self.model = catalog.get_model_variant(registration["model_id"])
         if self.model is None:
