@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
         found = filesystem_error(error, Path.cwd())
         message = f"{error.strerror or error}: {error.filename or ''}".rstrip(": ") + ". Check that path, then run "
         _fail(found or message + "the command again", EXIT_USER_ERROR, debug)
-    except Exception as error:  # a bug: still one paragraph, the traceback only with --debug
+    except Exception as error:  # noqa: BLE001 - a bug: still one paragraph, the traceback only with --debug
         _fail(
             f"slmdeploy crashed: {brief(error)}. This is a bug: run again with --debug for the traceback, and report "
             "it with the command used",
