@@ -58,6 +58,4 @@ def find(build_dir: Path, name: str) -> DeployedModel:
         if name in (model.name, model.variant):
             return model
     listing = ", ".join(model.name for model in models) or "none: run `slmdeploy build` first"
-    raise ConfigError(
-        f"no deployed model is named {name!r} in {build_dir}", fix=f"Deployed models (`slmdeploy ls`): {listing}."
-    )
+    raise ConfigError(f"no deployed model is named {name!r}", fix=f"Deployed models: {listing}.")
