@@ -26,13 +26,24 @@ ENTRY_POINT_GROUP = "slmdeploy"
 LOCAL_PLUGINS = "slmdeploy_plugins.py"
 
 
-def get_plugin_manager(project_dir: Path | None = None, disabled: Iterable[str] = ()) -> pluggy.PluginManager:
+class PluginManager(pluggy.PluginManager):
+    """pluggy's manager, remembering which plugins were blocked and by what, for the errors that follow."""
+
+    def __init__(self, project_name: str) -> None:
+        super().__init__(project_name)
+        self.disabled: dict[str, str] = {}
+        """Blocked plugin names, each with what blocked it (``--disable-plugin olive``, or the variable)."""
+
+
+def get_plugin_manager(project_dir: Path | None = None, disabled: Iterable[str] = ()) -> PluginManager:
     """A plugin manager with every plugin loaded. Nothing is loaded at import time."""
-    manager = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+    manager = PluginManager(hookspecs.PROJECT_NAME)
     manager.add_hookspecs(hookspecs)
-    blocked = {*disabled, *filter(None, os.environ.get("SLMDEPLOY_DISABLE_PLUGINS", "").split(","))}
-    for name in blocked:
-        manager.set_blocked(name.strip())
+    from_environment = [name.strip() for name in os.environ.get("SLMDEPLOY_DISABLE_PLUGINS", "").split(",")]
+    manager.disabled = {name: "SLMDEPLOY_DISABLE_PLUGINS" for name in from_environment if name}
+    manager.disabled |= {name.strip(): f"--disable-plugin {name.strip()}" for name in disabled if name.strip()}
+    for name in manager.disabled:
+        manager.set_blocked(name)
     if project_dir is not None:
         _load_local_plugins(manager, project_dir / LOCAL_PLUGINS)
     try:
