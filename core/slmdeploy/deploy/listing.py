@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from slmdeploy.deployed import DeployedModel
-from slmdeploy.errors import ConfigError
+from slmdeploy.errors import ConfigError, brief
 from slmdeploy.execute.publish import REPORT
 
 
@@ -22,7 +22,7 @@ def _read(build_dir: Path) -> Iterator[DeployedModel]:
             yield _deployed(manifest_file, json.loads(manifest_file.read_text(encoding="utf-8")))
         except (ValueError, KeyError, TypeError) as error:
             raise ConfigError(
-                f"the build manifest is damaged ({error!r})",
+                f"the build manifest is damaged ({brief(error)})",
                 where=str(manifest_file),
                 fix="Run `slmdeploy build` to write it again.",
             ) from None

@@ -130,8 +130,8 @@ def _error(error: dict[str, Any], log_file: Path, scratch: Path) -> BaseExceptio
         return FileSystemError(error["what"], code=error["code"], path=error.get("path"), fix=error.get("fix"))
     if error["kind"] == "FileSystemError" or (error.get("crashed") and mentions_full_disk(_tail(log_file))):
         return FileSystemError.no_space(error.get("path") or scratch)
-    what = error["what"] + (":\n" + _tail(log_file) if error.get("crashed") else "")
-    fix = f"{error.get('fix') or ''} The full log: {log_file}.".strip()
+    log = f"its traceback is in {log_file}" if error.get("crashed") else f"The full log: {log_file}"
+    what, fix = error["what"], f"{error.get('fix') or ''} {log[0].upper()}{log[1:]}.".strip()
     return ERRORS.get(error["kind"], StageError)(what, where=error.get("where"), fix=fix)
 
 
@@ -215,8 +215,7 @@ def _describe(error: BaseException, function: str, folder: Path) -> dict[str, An
         "kind": "StageError",
         "what": f"{function} crashed: {brief(error)}",
         "crashed": True,
-        "fix": "This looks like a bug: the lines above end the worker's log; report them, with the options used, "
-        "to the plugin's authors.",
+        "fix": "This looks like a bug: report it, with the options used and the worker's log, to the plugin's authors.",
     }
 
 

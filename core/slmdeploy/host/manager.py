@@ -19,7 +19,7 @@ from pathlib import Path
 import pluggy
 
 from slmdeploy import hookspecs
-from slmdeploy.errors import PluginError
+from slmdeploy.errors import PluginError, brief, filesystem_error
 from slmdeploy.host import builtin
 
 ENTRY_POINT_GROUP = "slmdeploy"
@@ -49,8 +49,8 @@ def get_plugin_manager(project_dir: Path | None = None, disabled: Iterable[str] 
     try:
         manager.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
     except Exception as error:
-        raise PluginError(
-            f"a plugin of entry point group {ENTRY_POINT_GROUP!r} failed to load: {error!r}",
+        raise filesystem_error(error) or PluginError(
+            f"a plugin of entry point group {ENTRY_POINT_GROUP!r} failed to load: {brief(error)}",
             fix="Upgrade or uninstall the plugin package, or block it with SLMDEPLOY_DISABLE_PLUGINS=<name>.",
         ) from error
     # Registered last so that its trylast fallback runs after every plugin's trylast implementation.
@@ -58,7 +58,7 @@ def get_plugin_manager(project_dir: Path | None = None, disabled: Iterable[str] 
     try:
         manager.check_pending()
     except pluggy.PluginValidationError as error:
-        raise PluginError(
+        raise filesystem_error(error) or PluginError(
             f"plugin {error.plugin!r} implements a hook slmdeploy does not define: {error}",
             fix="Check the hook name against slmdeploy.hookspecs, or upgrade the plugin.",
         ) from error
@@ -79,8 +79,8 @@ def _load_local_plugins(manager: pluggy.PluginManager, file: Path) -> None:
         spec.loader.exec_module(module)
     except Exception as error:
         del sys.modules[spec.name]
-        raise PluginError(
-            f"the local plugin file failed to import: {error!r}",
+        raise filesystem_error(error) or PluginError(
+            f"the local plugin file failed to import: {brief(error)}",
             where=str(file),
             fix="Fix the error in that file (run with --debug for the traceback).",
         ) from error
