@@ -6,6 +6,7 @@ traceback, and Ctrl-C is an interruption (exit code 130)."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -229,3 +230,16 @@ def test_debug_shows_the_traceback(fake_project):
     result = project.cli("--debug", "build")
     assert result.exit_code == 2
     assert "Traceback" in result.output
+
+
+def test_custom_code_not_run_is_said(tmp_path):
+    from slmdeploy.model.sources import warn_custom_code
+
+    config = {"architectures": ["LlamaForCausalLM"], "auto_map": {"AutoModelForCausalLM": "modeling_my.MyLlama"}}
+    (tmp_path / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    said: list[str] = []
+    warn_custom_code(tmp_path, said.append)
+    assert said == [
+        "warning: config.json's auto_map names the model's own code (modeling_my.MyLlama), which is not run: it is "
+        "built as the stock LlamaForCausalLM. Set [source] trust_remote_code = true to run that code."
+    ]
