@@ -153,7 +153,9 @@ def _chain(error: BaseException) -> Iterator[BaseException]:
 def _from_os_error(error: OSError, folder: Path | str | None) -> FileSystemError:
     path = error.filename or folder
     if error.errno in (errno.ENOSPC, errno.EDQUOT):
-        return FileSystemError.no_space(Path(path) if path else Path.cwd())
+        # A copy names its source too: the full disk is the one, of the paths involved, with the least space.
+        candidates = [_existing(Path(p)) for p in (error.filename2, error.filename, folder) if p] or [Path.cwd()]
+        return FileSystemError.no_space(min(candidates, key=lambda candidate: shutil.disk_usage(candidate).free))
     if error.errno in (errno.EACCES, errno.EPERM):
         what, fix = "no permission to write there", "Give this user write access to it (ls -ld shows its owner)"
     elif error.errno == errno.EROFS:

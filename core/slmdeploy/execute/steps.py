@@ -28,7 +28,7 @@ from slmdeploy.errors import (
     filesystem_error,
     plugin_code,
 )
-from slmdeploy.execute.cache import Entry, Store
+from slmdeploy.execute.cache import STATE_DIR, Entry, Store
 from slmdeploy.execute.progress import Reporter
 from slmdeploy.execute.records import dump_artifact, load_artifact
 from slmdeploy.execute.results import Outcome, StepResult, Task
@@ -168,7 +168,7 @@ def _call_stage(project: Project, step: Step, stage: Stage, artifact: Artifact, 
     except Exception as error:
         found = filesystem_error(error, output_dir)
         if found is not None and found.code in (errno.ENOSPC, errno.EDQUOT):
-            found = FileSystemError.no_space(found.path or output_dir, needed=2 * tree_size(artifact.path))
+            found = FileSystemError.no_space(_lasting(Path(found.path or output_dir)), 2 * tree_size(artifact.path))
         if found is not None:
             raise FileSystemError(f"{name}: {found.what}", code=found.code, path=found.path, fix=found.fix) from error
         if isinstance(error, SlmdeployError):
@@ -214,6 +214,11 @@ def locate(project: Project, where: str | None) -> str | None:
     if found is None:
         return where
     return f"{project.locate(found['table'] + '.' + found['key'])} {where}"
+
+
+def _lasting(folder: Path) -> Path:
+    """The project's state folder for a staging folder (removed when the stage fails), to name in a message."""
+    return next((parent for parent in (folder, *folder.parents) if parent.name == STATE_DIR), folder)
 
 
 def tree_size(path: Path) -> int:
