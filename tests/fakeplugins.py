@@ -7,6 +7,7 @@ which stages ran and which came from the cache.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -22,6 +23,7 @@ from slmdeploy.plugin import (
     DeployPackage,
     EvaluationReport,
     Evaluator,
+    InputError,
     Metric,
     OnnxModel,
     QuantizedModel,
@@ -32,7 +34,33 @@ from slmdeploy.plugin import (
     TemplateFamily,
     hookimpl,
     option,
+    run_in_worker,
 )
+
+FAULTS = ("value", "enospc", "eacces", "interrupt")
+
+
+def raise_fault(kind, folder):
+    """Fail as a real stage might: a bug (with a huge payload), a full disk, a denied folder, Ctrl-C."""
+    if kind == "value":
+        raise ValueError("unexpected " + "x" * 100_000)
+    if kind == "enospc":
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    if kind == "eacces":
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(folder / "denied"))
+    if kind == "interrupt":
+        raise KeyboardInterrupt
+
+
+def fault_in_worker(task, progress):
+    raise_fault(task["fault"], Path(task["folder"]))
+
+
+def _hook_fault(hook):
+    """FAKE_FAULT=<hook>:<kind> makes that hook of this plugin fail."""
+    wanted, _, kind = os.environ.get("FAKE_FAULT", "").partition(":")
+    if wanted == hook:
+        raise_fault(kind, Path.cwd())
 
 
 def _log(stage, text):
@@ -75,6 +103,8 @@ class FakeQuantOptions:
     calibration: str | None = option(None, help="a calibration text file", path=True)
     tag: str | None = option(None, help="a free-form label; a list builds one variant per label", variants=True)
     fail_for: str | None = option(None, help="raise instead of quantizing to this precision")
+    fault: str | None = option(None, help="fail as a real stage might: value, enospc, eacces or interrupt")
+    fault_in_worker: bool = option(False, help="fail in a worker process (run_in_worker)")
 
 
 class FakeQuantizer(Quantizer):
@@ -85,6 +115,12 @@ class FakeQuantizer(Quantizer):
         _log(self, f"quantize {self.options.precision}")
         if self.options.fail_for == self.options.precision:
             raise StageError(f"told to fail for {self.options.precision}")
+        if self.options.fault:
+            if self.options.fault_in_worker:
+                environment = {"PYTHONPATH": str(self.context.project_dir)}
+                task = {"fault": self.options.fault, "folder": str(output_dir)}
+                run_in_worker("slmdeploy_plugins:fault_in_worker", task, self.context, "fault", environment)
+            raise_fault(self.options.fault, output_dir)
         shutil.copytree(artifact.path, output_dir, dirs_exist_ok=True)
         (output_dir / "precision.txt").write_text(self.options.precision, encoding="utf-8")
         return QuantizedModel(output_dir, precision=self.options.precision)
@@ -185,7 +221,14 @@ class EchoChat:
         self.folder = folder
         self.finish_reason = "stop"
 
+    CONTEXT_WORDS = 50
+
     def stream(self, messages, max_tokens=None):
+        size = sum(len(message["content"].split()) for message in messages)
+        if size >= self.CONTEXT_WORDS:
+            raise InputError(f"the prompt is {size} words, but the model's context holds {self.CONTEXT_WORDS}")
+        if messages[-1]["content"] == "crash":
+            raise RuntimeError("chat_session.cc:1374 native failure " + "x" * 10_000)
         words = messages[-1]["content"].split()[::-1]
         words.append(f"(turn {sum(m['role'] == 'user' for m in messages)})")
         self.finish_reason = "length" if max_tokens and len(words) > max_tokens else "stop"
@@ -198,6 +241,7 @@ class EchoChat:
 
 @hookimpl
 def slmdeploy_register_converters():
+    _hook_fault("slmdeploy_register_converters")
     return [CopyConverter]
 
 
@@ -218,6 +262,7 @@ def slmdeploy_register_evaluators():
 
 @hookimpl
 def slmdeploy_write_report(build_dir, reports):
+    _hook_fault("slmdeploy_write_report")
     for report in reports:
         lines = [f"{report['variant']}: {report['status']}"]
         lines += [
@@ -233,16 +278,19 @@ def slmdeploy_register_registrars():
 
 @hookimpl
 def slmdeploy_template_family(model):
+    _hook_fault("slmdeploy_template_family")
     return "fakefam" if model.model_type == "fake" else None
 
 
 @hookimpl
 def slmdeploy_chat_backend(model):
+    _hook_fault("slmdeploy_chat_backend")
     return EchoChat(model.folder) if (model.registration or {}).get("registry") == "dir" else None
 
 
 @hookimpl
 def slmdeploy_check_project(project):
+    _hook_fault("slmdeploy_check_project")
     if os.environ.get("FAKE_REJECT_GPU") and project.stages.get("convert", {}).get("device") == "gpu":
         raise ConfigError("device gpu is rejected by the fake plugin", where=project.locate("convert.device"))
 

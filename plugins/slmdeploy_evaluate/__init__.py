@@ -20,12 +20,16 @@ def slmdeploy_register_evaluators() -> list[type[Evaluator]]:
 
 @hookimpl
 def slmdeploy_check_project(project: Project) -> None:
-    """Read the domain set while planning, so a bad line is reported before anything is built."""
-    from slmdeploy_evaluate.checks import read_domain
+    """Read the domain set and the texts while planning, so a bad file is reported before anything is built."""
+    from slmdeploy_evaluate.checks import read_domain, read_text_file
 
     evaluate = project.stages.get("evaluate", {})
-    domain = evaluate.get("quality", {}).get("domain") if "quality" in evaluate.get("plugins", []) else None
+    quality = evaluate.get("quality", {}) if "quality" in evaluate.get("plugins", []) else {}
+    texts, domain = quality.get("texts"), quality.get("domain")
+    if isinstance(texts, str) and texts and (project.root / texts).is_file():
+        read_text_file(project.root / texts, f"{project.locate('evaluate.quality.texts')} [evaluate.quality] texts")
     if isinstance(domain, str) and domain and (project.root / domain).is_file():
+        read_text_file(project.root / domain, f"{project.locate('evaluate.quality.domain')} [evaluate.quality] domain")
         read_domain(project.root / domain)
 
 

@@ -75,7 +75,7 @@ class Quality(MeasuringEvaluator):
     def _texts(self) -> list[str]:
         texts = list(ENGLISH)
         if self.options.texts:
-            extra = (self.context.project_dir / self.options.texts).read_text(encoding="utf-8")
+            extra = checks.read_text_file(self.context.project_dir / self.options.texts, "[evaluate.quality] texts")
             texts += [passage.strip() for passage in extra.split("\n\n") if passage.strip()]
         return texts
 

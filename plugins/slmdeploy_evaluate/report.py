@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import tempfile
@@ -39,6 +40,8 @@ def _markdown(item: dict[str, Any], plots: list[Path]) -> str:
     lines += _gates(report) + _figures(report) + _benchmark(item["benchmark"]) + _flagged(report)
     lines += _quality(item["quality"])
     lines += ["## Plots", ""] + [f"![{plot.stem}](plots/{plot.name})" for plot in plots] + [""]
+    if not plots and importlib.util.find_spec("matplotlib") is None:
+        lines += ["No plots: they need matplotlib (`pip install slmdeploy[evaluate]`).", ""]
     return "\n".join(lines)
 
 
@@ -176,7 +179,12 @@ def _quality(quality: dict[str, Any] | None) -> list[str]:
 
 
 def _plots(item: dict[str, Any], everyone: list[dict[str, Any]], folder: Path) -> list[Path]:
-    import matplotlib
+    if not any(other["benchmark"] or other["quality"] for other in everyone):
+        return []  # nothing measured here to plot (another plugin's evaluators)
+    try:
+        import matplotlib
+    except ImportError:
+        return []  # report.md says plots need the [evaluate] extra
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -8,9 +8,11 @@ catalog, which never touches the network.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
-from slmdeploy.plugin import DeployedModel, hookimpl
+from slmdeploy.plugin import DeployedModel, Project, hookimpl
 
 
 @hookimpl
@@ -18,6 +20,22 @@ def slmdeploy_register_registrars() -> list[type[Any]]:
     from slmdeploy_foundry.registrar import FoundryRegistrar
 
     return [FoundryRegistrar]
+
+
+@hookimpl
+def slmdeploy_check_project(project: Project) -> None:
+    """An unwritable cache (read-only disk, no permission, a file in the way) is reported before anything is built."""
+    from slmdeploy_foundry.registrar import CACHE_ENV, DEFAULT_CACHE, check_cache
+
+    register = project.stages.get("register", {})
+    if register.get("plugin") != "foundry":
+        return
+    configured = register.get("cache_dir")
+    if isinstance(configured, str) and configured:
+        where = f"{project.locate('register.cache_dir')} [register] cache_dir"
+    else:
+        configured, where = os.environ.get(CACHE_ENV) or str(DEFAULT_CACHE), CACHE_ENV
+    check_cache((project.root / Path(configured).expanduser()).resolve(), where)
 
 
 @hookimpl

@@ -4,11 +4,27 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from slmdeploy_foundry.placement import item_text
+
+# Foundry Local's (onnxruntime-genai's) refusal of a request whose prompt and answer budget exceed the context.
+_TOO_LONG = re.compile(r"does not fit between the turn's prompt length|ValidateGeneratorRequestBudget|max_length", re.I)
+
+
+def count_tokens(folder: Path, messages: list[dict[str, str]]) -> int | None:
+    """About how many tokens the conversation is (its texts, without the chat template's few), when the package's
+    tokenizer.json can be read."""
+    try:
+        from tokenizers import Tokenizer
+
+        tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    except Exception:  # noqa: BLE001 - only a figure for the message
+        return None
+    return sum(len(tokenizer.encode(message["content"]).ids) for message in messages)
 
 
 def sdk_installed() -> bool:
@@ -48,6 +64,7 @@ class FoundryChat:
                 fix="Run `slmdeploy build` to register it again.",
             )
         self.model.load()
+        self.folder = Path(registration.get("path", ""))
         self._finish = "stop"
 
     def stream(self, messages: list[dict[str, str]], max_tokens: int | None = None) -> Iterator[str]:
@@ -62,12 +79,28 @@ class FoundryChat:
             session.set_streaming(True)
             for message in messages:
                 request.add_item(builders[message["role"]](message["content"]))
-            with session.process_streaming_request(request) as stream:
-                for item in stream:
-                    if text := item_text(item):
-                        yield text
-                with stream.final_response as final:
-                    self._finish = final.finish_reason.name.lower()
+            try:
+                with session.process_streaming_request(request) as stream:
+                    for item in stream:
+                        if text := item_text(item):
+                            yield text
+                    with stream.final_response as final:
+                        self._finish = final.finish_reason.name.lower()
+            except Exception as error:
+                if not _TOO_LONG.search(str(error)):
+                    raise
+                raise self._too_long(messages, budget) from None
+
+    def _too_long(self, messages: list[dict[str, str]], budget: int) -> Exception:
+        from slmdeploy.plugin import InputError
+
+        counted = count_tokens(self.folder, messages)
+        size = f"the prompt is about {counted} tokens; with " if counted else "with "
+        return InputError(
+            f"{size}{budget} tokens kept for the answer it does not fit the model's context of "
+            f"{self.model.context_length} tokens",
+            fix="Send a shorter text, lower --max-tokens, or /clear to start a new conversation.",
+        )
 
     @property
     def finish_reason(self) -> str:

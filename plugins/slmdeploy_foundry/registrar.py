@@ -40,6 +40,34 @@ def cache_dir(options: FoundryOptions, project_dir: Path) -> Path:
     return (project_dir / Path(configured).expanduser()).resolve()
 
 
+def cache_setting(options: FoundryOptions) -> str:
+    """Where the cache folder was chosen, for errors: the key, the variable, or Foundry's default."""
+    if options.cache_dir:
+        return "[register] cache_dir"
+    return CACHE_ENV if os.environ.get(CACHE_ENV) else "Foundry Local's default cache"
+
+
+def check_cache(cache: Path, setting: str) -> None:
+    """The cache must be a folder this user can write (or create): checked before anything is placed in it."""
+    existing = cache
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    choose = f"or set [register] cache_dir (or ${CACHE_ENV}) to a folder you can write"
+    if not existing.is_dir():
+        raise ConfigError(
+            f"Foundry Local's cache {cache} is not a folder: {existing} is a file",
+            where=setting,
+            fix=f"Move that file away, {choose}.",
+        )
+    for folder in (existing, existing / "custom"):
+        if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
+            raise ConfigError(
+                f"no permission to write Foundry Local's cache {folder} (or it is on a read-only disk)",
+                where=setting,
+                fix=f"Give this user write access to it (ls -ld {folder} shows its owner), {choose}.",
+            )
+
+
 def check_name(name: str) -> None:
     if not NAME.fullmatch(name) or ".." in name:
         raise ConfigError(
@@ -57,6 +85,7 @@ class FoundryRegistrar(Registrar):
         name = artifact.model_name
         check_name(name)
         cache = cache_dir(self.options, self.context.project_dir)
+        check_cache(cache, cache_setting(self.options))
         task = {
             "action": "register",
             "package": str(artifact.path),

@@ -20,6 +20,7 @@ from typing import Any, Literal
 import attrs
 
 from slmdeploy.plugin import OnnxModel, QuantizedModel, Quantizer, option, run_in_worker
+from slmdeploy_olive.nodes import check_keep_float
 from slmdeploy_olive.workflow import OLIVE_ENVIRONMENT, LibraryVersioned
 
 BLOCK_SIZES = (16, 32, 64, 128, 256)
@@ -62,6 +63,7 @@ class OliveQuantizer(LibraryVersioned, Quantizer):
     Options = QuantizeOptions
 
     def run(self, artifact: OnnxModel, output_dir: Path) -> QuantizedModel:
+        check_keep_float(artifact.path / "model.onnx", self.options.keep_float)
         device = artifact.execution_provider
         options = self.options
         embeddings = options.precision == "int4" if options.quantize_embeddings is None else options.quantize_embeddings

@@ -18,7 +18,7 @@ from slmdeploy.cli.deployed import list_deployed, report, run
 from slmdeploy.cli.output import report_error
 from slmdeploy.cli.plugins import plugins
 from slmdeploy.cli.session import Session
-from slmdeploy.errors import SlmdeployError
+from slmdeploy.errors import SlmdeployError, brief, filesystem_error
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -76,11 +76,15 @@ def main(argv: list[str] | None = None) -> None:
     except SlmdeployError as error:
         _fail(error, error.exit_code, debug)
     except OSError as error:  # a full disk, a permission, a missing file outside any stage
-        message = f"{error.strerror or error}: {error.filename or ''}".rstrip(": ")
+        found = filesystem_error(error, Path.cwd())
+        message = f"{error.strerror or error}: {error.filename or ''}".rstrip(": ") + ". Check that path, then run "
+        _fail(found or message + "the command again", EXIT_USER_ERROR, debug)
+    except Exception as error:  # noqa: BLE001 - a bug: still one paragraph, the traceback only with --debug
         _fail(
-            message + ". Free space or fix the permissions, then run the command again",
+            f"slmdeploy crashed: {brief(error)}. This is a bug: run again with --debug for the traceback, and report "
+            "it with the command used",
             EXIT_USER_ERROR,
-            "--debug" in args,
+            debug,
         )
 
 

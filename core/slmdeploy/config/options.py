@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -152,11 +153,17 @@ def _wrong_type(key: str, name: str, value: Any, field: attrs.Attribute, locate:
     )
 
 
+_RANGE = re.compile(r"^'(?P<name>\w+)' must be (?P<rule>.+): (?P<value>.*)$", re.DOTALL)
+
+
 def _invalid_value(key: str, error: Exception, fields: Mapping[str, Any], locate: Locate) -> ConfigError:
-    # attrs validators raise (message, attribute, expected, value); point at that attribute's line.
+    # attrs validators raise (message, attribute, expected, value), or only "'name' must be >= 1: 0" (ge, in_);
+    # point at that attribute's line either way.
     attribute = next((arg for arg in error.args if isinstance(arg, attrs.Attribute)), None)
-    name = attribute.name if attribute is not None else None
     message = str(error.args[0]) if error.args else str(error)
+    name = attribute.name if attribute is not None else None
+    if (ranged := _RANGE.match(message)) and ranged["name"] in fields:
+        name, message = ranged["name"], f"{ranged['name']} must be {ranged['rule']}, not {ranged['value']}"
     where = locate(f"{key}.{name}") if name else locate(key)
     fix = f"{name}: {_help(fields[name])}." if name is not None and name in fields else None
     return ConfigError(f"[{key}] {message}", where=where, fix=fix)

@@ -19,6 +19,7 @@ import tomlkit
 import tomlkit.exceptions
 
 from slmdeploy.config.options import structure_table
+from slmdeploy.config.syntax import read_project_text, syntax_error
 from slmdeploy.errors import ConfigError, InputError, where_in
 from slmdeploy.machine import resolve_threads
 from slmdeploy.stages import STAGE_ORDER, option
@@ -129,25 +130,17 @@ def load_project(file: Path) -> Project:
             f"no project file {file.name} in {file.parent}",
             fix="Run `slmdeploy init` to write a starter file, or pass the project folder with -C.",
         )
-    text = file.read_text(encoding="utf-8")
+    text = read_project_text(file)
+    lines = KeyLines(text)
     try:
         data = tomlkit.parse(text).unwrap()
-    except tomlkit.exceptions.ParseError as error:
-        raise ConfigError(
-            f"TOML syntax error: {_reason(error)}",
-            where=f"{file.name}:{error.line}:{error.col}",
-            fix="Fix the line above; TOML strings need quotes and tables are written [name].",
-        ) from None
-    lines = KeyLines(text)
+    except tomlkit.exceptions.TOMLKitError as error:
+        raise syntax_error(file, text, lines.repeated, error) from None
     locate = lambda key: where_in(file.name, lines.line_of(key))  # noqa: E731
     _check_tables(data, file, locate)
     tables = {name: structure_table(cls, data.get(name, {}), name, locate) for name, cls in CORE_TABLES.items()}
     stages = {name: dict(data[name]) for name in STAGE_ORDER if name in data}
     return Project(file=file.resolve(), stages=stages, lines=lines, **tables)
-
-
-def _reason(error: tomlkit.exceptions.ParseError) -> str:
-    return re.sub(r"\s+at line \d+ col \d+$", "", str(error))
 
 
 def _check_tables(data: Mapping[str, Any], file: Path, locate: Any) -> None:
@@ -231,6 +224,8 @@ class KeyLines:
 
     def __init__(self, text: str) -> None:
         self._lines: dict[str, int] = {}
+        self.repeated: dict[str, int] = {}
+        """Key paths written more than once, with the line of their second appearance."""
         table = ""
         in_multiline = False
         for number, line in enumerate(text.splitlines(), start=1):
@@ -242,10 +237,14 @@ class KeyLines:
                 continue
             if header := self._HEADER.match(line):
                 table = _dotted(header.group(1))
-                self._lines.setdefault(table, number)
+                self._note(table, number)
             elif key := self._KEY.match(line):
-                path = f"{table}.{_dotted(key.group(1))}" if table else _dotted(key.group(1))
-                self._lines.setdefault(path, number)
+                self._note(f"{table}.{_dotted(key.group(1))}" if table else _dotted(key.group(1)), number)
+
+    def _note(self, path: str, number: int) -> None:
+        if path in self._lines:
+            self.repeated.setdefault(path, number)
+        self._lines.setdefault(path, number)
 
     def line_of(self, key: str) -> int | None:
         while key:

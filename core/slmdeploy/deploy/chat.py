@@ -11,9 +11,10 @@ import click
 
 from slmdeploy.deploy.listing import find
 from slmdeploy.deployed import ChatBackend
-from slmdeploy.errors import PluginError, SlmdeployError
+from slmdeploy.errors import InputError, PluginError, SlmdeployError, brief
 
 EXIT_COMMANDS = ("/exit", "/quit", "/bye")
+CLEAR_COMMAND = "/clear"
 
 
 def project_threads(project_dir: Path) -> int:
@@ -41,10 +42,13 @@ def open_backend(project_dir: Path, name: str, manager: Any, threads: int) -> Ch
 
 
 def chat_loop(backend: ChatBackend, prompt: str | None, max_tokens: int | None) -> None:
+    """Answer `prompt` once, or chat on stdin: a line the model cannot take gets its error, and the chat goes on."""
     if prompt is not None:
+        check_text(prompt, "--prompt")
         answer(backend, [{"role": "user", "content": prompt}], max_tokens)
         return
-    click.echo("Type a message; /exit or Ctrl-D ends the chat.", err=True)
+    _tolerate_bad_bytes(sys.stdin)
+    click.echo("Type a message; /clear starts a new conversation, /exit or Ctrl-D ends the chat.", err=True)
     messages: list[dict[str, str]] = []
     while True:
         try:
@@ -54,10 +58,41 @@ def chat_loop(backend: ChatBackend, prompt: str | None, max_tokens: int | None) 
             return
         if line.strip() in EXIT_COMMANDS:
             return
+        if line.strip() == CLEAR_COMMAND:
+            messages.clear()
+            click.echo("(a new conversation)", err=True)
+            continue
         if not line.strip():
             continue
-        messages.append({"role": "user", "content": line})
-        messages.append({"role": "assistant", "content": answer(backend, messages, max_tokens)})
+        try:
+            check_text(line, "this line")
+            reply = answer(backend, [*messages, {"role": "user", "content": line}], max_tokens)
+        except SlmdeployError as error:
+            click.echo(f"error: {error}", err=True)  # this line is dropped; the conversation goes on
+            continue
+        messages += [{"role": "user", "content": line}, {"role": "assistant", "content": reply}]
+
+
+def check_text(text: str, what: str) -> None:
+    """A prompt must be UTF-8 text with something in it (bytes that are not UTF-8 arrive as surrogates)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        byte = ord(text[error.start]) & 0xFF
+        raise InputError(
+            f"{what} is not UTF-8 text (byte 0x{byte:02x} at character {error.start + 1}); it was not sent",
+            fix="Type it again as UTF-8 (check the terminal's encoding: locale should name UTF-8).",
+        ) from None
+    if not text.strip():
+        raise InputError(
+            f"{what} is empty", fix='Give the text to answer, --prompt "...", or leave --prompt out to chat.'
+        )
+
+
+def _tolerate_bad_bytes(stream: Any) -> None:
+    """Read stdin with bad bytes kept as surrogates, so that one bad line is reported instead of ending the chat."""
+    if hasattr(stream, "reconfigure"):
+        stream.reconfigure(errors="surrogateescape")
 
 
 def answer(backend: ChatBackend, messages: list[dict[str, str]], max_tokens: int | None) -> str:
@@ -74,7 +109,9 @@ def answer(backend: ChatBackend, messages: list[dict[str, str]], max_tokens: int
         raise
     except Exception as error:
         raise PluginError(
-            f"{backend.runtime} failed while answering: {error!r}", fix="Run again with --debug for the traceback."
+            f"{backend.runtime} failed while answering: {brief(error)}",
+            fix="If the line is ordinary text this is a bug: run again with --debug for the traceback, and report "
+            "it to the plugin's authors.",
         ) from error
     ended = time.perf_counter()
     sys.stdout.write("\n")

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from slmdeploy.deployed import DeployedModel
-from slmdeploy.errors import ConfigError
+from slmdeploy.errors import ConfigError, brief
 from slmdeploy.execute.publish import REPORT
 
 
@@ -22,7 +22,7 @@ def _read(build_dir: Path) -> Iterator[DeployedModel]:
             yield _deployed(manifest_file, json.loads(manifest_file.read_text(encoding="utf-8")))
         except (ValueError, KeyError, TypeError) as error:
             raise ConfigError(
-                f"the build manifest is damaged ({error!r})",
+                f"the build manifest is damaged ({brief(error)})",
                 where=str(manifest_file),
                 fix="Run `slmdeploy build` to write it again.",
             ) from None
@@ -58,4 +58,4 @@ def find(build_dir: Path, name: str) -> DeployedModel:
         if name in (model.name, model.variant):
             return model
     listing = ", ".join(model.name for model in models) or "none: run `slmdeploy build` first"
-    raise ConfigError(f"no deployed model is named {name!r}", where=str(build_dir), fix=f"Deployed models: {listing}.")
+    raise ConfigError(f"no deployed model is named {name!r}", fix=f"Deployed models: {listing}.")

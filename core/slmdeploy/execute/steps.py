@@ -3,6 +3,8 @@ folder and committed under the step's key."""
 
 from __future__ import annotations
 
+import errno
+import re
 import shutil
 import time
 from collections.abc import Callable
@@ -15,8 +17,18 @@ import attrs
 from slmdeploy.artifacts import Artifact, ModelInfo
 from slmdeploy.config.options import unstructure
 from slmdeploy.config.project import Project
-from slmdeploy.errors import ConfigError, GateFailed, PluginError, SlmdeployError, StageError, plugin_code
-from slmdeploy.execute.cache import Entry, Store
+from slmdeploy.errors import (
+    ConfigError,
+    FileSystemError,
+    GateFailed,
+    PluginError,
+    SlmdeployError,
+    StageError,
+    brief,
+    filesystem_error,
+    plugin_code,
+)
+from slmdeploy.execute.cache import STATE_DIR, Entry, Store
 from slmdeploy.execute.progress import Reporter
 from slmdeploy.execute.records import dump_artifact, load_artifact
 from slmdeploy.execute.results import Outcome, StepResult, Task
@@ -49,11 +61,17 @@ class StepRunner:
         return step.key(input_digest, self.context_tables, variant.name)
 
     def attempt(self, task: Task) -> Outcome:
-        """Run one step; a user-facing error becomes that variant's outcome (Ctrl-C and bugs still propagate)."""
+        """Run one step; a user-facing error (a full disk too) becomes that variant's outcome (Ctrl-C and bugs
+        still propagate)."""
         try:
             return self.run(task)
         except SlmdeployError as error:
             return error
+        except OSError as error:
+            found = filesystem_error(error, self.store.tmp_dir)
+            if found is None:
+                raise
+            return found
 
     def run(self, task: Task) -> StepResult:
         step = task.step
@@ -66,7 +84,7 @@ class StepRunner:
             (staged / "scratch").mkdir()
             stage = self.instantiate(task.variant, step, log, staged / "scratch")
             started = time.monotonic()
-            produced = _call_stage(step, stage, task.artifact, staged / "out")
+            produced = _call_stage(self.plan.project, step, stage, task.artifact, staged / "out")
             record = _record(step, task.digest, produced, staged / "out", time.monotonic() - started)
             shutil.rmtree(staged / "scratch")
             entry = self.store.commit(staged, task.key, record)
@@ -139,21 +157,27 @@ def instantiate(
     return cls(options, context)
 
 
-def _call_stage(step: Step, stage: Stage, artifact: Artifact, output_dir: Path) -> Artifact:
+def _call_stage(project: Project, step: Step, stage: Stage, artifact: Artifact, output_dir: Path) -> Artifact:
     name = f"{step.stage} plugin {step.plugin_name!r}"
     try:
         produced = stage.run(artifact, output_dir)
     except GateFailed:
         raise
-    except SlmdeployError as error:
-        kind = type(error) if type(error).__init__ is SlmdeployError.__init__ else StageError
-        raise kind(f"{name} failed: {error.what}", where=error.where, fix=error.fix) from error
     except (KeyboardInterrupt, SystemExit, MemoryError):
         raise
     except Exception as error:
+        found = filesystem_error(error, output_dir)
+        if found is not None and found.code in (errno.ENOSPC, errno.EDQUOT):
+            found = FileSystemError.no_space(_lasting(Path(found.path or output_dir)), 2 * tree_size(artifact.path))
+        if found is not None:
+            raise FileSystemError(f"{name}: {found.what}", code=found.code, path=found.path, fix=found.fix) from error
+        if isinstance(error, SlmdeployError):
+            kind = type(error) if type(error).__init__ is SlmdeployError.__init__ else StageError
+            raise kind(f"{name} failed: {error.what}", where=locate(project, error.where), fix=error.fix) from error
         raise PluginError(
-            f"{name} crashed: {error!r}",
-            fix="Run again with --debug for the traceback, and report it to the plugin's authors.",
+            f"{name} crashed: {brief(error)}",
+            fix="This looks like a bug: run again with --debug for the traceback, and report it to the plugin's "
+            "authors.",
         ) from error
     if not isinstance(produced, stage.OUTPUT):
         raise PluginError(
@@ -178,3 +202,26 @@ def _record(step: Step, input_digest: str, artifact: Artifact, out: Path, durati
         "artifact_type": f"{cls.__module__}:{cls.__qualname__}",
         "artifact": dump_artifact(artifact, out),
     }
+
+
+_TABLE_KEY = re.compile(r"^\[(?P<table>[\w.-]+)\] (?P<key>[\w-]+)$")
+
+
+def locate(project: Project, where: str | None) -> str | None:
+    """A plugin's ``[quantize] keep_float`` as the key's place in the project file: ``slmdeploy.toml:14 [quantize]
+    keep_float`` (a plugin does not know the file's lines)."""
+    found = _TABLE_KEY.match(where or "")
+    if found is None:
+        return where
+    return f"{project.locate(found['table'] + '.' + found['key'])} {where}"
+
+
+def _lasting(folder: Path) -> Path:
+    """The project's state folder for a staging folder (removed when the stage fails), to name in a message."""
+    return next((parent for parent in (folder, *folder.parents) if parent.name == STATE_DIR), folder)
+
+
+def tree_size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(file.stat().st_size for file in path.rglob("*") if file.is_file())

@@ -9,25 +9,41 @@ of its log when it crashed.
 
 from __future__ import annotations
 
+import errno
 import importlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from slmdeploy.errors import ConfigError, InputError, SlmdeployError, StageError, WorkerTimeout
+from slmdeploy.errors import (
+    ConfigError,
+    FileSystemError,
+    InputError,
+    SlmdeployError,
+    StageError,
+    WorkerTimeout,
+    brief,
+    filesystem_error,
+    mentions_full_disk,
+)
 from slmdeploy.stages import StageContext
 
 PROGRESS = "slmdeploy-progress: "
 ERRORS: dict[str, type[SlmdeployError]] = {"InputError": InputError, "ConfigError": ConfigError}
 LOG_TAIL = 12
 STOP_TIMEOUT = 60.0
+INTERRUPTED = "Interrupted"
+_RUNNING: set[subprocess.Popen[bytes]] = set()
+_RUNNING_LOCK = threading.Lock()
 
 
 def run_in_worker(
@@ -56,25 +72,74 @@ def run_in_worker(
             stderr=subprocess.STDOUT,
             env=env,
         )
-        timed_out = _follow(child, log_file, context.log, None if timeout is None else time.monotonic() + timeout)
+        with _RUNNING_LOCK:
+            _RUNNING.add(child)
+        try:
+            timed_out = _follow(child, log_file, context.log, None if timeout is None else time.monotonic() + timeout)
+        finally:
+            with _RUNNING_LOCK:
+                _RUNNING.discard(child)
     if timed_out:
         raise WorkerTimeout(
             f"the {log_name} worker did not finish within {timeout:g} s and was stopped",
             fix=f"Its log: {log_file}.",
         )
-    if not result_file.is_file():
-        raise StageError(
-            f"the {log_name} worker ended with exit code {child.returncode} before finishing; its log "
-            f"ends:\n{_tail(log_file)}",
-            fix=f"The full log: {log_file}.",
-        )
-    result: dict[str, Any] = json.loads(result_file.read_text(encoding="utf-8"))
+    result = _read_result(result_file)
+    if result is None:
+        raise _ended_early(log_name, child.returncode, log_file, context.scratch)
     if "error" in result:
-        error = result["error"]
-        what = error["what"] + (":\n" + _tail(log_file) if error.get("crashed") else "")
-        fix = f"{error.get('fix') or ''} The full log: {log_file}.".strip()
-        raise ERRORS.get(error["kind"], StageError)(what, where=error.get("where"), fix=fix)
+        raise _error(result["error"], log_file, context.scratch)
     return dict(result["value"])
+
+
+def interrupt_workers() -> None:
+    """Interrupt every running worker as Ctrl-C does (for a build interrupted while stages run in threads)."""
+    with _RUNNING_LOCK:
+        running = list(_RUNNING)
+    for child in running:
+        if child.poll() is None:
+            child.send_signal(signal.SIGINT)
+
+
+def _read_result(result_file: Path) -> dict[str, Any] | None:
+    """The worker's result, or None when it wrote none (it was killed, or the disk filled while it wrote)."""
+    try:
+        result = json.loads(result_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return result if isinstance(result, dict) else None
+
+
+def _ended_early(log_name: str, code: int | None, log_file: Path, scratch: Path) -> BaseException:
+    if code in (-signal.SIGINT, -signal.SIGTERM, 128 + signal.SIGINT):
+        return KeyboardInterrupt(f"the {log_name} worker was interrupted")
+    tail = _tail(log_file)
+    if mentions_full_disk(tail) or _disk_nearly_full(scratch):
+        return FileSystemError.no_space(scratch)
+    return StageError(
+        f"the {log_name} worker ended with exit code {code} before finishing; its log ends:\n{tail}",
+        fix=f"The full log: {log_file}.",
+    )
+
+
+def _error(error: dict[str, Any], log_file: Path, scratch: Path) -> BaseException:
+    """The exception a worker's reported error stands for, in the parent."""
+    if error["kind"] == INTERRUPTED:
+        return KeyboardInterrupt(error["what"])
+    if error["kind"] == "FileSystemError" and error.get("code") not in (errno.ENOSPC, errno.EDQUOT):
+        return FileSystemError(error["what"], code=error["code"], path=error.get("path"), fix=error.get("fix"))
+    if error["kind"] == "FileSystemError" or (error.get("crashed") and mentions_full_disk(_tail(log_file))):
+        return FileSystemError.no_space(error.get("path") or scratch)
+    log = f"its traceback is in {log_file}" if error.get("crashed") else f"The full log: {log_file}"
+    what, fix = error["what"], f"{error.get('fix') or ''} {log[0].upper()}{log[1:]}.".strip()
+    return ERRORS.get(error["kind"], StageError)(what, where=error.get("where"), fix=fix)
+
+
+def _disk_nearly_full(folder: Path, margin: int = 1 << 20) -> bool:
+    try:
+        return shutil.disk_usage(folder).free < margin
+    except OSError:
+        return False
 
 
 def _follow(child: subprocess.Popen[bytes], log_file: Path, log: Callable[[str], None], deadline: float | None) -> bool:
@@ -125,23 +190,44 @@ def progress(message: str) -> None:
 def main(task_file: Path) -> int:
     spec = json.loads(task_file.read_text(encoding="utf-8"))
     module, _, name = spec["function"].partition(":")
+    folder = Path(spec["result"]).parent
     try:
-        value = getattr(importlib.import_module(module), name)(spec["task"], progress)
-        result: dict[str, Any] = {"value": value}
-    except SlmdeployError as error:
-        result = {"error": {"kind": type(error).__name__, "what": error.what, "where": error.where, "fix": error.fix}}
+        result: dict[str, Any] = {"value": getattr(importlib.import_module(module), name)(spec["task"], progress)}
+    except KeyboardInterrupt:
+        result = {"error": {"kind": INTERRUPTED, "what": f"{spec['function']} was interrupted"}}
     except BaseException as error:  # noqa: BLE001 - reported to the parent with the traceback in the log
-        traceback.print_exc()
-        result = {
-            "error": {
-                "kind": "StageError",
-                "what": f"{spec['function']} failed: {error!r}",
-                "crashed": True,
-                "fix": "The lines above end the worker's log; report them with the options used.",
-            }
-        }
-    Path(spec["result"]).write_text(json.dumps(result), encoding="utf-8")
+        result = {"error": _describe(error, spec["function"], folder)}
+    _write_result(Path(spec["result"]), result)
     return 0
+
+
+def _describe(error: BaseException, function: str, folder: Path) -> dict[str, Any]:
+    """A worker's error as the parent rebuilds it: a full disk or an unwritable folder in the user's terms first,
+    the plugin's own error next, and only an unexpected exception as a crash to report."""
+    found = filesystem_error(error, folder)
+    if found is not None:
+        traceback.print_exc()
+        return {"kind": "FileSystemError", "what": found.what, "code": found.code, "path": found.path, "fix": found.fix}
+    if isinstance(error, SlmdeployError):
+        return {"kind": type(error).__name__, "what": error.what, "where": error.where, "fix": error.fix}
+    traceback.print_exc()
+    return {
+        "kind": "StageError",
+        "what": f"{function} crashed: {brief(error)}",
+        "crashed": True,
+        "fix": "This looks like a bug: report it, with the options used and the worker's log, to the plugin's authors.",
+    }
+
+
+def _write_result(file: Path, result: dict[str, Any]) -> None:
+    """Write the result whole or not at all (a full disk must not leave half a file for the parent to misread)."""
+    partial = file.with_suffix(".partial")
+    try:
+        partial.write_text(json.dumps(result), encoding="utf-8")
+        partial.replace(file)
+    except OSError:
+        partial.unlink(missing_ok=True)
+        traceback.print_exc()
 
 
 if __name__ == "__main__":

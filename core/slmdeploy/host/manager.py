@@ -19,27 +19,38 @@ from pathlib import Path
 import pluggy
 
 from slmdeploy import hookspecs
-from slmdeploy.errors import PluginError
+from slmdeploy.errors import PluginError, brief, filesystem_error
 from slmdeploy.host import builtin
 
 ENTRY_POINT_GROUP = "slmdeploy"
 LOCAL_PLUGINS = "slmdeploy_plugins.py"
 
 
-def get_plugin_manager(project_dir: Path | None = None, disabled: Iterable[str] = ()) -> pluggy.PluginManager:
+class PluginManager(pluggy.PluginManager):
+    """pluggy's manager, remembering which plugins were blocked and by what, for the errors that follow."""
+
+    def __init__(self, project_name: str) -> None:
+        super().__init__(project_name)
+        self.disabled: dict[str, str] = {}
+        """Blocked plugin names, each with what blocked it (``--disable-plugin olive``, or the variable)."""
+
+
+def get_plugin_manager(project_dir: Path | None = None, disabled: Iterable[str] = ()) -> PluginManager:
     """A plugin manager with every plugin loaded. Nothing is loaded at import time."""
-    manager = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+    manager = PluginManager(hookspecs.PROJECT_NAME)
     manager.add_hookspecs(hookspecs)
-    blocked = {*disabled, *filter(None, os.environ.get("SLMDEPLOY_DISABLE_PLUGINS", "").split(","))}
-    for name in blocked:
-        manager.set_blocked(name.strip())
+    from_environment = [name.strip() for name in os.environ.get("SLMDEPLOY_DISABLE_PLUGINS", "").split(",")]
+    manager.disabled = {name: "SLMDEPLOY_DISABLE_PLUGINS" for name in from_environment if name}
+    manager.disabled |= {name.strip(): f"--disable-plugin {name.strip()}" for name in disabled if name.strip()}
+    for name in manager.disabled:
+        manager.set_blocked(name)
     if project_dir is not None:
         _load_local_plugins(manager, project_dir / LOCAL_PLUGINS)
     try:
         manager.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
     except Exception as error:
-        raise PluginError(
-            f"a plugin of entry point group {ENTRY_POINT_GROUP!r} failed to load: {error!r}",
+        raise filesystem_error(error) or PluginError(
+            f"a plugin of entry point group {ENTRY_POINT_GROUP!r} failed to load: {brief(error)}",
             fix="Upgrade or uninstall the plugin package, or block it with SLMDEPLOY_DISABLE_PLUGINS=<name>.",
         ) from error
     # Registered last so that its trylast fallback runs after every plugin's trylast implementation.
@@ -47,7 +58,7 @@ def get_plugin_manager(project_dir: Path | None = None, disabled: Iterable[str] 
     try:
         manager.check_pending()
     except pluggy.PluginValidationError as error:
-        raise PluginError(
+        raise filesystem_error(error) or PluginError(
             f"plugin {error.plugin!r} implements a hook slmdeploy does not define: {error}",
             fix="Check the hook name against slmdeploy.hookspecs, or upgrade the plugin.",
         ) from error
@@ -68,8 +79,8 @@ def _load_local_plugins(manager: pluggy.PluginManager, file: Path) -> None:
         spec.loader.exec_module(module)
     except Exception as error:
         del sys.modules[spec.name]
-        raise PluginError(
-            f"the local plugin file failed to import: {error!r}",
+        raise filesystem_error(error) or PluginError(
+            f"the local plugin file failed to import: {brief(error)}",
             where=str(file),
             fix="Fix the error in that file (run with --debug for the traceback).",
         ) from error

@@ -9,7 +9,7 @@ import attrs
 import pluggy
 
 from slmdeploy.config.options import fields_of
-from slmdeploy.errors import PluginError
+from slmdeploy.errors import PluginError, brief, filesystem_error
 from slmdeploy.stages import STAGE_BASES, STAGE_ORDER, Stage
 
 REGISTRATION_HOOKS = {
@@ -56,9 +56,9 @@ class Registry:
         try:
             fields_of(cls.Options)
         except Exception as error:
-            raise PluginError(
+            raise filesystem_error(error) or PluginError(
                 f"plugin {plugin_name!r} ({origin}): the Options of {cls.__name__} are not a valid "
-                f"attrs class with resolvable annotations: {error!r}",
+                f"attrs class with resolvable annotations: {brief(error)}",
                 fix="Decorate Options with @attrs.define and import every type its annotations name.",
             ) from error
         existing = self.stages[stage].get(cls.PLUGIN_NAME)
@@ -81,9 +81,9 @@ def _call(impl: Any) -> Any:
     try:
         return impl.function()
     except Exception as error:
-        raise PluginError(
-            f"plugin {impl.plugin_name!r} failed in {impl.function.__name__}: {error!r}",
-            fix="Report this to the plugin's authors; run with --debug for the traceback.",
+        raise filesystem_error(error) or PluginError(
+            f"plugin {impl.plugin_name!r} failed in {impl.function.__name__}: {brief(error)}",
+            fix="This looks like a bug: run with --debug for the traceback, and report it to the plugin's authors.",
         ) from error
 
 

@@ -29,10 +29,30 @@ def prepare_source(source: SourceModel, work: Path, log: Callable[[str], None]) 
     else:
         check_hf_folder(source.path)
         folder = source.path
+        if not source.trust_remote_code:
+            warn_custom_code(folder, log)
     if source.adapter is not None:
         log(f"merging the LoRA adapter {source.adapter.name}")
         folder = merge_adapter(folder, source.adapter, work / "hf-merged", source.trust_remote_code)
     return folder
+
+
+def warn_custom_code(folder: Path, log: Callable[[str], None]) -> None:
+    """A model with its own code (``auto_map``) is built as the stock architecture unless trust_remote_code is set:
+    say so, naming the classes that are not run."""
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    custom = config.get("auto_map") if isinstance(config, dict) else None
+    if not isinstance(custom, dict) or not custom:
+        return
+    classes = ", ".join(sorted({str(value if isinstance(value, str) else value[0]) for value in custom.values()}))
+    stock = ", ".join(config.get("architectures") or [str(config.get("model_type"))])
+    log(
+        f"warning: config.json's auto_map names the model's own code ({classes}), which is not run: it is built as "
+        f"the stock {stock}. Set [source] trust_remote_code = true to run that code."
+    )
 
 
 def check_hf_folder(folder: Path) -> None:

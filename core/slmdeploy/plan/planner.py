@@ -5,6 +5,7 @@ Everything a user can get wrong in the project file is found here, before any st
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -143,10 +144,26 @@ def _lookup(project: Project, registry: Registry, stage: str, name: Any, key: st
         )
     provided = registry.get(stage, name) if isinstance(name, str) else None
     if provided is None:
+        blocked = _blocked_by(registry, name)
+        what = f"the {stage} plugin {name!r} is disabled {blocked[0]}" if blocked else None
         raise ConfigError(
-            f"no installed {stage} plugin is named {name!r}", where=project.locate(key), fix=_choices(stage, registry)
+            what or f"no installed {stage} plugin is named {name!r}",
+            where=project.locate(key),
+            fix=(f"{blocked[1]} to use it, or choose another. " if blocked else "") + _choices(stage, registry),
         )
     return provided
+
+
+def _blocked_by(registry: Registry, name: Any) -> tuple[str, str] | None:
+    """How the plugin that would provide `name` was disabled, and how to undo it: an entry point of that name (or
+    ``template-<name>``) named by ``--disable-plugin`` or ``SLMDEPLOY_DISABLE_PLUGINS``."""
+    disabled: dict[str, str] = getattr(registry.manager, "disabled", {})
+    for plugin, by in disabled.items():
+        if isinstance(name, str) and plugin in (name, f"template-{name}"):
+            if by.startswith("--"):
+                return f"on the command line ({by})", f"Leave out {by}"
+            return f"by {by}={os.environ.get(by, '')}", f"Remove {plugin} from {by}"
+    return None
 
 
 def _choices(stage: str, registry: Registry) -> str:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from slmdeploy.artifacts import Artifact
 from slmdeploy.execute.results import Outcome, Task
+from slmdeploy.execute.worker import interrupt_workers
 
 
 class LocalExecutor:
@@ -23,7 +24,13 @@ class LocalExecutor:
             return {key: attempt(task) for key, task in tasks.items()}
         with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="stage") as pool:
             futures = {key: pool.submit(attempt, task) for key, task in tasks.items()}
-            wait(futures.values())
+            try:
+                wait(futures.values())
+            except BaseException:
+                # Ctrl-C reached this thread only (a SIGTERM, or a signal sent to this process): stop the workers
+                # the stage threads are waiting on, so that they end as interrupted too.
+                interrupt_workers()
+                raise
         return {key: future.result() for key, future in futures.items()}
 
     def _parallel(self, tasks: Collection[Task]) -> int:

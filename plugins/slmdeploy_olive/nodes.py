@@ -1,0 +1,41 @@
+"""``[quantize] keep_float``: every name must be a MatMul or Gather node of the converted model, checked before the
+Olive workflow runs (Olive ignores a name that matches nothing, and the node would be quantized silently)."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Sequence
+from pathlib import Path
+
+from slmdeploy.plugin import ConfigError
+
+QUANTIZABLE = ("MatMul", "Gather")
+KEY = "[quantize] keep_float"
+
+
+def quantizable_nodes(model_file: Path) -> list[str]:
+    """The names of the graph's MatMul and Gather nodes (the graph only: external weights are not read)."""
+    import onnx
+
+    graph = onnx.load(str(model_file), load_external_data=False).graph
+    return [node.name for node in graph.node if node.op_type in QUANTIZABLE]
+
+
+def check_keep_float(model_file: Path, names: Sequence[str]) -> None:
+    """Raise a `ConfigError` naming [quantize] keep_float and the nearest node names when a name matches nothing."""
+    if not names:
+        return
+    nodes = quantizable_nodes(model_file)
+    known = set(nodes)
+    for name in names:
+        if name in known:
+            continue
+        nearest = difflib.get_close_matches(name, nodes, n=3, cutoff=0.5)
+        hint = f"Nearest: {', '.join(nearest)}. " if nearest else ""
+        raise ConfigError(
+            f"keep_float names {name!r}, which is no MatMul or Gather node of the converted model",
+            where=KEY,
+            fix=f'{hint}All {len(nodes)} names: python -c "import onnx; print(*[n.name for n in '
+            f"onnx.load('{model_file}', load_external_data=False).graph.node if n.op_type in "
+            f"('MatMul', 'Gather')], sep='\\n')\"",
+        )
