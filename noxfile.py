@@ -35,8 +35,9 @@ def install_ml(session: nox.Session, *extras: str) -> None:
 
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
-    """The whole test suite: core unit tests (seconds), then integration tests on real models (minutes)."""
-    install_ml(session, "test")
+    """The whole test suite: core unit tests (seconds), then integration tests on real models (minutes), with the
+    builds on a three-node Ray cluster started on this machine (``nox -s tests -- -m ray`` runs only those)."""
+    install_ml(session, "test", "ray")
     session.run("pytest", *session.posargs)
 
 

@@ -58,9 +58,9 @@ def _executor(project: Any, name: str, jobs: int, address: str | None) -> Any:
 
         return LocalExecutor(jobs)
     from slmdeploy.execute.executors.ray import RayExecutor
-    from slmdeploy.execute.executors.raynodes import import_ray
+    from slmdeploy.execute.executors.raynodes import require_ray
 
-    import_ray()  # says how to install Ray, before anything is planned
+    require_ray()  # says how to install Ray, before anything is planned
     settings = project.build
     if address is not None:
         where = "--address"

@@ -56,9 +56,9 @@ class RayExecutor:
     def started(self, store: Store, inputs: Sequence[Path]) -> Iterator[None]:
         """Connect (or start Ray here), check that every node sees the cache and the inputs, and disconnect
         afterwards."""
-        import ray
-
         with connect(self.address, self.local_cpus, self.where):
+            import ray
+
             probe_nodes(store.root, inputs, self.where.get("cache_dir", str(store.root)))
             self._capacity = _largest_node()
             self._events = _event_sink()

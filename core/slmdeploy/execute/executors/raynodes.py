@@ -4,6 +4,7 @@ shared cache and the inputs before any step runs."""
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
 import os
 import socket
@@ -22,27 +23,40 @@ INSTALL = 'pip install "slmdeploy[ray]"'
 LOCAL_PLUGINS_MODULE = "slmdeploy_plugins"
 
 
+def require_ray() -> None:
+    """Fail, saying how to install Ray, when it is not installed (without importing it: see `connect`)."""
+    if importlib.util.find_spec("ray") is None:
+        raise _not_installed()
+
+
 def import_ray() -> Any:
     """Ray, or the error that says how to install it."""
     try:
         import ray
     except ImportError:
-        raise SlmdeployError(
-            "the ray executor needs Ray, which is not installed in this environment",
-            where="[build] executor",
-            fix=f"Install it with `{INSTALL}` (on the machine that builds and on every node of the cluster), or "
-            'build with the local executor: remove executor = "ray" or pass --executor local.',
-        ) from None
+        raise _not_installed() from None
     return ray
+
+
+def _not_installed() -> SlmdeployError:
+    return SlmdeployError(
+        "the ray executor needs Ray, which is not installed in this environment",
+        where="[build] executor",
+        fix=f"Install it with `{INSTALL}` (on the machine that builds and on every node of the cluster), or "
+        'build with the local executor: remove executor = "ray" or pass --executor local.',
+    )
 
 
 @contextlib.contextmanager
 def connect(address: str | None, local_cpus: int | None, where: Mapping[str, str]) -> Iterator[None]:
     """Connect to the cluster at `address` (else ``RAY_ADDRESS``), or start a Ray instance here for the build;
-    disconnect afterwards. Ray's dashboard and usage statistics stay off."""
-    ray = import_ray()
+    disconnect afterwards. Ray's dashboard and usage statistics stay off; a Ray instance started here listens on
+    the loopback address only (Ray's single-machine mode, set before Ray is imported)."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     address = address or os.environ.get("RAY_ADDRESS") or None
+    if address is None and "ray" not in sys.modules:
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    ray = import_ray()
     if ray.is_initialized():  # the caller connected already (a notebook, a test): use that connection
         yield
         return
@@ -50,8 +64,9 @@ def connect(address: str | None, local_cpus: int | None, where: Mapping[str, str
         _check_answers(address, where.get("address", "RAY_ADDRESS"))
     quiet = {"log_to_driver": False, "logging_level": logging.WARNING, "namespace": "slmdeploy"}
     try:
-        if address is None:
-            ray.init(num_cpus=local_cpus, include_dashboard=False, object_store_memory=OBJECT_STORE_BYTES, **quiet)
+        if address is None:  # a single-node instance for this build, reachable from this machine only
+            here = {"include_dashboard": False, "object_store_memory": OBJECT_STORE_BYTES}
+            ray.init(num_cpus=local_cpus, **here, **quiet)
         else:
             ray.init(address=address, **quiet)
     except (ConnectionError, RuntimeError, ValueError) as error:
