@@ -63,6 +63,14 @@ def bench_convert(session: nox.Session) -> None:
     session.run("python", "benchmarks/bench_convert.py", *session.posargs)
 
 
+@nox.session(name="bench-ray", python=PYTHON)
+def bench_ray(session: nox.Session) -> None:
+    """2 LoRA adapters x int4, int8 built locally (-j 2) and on a two-node Ray cluster on this machine: wall times,
+    their ratio, every step's queue and run time."""
+    install_ml(session, "test", "ray")
+    session.run("python", "benchmarks/bench_ray.py", *session.posargs)
+
+
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
     """The full evaluation of the demo project in a fresh copy: speed, memory, fidelity, checklist; print the table."""

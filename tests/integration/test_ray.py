@@ -83,7 +83,8 @@ def make_adapter(base, folder, seed, targets=("q_proj", "v_proj")):
 
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-    config = LoraConfig(r=4, lora_alpha=8, target_modules=list(targets), init_lora_weights=False)
+    # r=8: a merge whose float sums differ with the thread count (Ray sets OMP_NUM_THREADS for its tasks)
+    config = LoraConfig(r=8, lora_alpha=16, target_modules=list(targets), init_lora_weights=False)
     get_peft_model(model, config).save_pretrained(folder)
 
 

@@ -14,6 +14,7 @@ is never retried (``retry_exceptions=False``) and is reported as in a local buil
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -26,6 +27,9 @@ from slmdeploy.execute.executors.raynodes import connect, node_label, probe_node
 from slmdeploy.execute.jobs import Job
 from slmdeploy.execute.results import Outcome, Task
 
+THREAD_VARIABLES = ("OMP_NUM_THREADS",)
+"""Ray sets OMP_NUM_THREADS to a task's CPU count; a step's bytes can depend on its thread count (float sums in
+a LoRA merge), so a task runs with the driver's setting, as the same step run locally would."""
 MAX_RETRIES = 3
 """Times a step is run again after its node or worker process was lost (Ray's default for tasks)."""
 POLL_S = 0.2
@@ -106,7 +110,8 @@ class RayExecutor:
         memory = min(wanted.memory, int(self._capacity.get("memory", 0)))  # more than any node has would never start
         if memory > 0:
             options["memory"] = memory
-        return _remote_make().options(**options).remote(job, self._events, time.time())
+        environment = {name: os.environ.get(name) for name in THREAD_VARIABLES}
+        return _remote_make().options(**options).remote(job, self._events, time.time(), environment)
 
 
 class _Level:
@@ -230,10 +235,15 @@ def _event_sink() -> Any:
     return ray.remote(_Events).options(num_cpus=0, scheduling_strategy=here).remote()
 
 
-def make_job(job: Job, events: Any, submitted: float) -> Entry | SlmdeployError:
+def make_job(job: Job, events: Any, submitted: float, environment: Mapping[str, str | None]) -> Entry | SlmdeployError:
     """The Ray task: check the input, make the step's output into the shared cache; the error as a value."""
     import ray
 
+    for name, value in environment.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
     context = ray.get_runtime_context()
     node = node_label(context.get_node_id(), ray.util.get_node_ip_address())
     ray.get(events.put.remote(job.key, "start", node))
