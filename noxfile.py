@@ -35,8 +35,9 @@ def install_ml(session: nox.Session, *extras: str) -> None:
 
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
-    """The whole test suite: core unit tests (seconds), then integration tests on real models (minutes)."""
-    install_ml(session, "test")
+    """The whole test suite: core unit tests (seconds), then integration tests on real models (minutes), with the
+    builds on a three-node Ray cluster started on this machine (``nox -s tests -- -m ray`` runs only those)."""
+    install_ml(session, "test", "ray")
     session.run("pytest", *session.posargs)
 
 
@@ -60,6 +61,14 @@ def bench_convert(session: nox.Session) -> None:
     """Convert + quantize the demo with slmdeploy and with the plain builder; print seconds, sizes, speed, fidelity."""
     install_ml(session, "test")  # the fidelity helpers live in slmdeploy.testing
     session.run("python", "benchmarks/bench_convert.py", *session.posargs)
+
+
+@nox.session(name="bench-ray", python=PYTHON)
+def bench_ray(session: nox.Session) -> None:
+    """2 LoRA adapters x int4, int8 built locally (-j 2) and on a two-node Ray cluster on this machine: wall times,
+    their ratio, every step's queue and run time."""
+    install_ml(session, "test", "ray")
+    session.run("python", "benchmarks/bench_ray.py", *session.posargs)
 
 
 @nox.session(python=PYTHON)

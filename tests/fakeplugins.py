@@ -87,6 +87,8 @@ class CopyConverter(Converter):
             if (artifact.path / name).exists():
                 shutil.copy(artifact.path / name, output_dir / name)
         (output_dir / "model.onnx").write_text("fake onnx", encoding="utf-8")
+        if artifact.adapter is not None:  # "merged": the adapter's files go along
+            shutil.copytree(artifact.adapter, output_dir / "adapter")
         deadline = time.monotonic() + self.options.sleep
         while time.monotonic() < deadline:
             (output_dir / "progress").write_text(str(time.monotonic()), encoding="utf-8")

@@ -61,6 +61,18 @@ def option(
     return attrs.field(default=default, metadata=metadata, validator=validator)
 
 
+@attrs.frozen
+class Needs:
+    """What one step of a stage needs of the machine that runs it. The local executor runs steps side by side
+    only while their `memory` fits in free memory; a cluster executor asks its scheduler for all of it."""
+
+    cpus: float = 1.0
+    memory: int = 0
+    """Bytes of memory the step may use at its peak."""
+    gpus: float = 0.0
+    """1 for work that runs only on a GPU: a cluster places the step on a node that has one."""
+
+
 @attrs.define
 class NoOptions:
     """Options of a stage whose table takes no keys besides the plugin selector."""
@@ -133,6 +145,13 @@ class Stage:
     def is_current(self, artifact: Any) -> bool:
         """Whether a cached output is still valid outside the cache (a registration still present)."""
         return True
+
+    @classmethod
+    def needs(cls, options: Any, input_bytes: int) -> Needs:
+        """What one step needs, from its options and the size of its input in bytes. By default one CPU and
+        three times the input's size in memory (conversion and quantization hold their input, their output,
+        and working copies); override for a stage that needs a GPU or more cores."""
+        return Needs(cpus=1.0, memory=3 * input_bytes)
 
 
 class Converter(Stage):

@@ -42,9 +42,14 @@ def plan(session: Session, as_json: bool) -> None:
     variants: list[dict[str, Any]] = [
         {"variant": variant.name, "steps": preview(pipeline.runner, variant)} for variant in pipeline.plan.variants
     ]
+    axes = {axis: list(values) for axis, values in pipeline.plan.axes.items()}
     if as_json:
-        click.echo(json.dumps({"project": pipeline.plan.project.project.name, "variants": variants}, indent=2))
+        document = {"project": pipeline.plan.project.project.name, "matrix": axes, "variants": variants}
+        click.echo(json.dumps(document, indent=2))
         return
+    if axes:
+        matrix = " x ".join(f"{axis} ({', '.join(values)})" for axis, values in axes.items())
+        click.echo(f"matrix: {matrix} = {len(variants)} variants")
     for variant in variants:
         click.echo(f"{variant['variant']}:")
         for step in variant["steps"]:
@@ -64,15 +69,27 @@ def _plan_line(step: dict[str, Any]) -> str:
     type=click.IntRange(min=1),
     default=os.cpu_count() or 1,
     show_default="CPU count",
-    help="Stages run side by side at most (only while three times their inputs fit in free memory).",
+    help="Stages run side by side at most (only while three times their inputs fit in free memory); with the ray "
+    "executor and no cluster, the CPUs of the Ray instance started here.",
+)
+@click.option(
+    "--executor",
+    type=click.Choice(["local", "ray"]),
+    help="Where steps run: worker processes here, or tasks of a Ray cluster (default: [build] executor, else local).",
+)
+@click.option(
+    "--address",
+    metavar="ADDR",
+    help="The Ray cluster (host:port) for --executor ray (default: [build] address, else RAY_ADDRESS, else a Ray "
+    "instance started here for the build).",
 )
 @click.pass_obj
-def build(session: Session, jobs: int) -> None:
+def build(session: Session, jobs: int, executor: str | None, address: str | None) -> None:
     """Build every variant of the project, reusing cached stage outputs."""
     from slmdeploy.execute.cache import project_lock
     from slmdeploy.execute.publish import REPORT
 
-    pipeline = session.pipeline(jobs)
+    pipeline = session.pipeline(jobs, executor, address)
     with project_lock(pipeline.store.state_dir, pipeline.reporter.say):
         pipeline.store.remove_stale_tmp()
         results = pipeline.build()
@@ -137,15 +154,25 @@ def clean(session: Session, registry: bool) -> None:
     with project_lock(state_dir, make_reporter(session.plain).say):
         if registry:
             _unregister(session)
-        removed = [
-            folder
-            for folder in (session.project_dir / BUILD_DIR, state_dir / "cache", state_dir / "tmp")
-            if folder.exists()
-        ]
+        root = _cache_root(session) or state_dir
+        candidates = dict.fromkeys((session.project_dir / BUILD_DIR, state_dir / "cache", state_dir / "tmp"))
+        candidates.update(dict.fromkeys((root / "cache", root / "tmp")))
+        removed = [folder for folder in candidates if folder.exists()]
         for folder in removed:
             shutil.rmtree(folder)
         (state_dir / "digests.json").unlink(missing_ok=True)
     click.echo("removed " + (", ".join(str(folder) for folder in removed) if removed else "nothing"))
+
+
+def _cache_root(session: Session) -> Any:
+    """``[build] cache_dir`` when the project file sets it and can be read (clean works on a broken file too)."""
+    from slmdeploy.config.project import PROJECT_FILE, load_project
+
+    try:
+        cache_dir = load_project(session.project_dir / PROJECT_FILE).build.cache_dir
+    except SlmdeployError:
+        return None
+    return (session.project_dir / cache_dir).resolve() if cache_dir else None
 
 
 def _unregister(session: Session) -> None:

@@ -32,16 +32,41 @@ class Session:
         from slmdeploy.host.registry import Registry
 
         project = load_project(self.project_dir / PROJECT_FILE)
-        return project, Registry(self.plugin_manager()), Store(project.root / STATE_DIR)
+        cache_dir = project.build.cache_dir
+        root = (project.root / cache_dir).resolve() if cache_dir else None
+        return project, Registry(self.plugin_manager()), Store(project.root / STATE_DIR, root)
 
-    def pipeline(self, jobs: int = 1) -> Pipeline:
+    def pipeline(self, jobs: int = 1, executor: str | None = None, address: str | None = None) -> Pipeline:
+        """The project's plan, ready to build with `executor` (``local`` or ``ray``; else ``[build] executor``)."""
         from slmdeploy.execute.pipeline import Pipeline
         from slmdeploy.execute.progress import make_reporter
         from slmdeploy.plan.planner import make_plan
 
         project, registry, store = self.parts()
+        chosen = _executor(project, executor or project.build.executor, jobs, address)
         try:
             plan = make_plan(project, registry, store.digests)
         finally:
             store.digests.save()
-        return Pipeline(plan, registry, store, make_reporter(self.plain), jobs)
+        return Pipeline(plan, registry, store, make_reporter(self.plain), jobs, chosen)
+
+
+def _executor(project: Any, name: str, jobs: int, address: str | None) -> Any:
+    """The executor named on the command line or in ``[build]``: local worker processes, or a Ray cluster."""
+    if name != "ray":
+        from slmdeploy.execute.executors.local import LocalExecutor
+
+        return LocalExecutor(jobs)
+    from slmdeploy.execute.executors.ray import RayExecutor
+    from slmdeploy.execute.executors.raynodes import require_ray
+
+    require_ray()  # says how to install Ray, before anything is planned
+    settings = project.build
+    if address is not None:
+        where = "--address"
+    elif settings.address is not None:
+        address, where = settings.address, project.locate("build.address")
+    else:
+        where = "RAY_ADDRESS"
+    cache = project.locate("build.cache_dir") if settings.cache_dir else "[build] cache_dir (not set)"
+    return RayExecutor(address, local_cpus=jobs, where={"address": where, "cache_dir": cache})

@@ -39,6 +39,7 @@ def _make_converter() -> cattrs.Converter:
     converter.register_structure_hook(bool, _strict(bool, (bool,)))
     converter.register_structure_hook(Path, _strict(Path, (str,)))
     converter.register_structure_hook_func(_is_optional, _structure_optional)
+    converter.register_structure_hook_func(_is_union, _structure_union)
     converter.register_structure_hook_func(_is_list, _structure_list)
     return converter
 
@@ -68,6 +69,24 @@ def _structure_optional(value: Any, kind: Any) -> Any:
     return converter.structure(value, inner)
 
 
+def _is_union(kind: Any) -> bool:
+    return typing.get_origin(kind) in (Union, types.UnionType) and not _is_optional(kind)
+
+
+def _structure_union(value: Any, kind: Any) -> Any:
+    """The first member type that takes the value: ``str | list[str]`` keeps a string a string."""
+    for member in typing.get_args(kind):
+        if member is type(None):
+            if value is None:
+                return None
+            continue
+        try:
+            return converter.structure(value, member)
+        except Exception:  # noqa: BLE001 - cattrs raises many kinds; all mean "not this member"
+            continue
+    raise TypeError(value)
+
+
 converter = _make_converter()
 
 
@@ -82,6 +101,8 @@ def describe_type(kind: Any) -> str:
         return "a table"
     if _is_optional(kind):
         return describe_type(next(arg for arg in args if arg is not type(None)))
+    if _is_union(kind):
+        return " or ".join(describe_type(arg) for arg in args if arg is not type(None))
     names = {str: "a string", int: "an integer", float: "a number", bool: "true or false", Path: "a path"}
     return names.get(kind, getattr(kind, "__name__", str(kind)))
 

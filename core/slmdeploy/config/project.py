@@ -1,8 +1,8 @@
 """The project file, ``slmdeploy.toml``: parsed with tomlkit, structured with cattrs into attrs classes.
 
-The core owns ``[project]``, ``[source]``, ``[generation]`` and ``[runtime]``. The stage tables (``[convert]``,
-``[quantize]``, ``[template]``, ``[evaluate]``, ``[register]``) are kept raw here and validated against
-the selected plugin's `Options` when the pipeline is planned.
+The core owns ``[project]``, ``[source]``, ``[generation]``, ``[runtime]`` and ``[build]``. The stage tables
+(``[convert]``, ``[quantize]``, ``[template]``, ``[evaluate]``, ``[register]``) are kept raw here and validated
+against the selected plugin's `Options` when the pipeline is planned.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import difflib
 import importlib.util
 import re
 from collections.abc import Mapping
-from pathlib import Path
-from typing import Any
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal
 
 import attrs
 import tomlkit
@@ -38,6 +38,26 @@ def _valid_name(instance: Any, attribute: attrs.Attribute, value: str) -> None: 
         )
 
 
+def _valid_adapters(instance: Any, attribute: attrs.Attribute, value: str | list[str] | None) -> None:  # type: ignore[type-arg]
+    if not isinstance(value, list):
+        return
+    names = [adapter_name(folder) for folder in value]
+    if not names:
+        raise ValueError("adapter must list at least one adapter folder", attribute)
+    for name in names:
+        if not NAME_PATTERN.fullmatch(name):
+            raise ValueError(f"the adapter folder name {name!r} cannot name a variant", attribute)
+    if len(set(names)) != len(names):
+        raise ValueError(
+            f"two adapter folders have one name ({', '.join(names)}): their variants are named after them", attribute
+        )
+
+
+def adapter_name(folder: str) -> str:
+    """The variant-name part an adapter folder gives: its last path component."""
+    return PurePosixPath(folder.replace("\\", "/").rstrip("/")).name
+
+
 @attrs.define
 class ProjectTable:
     name: str = option(help="the model's name: build folders and the registered model id use it", validator=_valid_name)
@@ -52,7 +72,12 @@ class SourceTable:
         None,
         help='a file inside an installed Python package, "package:file" (the package is not imported)',
     )
-    adapter: str | None = option(None, help="a PEFT LoRA adapter folder merged into the model before conversion")
+    adapter: str | list[str] | None = option(
+        None,
+        help="a PEFT LoRA adapter folder merged into the model before conversion; or a list of them, each building "
+        "its own variants named after its folder",
+        validator=_valid_adapters,
+    )
     trust_remote_code: bool = option(False, help="run the model repository's own Python code when loading it")
 
 
@@ -84,11 +109,28 @@ class RuntimeTable:
         return {"threads": resolve_threads(self.threads)}
 
 
+@attrs.define
+class BuildTable:
+    executor: Literal["local", "ray"] = option(
+        "local",
+        help='where steps run: "local" (worker processes on this machine) or "ray" (tasks of a Ray cluster)',
+    )
+    address: str | None = option(
+        None, help="the Ray cluster to run on (else RAY_ADDRESS, else a Ray instance started for the build)"
+    )
+    cache_dir: str | None = option(
+        None,
+        help="the stage cache's folder, relative to this file; with the ray executor, a file system every node "
+        "mounts at this same path (NFS, a cloud file share)",
+    )
+
+
 CORE_TABLES: dict[str, type] = {
     "project": ProjectTable,
     "source": SourceTable,
     "generation": GenerationTable,
     "runtime": RuntimeTable,
+    "build": BuildTable,
 }
 
 
@@ -101,6 +143,7 @@ class Project:
     source: SourceTable
     generation: GenerationTable
     runtime: RuntimeTable
+    build: BuildTable
     stages: dict[str, dict[str, Any]]
     """The raw stage tables present in the file, by stage name."""
     lines: KeyLines

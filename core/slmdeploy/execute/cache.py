@@ -8,6 +8,9 @@ Layout under ``<project>/.slmdeploy/``::
     digests.json             file digests by path, size, mtime and inode, so big weights are hashed once
     logs/                    logs stages keep for after they end (the last run of each)
     lock                     held by the build that is running
+
+With ``[build] cache_dir``, ``cache/``, ``tmp/``, ``logs/`` and ``locks/`` live in that folder instead (a file
+system every node of a cluster mounts at the same path); ``digests.json`` and the lock stay in the project.
 """
 
 from __future__ import annotations
@@ -49,10 +52,13 @@ class Entry:
 class Store:
     """The cache of completed stage outputs, keyed by content."""
 
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, root: Path | None = None) -> None:
         self.state_dir = state_dir
-        self.cache_dir = state_dir / "cache"
-        self.tmp_dir = state_dir / "tmp"
+        self.root = root or state_dir
+        """Where entries are made and kept: the project's state folder, or ``[build] cache_dir``."""
+        self.cache_dir = self.root / "cache"
+        self.tmp_dir = self.root / "tmp"
+        self.logs_dir = self.root / "logs"
         self.digests = DigestCache(state_dir / "digests.json")
 
     def get(self, key: str) -> Entry | None:
@@ -79,9 +85,8 @@ class Store:
 
         The digest covers the output's files and the artifact's own fields (a package's model name, say), so
         every later step's key changes when either does."""
-        files = self.digests.tree_digest(staged / "out", remember=False)
-        fields = {name: value for name, value in record.get("artifact", {}).items() if name != "path"}
-        record = {**record, "key": key, "output_digest": sha256_text(files + stable_json(fields))}
+        digest = output_digest(staged / "out", record.get("artifact", {}), self.digests)
+        record = {**record, "key": key, "output_digest": digest}
         (staged / "entry.json").write_text(json.dumps(record, indent=2, default=str), encoding="utf-8")
         target = self.cache_dir / key
         self.cache_dir.mkdir(parents=True, exist_ok=True)
@@ -95,8 +100,8 @@ class Store:
 
         Stages running side by side that ask for the same entry wait for the first to make it."""
         digest = sha256_text(stable_json({"shared": name, "key": dict(key)}))
-        (self.state_dir / "locks").mkdir(parents=True, exist_ok=True)
-        with filelock.FileLock(self.state_dir / "locks" / f"{digest}.lock"):
+        (self.root / "locks").mkdir(parents=True, exist_ok=True)
+        with filelock.FileLock(self.root / "locks" / f"{digest}.lock"):
             entry = self.get(digest)
             if entry is None:
                 with self.staging() as staged:
@@ -111,6 +116,13 @@ class Store:
     def entries(self) -> list[Entry]:
         found = (self.get(folder.name) for folder in sorted(self.cache_dir.glob("*")))
         return [entry for entry in found if entry is not None]
+
+
+def output_digest(out: Path, artifact: Mapping[str, Any], digests: DigestCache) -> str:
+    """The digest of an entry's output: its files, and the artifact's own fields (all but its path)."""
+    files = digests.tree_digest(out, remember=False)
+    fields = {name: value for name, value in artifact.items() if name != "path"}
+    return sha256_text(files + stable_json(fields))
 
 
 @contextlib.contextmanager

@@ -4,6 +4,7 @@ variant judged against its gates and published into ``build/``, with the fallbac
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -17,7 +18,7 @@ from slmdeploy.execute.progress import Reporter
 from slmdeploy.execute.publish import REPORT, publish
 from slmdeploy.execute.records import load_artifact
 from slmdeploy.execute.results import Outcome, StepResult, Task, VariantResult
-from slmdeploy.execute.steps import StepRunner
+from slmdeploy.execute.steps import StepRunner, locate
 from slmdeploy.execute.verdicts import GateResult, evaluation_record, evaluator_failed, gate_error, judge, write_reports
 from slmdeploy.host.registry import Registry
 from slmdeploy.plan.steps import Plan, Step, Variant
@@ -32,6 +33,8 @@ class _Position:
     variant: Variant
     artifact: Artifact
     digest: str
+    entry: Path | None = None
+    """The cache entry holding `artifact` (None for the source model)."""
     results: list[StepResult] = attrs.field(factory=list)
     error: SlmdeployError | None = None
     metrics: dict[str, Any] = attrs.field(factory=dict)
@@ -62,9 +65,13 @@ class Pipeline:
         """Run every variant's steps, level by level: a step several variants share runs once, and the
         distinct steps of one level run side by side when `jobs` and free memory allow. A variant that fails
         stops; the others go on and are published."""
-        states = [_Position(variant, self.plan.source, self.plan.source_digest) for variant in self.plan.variants]
+        states = [_Position(variant, variant.source, variant.source_digest) for variant in self.plan.variants]
         chain = [next(state for state in states if state.variant.name == name) for name in self.plan.fallback]
-        waiting = self._build_with_fallback(states, chain)
+        try:
+            with self.executor.started(self.store, _inputs(self.plan)):
+                waiting = self._build_with_fallback(states, chain)
+        finally:
+            self.store.remove_stale_tmp()  # what a lost machine left half-written; the lock is held
         self.store.digests.save()
         finished = [self._finish(state) for state in states if id(state) not in waiting]
         self._mark_fallen_back(finished, [state for state in chain if id(state) not in waiting])
@@ -109,7 +116,7 @@ class Pipeline:
         """Give each variant that shares a step its outcome; only the first one counts it as run."""
         for index, (state, step) in enumerate(members):
             if isinstance(outcome, SlmdeployError):
-                state.error = outcome
+                state.error = locate(self.plan.project, outcome)
             else:
                 self._advance(state, attrs.evolve(outcome, step=step, cached=outcome.cached or index > 0))
 
@@ -117,6 +124,7 @@ class Pipeline:
         state.results.append(result)
         if not isinstance(result.artifact, EvaluationReport):
             state.artifact, state.digest = result.artifact, result.entry.output_digest
+            state.entry = result.entry.folder
             return
         report = result.artifact
         state.metrics.update(report.summary.get("metrics", {}))
@@ -149,7 +157,7 @@ class Pipeline:
     def _run_level(self, groups: Groups) -> dict[str, Outcome]:
         """Run each distinct step of a level once, for the first variant that has it, through the executor."""
         tasks = {key: _task(key, members) for key, members in groups.items()}
-        return self.executor.run(tasks, self.runner.attempt)
+        return self.executor.run(tasks, self.runner)
 
     def _finish(self, state: _Position) -> VariantResult:
         """Publish a built variant; one that failed its gates too (without registration), so its report can be
@@ -179,7 +187,13 @@ class Pipeline:
                     self.reporter.say(f"{state.variant.name}: {removed} (it no longer passes its gates)")
 
 
+def _inputs(plan: Plan) -> list[Path]:
+    """The files every machine that runs steps must see: the source model and the adapters."""
+    sources = {variant.source for variant in plan.variants}
+    return sorted({path for source in sources for path in (source.path, source.adapter) if path is not None})
+
+
 def _task(key: str, members: list[tuple[_Position, Step]]) -> Task:
     state, step = members[0]
     label = ", ".join(member.variant.name for member, _ in members)
-    return Task(key, step, state.variant, state.artifact, state.digest, label)
+    return Task(key, step, state.variant, state.artifact, state.digest, label, state.entry)

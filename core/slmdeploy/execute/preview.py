@@ -14,8 +14,8 @@ CHANGED_OUTSIDE = "cached, but changed outside the cache: build makes it again"
 def preview(runner: StepRunner, variant: Variant) -> list[dict[str, Any]]:
     """What `build` would do for a variant: each step cached, to run, or waiting on an earlier step. A cached
     output its stage no longer finds current (a registration removed outside) is run again, as `build` does."""
-    artifact: Artifact | None = runner.plan.source
-    digest: str | None = runner.plan.source_digest
+    artifact: Artifact | None = variant.source
+    digest: str | None = variant.source_digest
     rows = []
     for planned in variant.steps:
         step = runner.resolve(planned, artifact) if artifact is not None else planned

@@ -57,13 +57,16 @@ def publish(
 
 def manifest(plan: Plan, variant: str, results: Sequence[StepResult]) -> dict[str, Any]:
     project = plan.project
+    source = next(planned.source for planned in plan.variants if planned.name == variant)
+    digest = next(planned.source_digest for planned in plan.variants if planned.name == variant)
+    described = {"path": str(source.path), "digest": digest}
     return {
         "project": project.project.name,
         "version": project.project.version,
         "variant": variant,
         "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "slmdeploy_version": __version__,
-        "source": {"path": str(plan.source.path), "digest": plan.source_digest},
+        "source": {**described, "adapter": str(source.adapter)} if source.adapter else described,
         "stages": [_manifest_stage(result) for result in results],
     }
 
@@ -98,6 +101,8 @@ def _manifest_stage(result: StepResult) -> dict[str, Any]:
         "options",
         "input_digest",
         "duration_s",
+        "queued_s",
+        "node",
         "created",
         "output_digest",
         "artifact",

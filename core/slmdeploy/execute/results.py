@@ -39,6 +39,8 @@ class Task:
     """The content digest of `artifact`."""
     label: str
     """The names of the variants that share the step, for progress lines: ``int4, int8``."""
+    input_entry: Path | None = None
+    """The cache entry holding `artifact`; None when it is the variant's source model."""
 
 
 @attrs.define

@@ -3,34 +3,22 @@ folder and committed under the step's key."""
 
 from __future__ import annotations
 
-import errno
 import re
-import shutil
+import socket
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import attrs
 
 from slmdeploy.artifacts import Artifact, ModelInfo
-from slmdeploy.config.options import unstructure
 from slmdeploy.config.project import Project
-from slmdeploy.errors import (
-    ConfigError,
-    FileSystemError,
-    GateFailed,
-    PluginError,
-    SlmdeployError,
-    StageError,
-    brief,
-    filesystem_error,
-    plugin_code,
-)
-from slmdeploy.execute.cache import STATE_DIR, Entry, Store
+from slmdeploy.errors import ConfigError, PluginError, SlmdeployError, filesystem_error, plugin_code
+from slmdeploy.execute.cache import Entry, Store
+from slmdeploy.execute.jobs import Job, StageSetup
 from slmdeploy.execute.progress import Reporter
-from slmdeploy.execute.records import dump_artifact, load_artifact
+from slmdeploy.execute.records import load_artifact
 from slmdeploy.execute.results import Outcome, StepResult, Task
 from slmdeploy.host.registry import Registry
 from slmdeploy.plan.steps import Plan, Step, Variant
@@ -60,11 +48,11 @@ class StepRunner:
     def key(self, step: Step, input_digest: str, variant: Variant) -> str:
         return step.key(input_digest, self.context_tables, variant.name)
 
-    def attempt(self, task: Task) -> Outcome:
-        """Run one step; a user-facing error (a full disk too) becomes that variant's outcome (Ctrl-C and bugs
-        still propagate)."""
+    def attempt(self, task: Task, submitted: float | None = None) -> Outcome:
+        """Run one step here; a user-facing error becomes that variant's outcome (Ctrl-C and bugs still
+        propagate). `submitted` is when the executor queued it (wall clock), for the manifest's queue time."""
         try:
-            return self.run(task)
+            return self.run(task, time.time() if submitted is None else submitted)
         except SlmdeployError as error:
             return error
         except OSError as error:
@@ -73,22 +61,34 @@ class StepRunner:
                 raise
             return found
 
-    def run(self, task: Task) -> StepResult:
-        step = task.step
-        label = f"{task.label}: {step.table} ({step.plugin_name})"
-        found = self.cached(task.key, step, task.variant)
-        if found is not None and found.current:
-            self.reporter.cached(label, found.entry.record.get("duration_s", 0.0))
-            return StepResult(step, task.key, found.entry, found.artifact, cached=True)
-        with self.reporter.running(label) as log, self.store.staging() as staged:
-            (staged / "scratch").mkdir()
-            stage = self.instantiate(task.variant, step, log, staged / "scratch")
-            started = time.monotonic()
-            produced = _call_stage(self.plan.project, step, stage, task.artifact, staged / "out")
-            record = _record(step, task.digest, produced, staged / "out", time.monotonic() - started)
-            shutil.rmtree(staged / "scratch")
-            entry = self.store.commit(staged, task.key, record)
-        return StepResult(step, task.key, entry, load_artifact(entry, stage.OUTPUT), cached=False)
+    def run(self, task: Task, submitted: float) -> StepResult:
+        found = self.lookup(task)
+        if found is not None:
+            return found
+        job = self.job(task)
+        with self.reporter.running(label(task)) as log:
+            entry = job.make(self.store, log, socket.gethostname(), submitted)
+        return self.made(task, entry)
+
+    def lookup(self, task: Task) -> StepResult | None:
+        """The step's output from the cache, when it is there and its stage finds it current (reported as
+        cached); None when the step must run."""
+        found = self.cached(task.key, task.step, task.variant)
+        if found is None or not found.current:
+            return None
+        self.reporter.cached(label(task), found.entry.record.get("duration_s", 0.0))
+        return StepResult(task.step, task.key, found.entry, found.artifact, cached=True)
+
+    def job(self, task: Task) -> Job:
+        """The making of a task's step, as plain data an executor can send to another machine."""
+        setup, store = self.setup(task.variant, task.step), self.store
+        inputs = (task.artifact, task.digest, task.input_entry)
+        return Job(task.key, task.step, setup, *inputs, store.state_dir, store.root)
+
+    def made(self, task: Task, entry: Entry) -> StepResult:
+        """The result of a step an executor made into `entry`."""
+        assert task.step.provided is not None
+        return StepResult(task.step, task.key, entry, load_artifact(entry, task.step.provided.cls.OUTPUT), cached=False)
 
     def cached(self, key: str, step: Step, variant: Variant) -> CachedOutput | None:
         """The step's output in the cache, if there is one, and whether its stage finds it still current."""
@@ -126,11 +126,22 @@ class StepRunner:
             raise ConfigError(error.what, where=self.plan.project.locate("template.family"), fix=error.fix) from error
         return name
 
-    def instantiate(self, variant: Variant, step: Step, log: Callable[[str], None], scratch: Path) -> Stage:
+    def setup(self, variant: Variant, step: Step) -> StageSetup:
         assert step.provided is not None
-        stage = instantiate(self.plan.project, self.store, step.provided.cls, step.options, variant.name, log, scratch)
-        stage.context.source, stage.context.source_digest = self.plan.source, self.plan.source_digest
-        return stage
+        cls, project = step.provided.cls, self.plan.project
+        tables = {name: self.context_tables[name] for name in cls.CONTEXT_TABLES}
+        name, version = project.project.name, project.project.version
+        return StageSetup(
+            cls, step.options, variant.name, project.root, name, version, tables, variant.source, variant.source_digest
+        )
+
+    def instantiate(self, variant: Variant, step: Step, log: Callable[[str], None], scratch: Path) -> Stage:
+        return self.setup(variant, step).instantiate(self.store, log, scratch)
+
+
+def label(task: Task) -> str:
+    """How progress lines name a task: ``int4, int8: quantize (olive)``."""
+    return f"{task.label}: {task.step.table} ({task.step.plugin_name})"
 
 
 def instantiate(
@@ -142,7 +153,8 @@ def instantiate(
     log: Callable[[str], None],
     scratch: Path,
 ) -> Stage:
-    """A stage object with its context: the project, the core tables it asked for, its folders."""
+    """A stage object with its context outside a plan (``clean --registry``): the project, the core tables it asked
+    for, its folders."""
     context = StageContext(
         project_dir=project.root,
         project_name=project.project.name,
@@ -151,77 +163,19 @@ def instantiate(
         tables={name: project.core_table(name) for name in cls.CONTEXT_TABLES},
         log=log,
         scratch=scratch,
-        logs_dir=store.state_dir / "logs",
+        logs_dir=store.logs_dir,
         shared=store.shared,
     )
     return cls(options, context)
 
 
-def _call_stage(project: Project, step: Step, stage: Stage, artifact: Artifact, output_dir: Path) -> Artifact:
-    name = f"{step.stage} plugin {step.plugin_name!r}"
-    try:
-        produced = stage.run(artifact, output_dir)
-    except GateFailed:
-        raise
-    except (KeyboardInterrupt, SystemExit, MemoryError):
-        raise
-    except Exception as error:
-        found = filesystem_error(error, output_dir)
-        if found is not None and found.code in (errno.ENOSPC, errno.EDQUOT):
-            found = FileSystemError.no_space(_lasting(Path(found.path or output_dir)), 2 * tree_size(artifact.path))
-        if found is not None:
-            raise FileSystemError(f"{name}: {found.what}", code=found.code, path=found.path, fix=found.fix) from error
-        if isinstance(error, SlmdeployError):
-            kind = type(error) if type(error).__init__ is SlmdeployError.__init__ else StageError
-            raise kind(f"{name} failed: {error.what}", where=locate(project, error.where), fix=error.fix) from error
-        raise PluginError(
-            f"{name} crashed: {brief(error)}",
-            fix="This looks like a bug: run again with --debug for the traceback, and report it to the plugin's "
-            "authors.",
-        ) from error
-    if not isinstance(produced, stage.OUTPUT):
-        raise PluginError(
-            f"{name} returned {produced!r}, not a {stage.OUTPUT.__name__}", fix="Report this to the plugin's authors."
-        )
-    return produced
-
-
-def _record(step: Step, input_digest: str, artifact: Artifact, out: Path, duration: float) -> dict[str, Any]:
-    assert step.provided is not None
-    cls = type(artifact)
-    return {
-        "stage": step.stage,
-        "table": step.table,
-        "plugin": step.plugin_name,
-        "plugin_version": step.provided.version,
-        "provided_by": step.provided.origin,
-        "options": unstructure(step.options),
-        "input_digest": input_digest,
-        "duration_s": round(duration, 3),
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "artifact_type": f"{cls.__module__}:{cls.__qualname__}",
-        "artifact": dump_artifact(artifact, out),
-    }
-
-
 _TABLE_KEY = re.compile(r"^\[(?P<table>[\w.-]+)\] (?P<key>[\w-]+)$")
 
 
-def locate(project: Project, where: str | None) -> str | None:
-    """A plugin's ``[quantize] keep_float`` as the key's place in the project file: ``slmdeploy.toml:14 [quantize]
-    keep_float`` (a plugin does not know the file's lines)."""
-    found = _TABLE_KEY.match(where or "")
-    if found is None:
-        return where
-    return f"{project.locate(found['table'] + '.' + found['key'])} {where}"
-
-
-def _lasting(folder: Path) -> Path:
-    """The project's state folder for a staging folder (removed when the stage fails), to name in a message."""
-    return next((parent for parent in (folder, *folder.parents) if parent.name == STATE_DIR), folder)
-
-
-def tree_size(path: Path) -> int:
-    if path.is_file():
-        return path.stat().st_size
-    return sum(file.stat().st_size for file in path.rglob("*") if file.is_file())
+def locate(project: Project, error: SlmdeployError) -> SlmdeployError:
+    """A plugin's ``where="[quantize] keep_float"`` as the key's place in the project file: ``slmdeploy.toml:14
+    [quantize] keep_float`` (a plugin, or a job on another machine, does not know the file's lines)."""
+    found = _TABLE_KEY.match(error.where or "")
+    if found is not None:
+        error.where = f"{project.locate(found['table'] + '.' + found['key'])} {error.where}"
+    return error

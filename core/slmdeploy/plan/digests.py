@@ -12,7 +12,10 @@ import json
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from slmdeploy.artifacts import SourceModel
 
 CHUNK = 4 << 20
 
@@ -28,13 +31,15 @@ def stable_json(data: Any) -> str:
 class DigestCache:
     """sha256 of files, remembered by (size, mtime, inode) so unchanged weights are not read again."""
 
-    def __init__(self, file: Path) -> None:
+    def __init__(self, file: Path | None = None) -> None:
+        """`file` None: remember nothing beyond this object (every file is hashed afresh once)."""
         self.file = file
         self._known: dict[str, list[Any]] = {}
         self._dirty = False
         self._lock = threading.Lock()  # stages of one level run in threads
         with contextlib.suppress(FileNotFoundError, ValueError):
-            self._known = json.loads(file.read_text(encoding="utf-8"))
+            if file is not None:
+                self._known = json.loads(file.read_text(encoding="utf-8"))
 
     def file_digest(self, path: Path, remember: bool = True) -> str:
         stat = path.stat()
@@ -60,9 +65,17 @@ class DigestCache:
 
     def save(self) -> None:
         with self._lock:
-            if self._dirty:
+            if self._dirty and self.file is not None:
                 atomic_write_text(self.file, json.dumps(self._known))
                 self._dirty = False
+
+
+def source_digest(source: SourceModel, digests: DigestCache) -> str:
+    """The content digest of a source model, with its LoRA adapter when it has one."""
+    digest = digests.tree_digest(source.path)
+    if source.adapter is not None:
+        digest = sha256_text(digest + digests.tree_digest(source.adapter))
+    return digest
 
 
 def _hash_file(path: Path) -> str:

@@ -7,17 +7,20 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
+
+import attrs
 
 from slmdeploy.artifacts import SourceModel
 from slmdeploy.config.gates import Gate, parse_fallback, parse_gates
 from slmdeploy.config.options import check_keys
-from slmdeploy.config.project import Project, resolve_source_path
+from slmdeploy.config.project import Project, adapter_name, resolve_source_path
 from slmdeploy.errors import ConfigError, plugin_code
 from slmdeploy.host.registry import Provided, Registry
-from slmdeploy.plan.digests import DigestCache, sha256_text
+from slmdeploy.plan.digests import DigestCache, source_digest
 from slmdeploy.plan.steps import AUTO, Plan, Step, Variant
-from slmdeploy.plan.variants import alternatives, combine
+from slmdeploy.plan.variants import alternatives, axes, combine
 from slmdeploy.stages import STAGE_BASES, STAGE_ORDER, Metric, Stage
 
 SELECTORS = {
@@ -31,21 +34,42 @@ SELECTORS = {
 
 def make_plan(project: Project, registry: Registry, digests: DigestCache) -> Plan:
     """Validate every stage table against its plugin and expand list-valued options into variants."""
-    source = resolve_source(project)
+    sources = resolve_sources(project)
     slots = [
         alternatives
         for stage in STAGE_ORDER
         if stage in project.stages
         for alternatives in _stage_steps(project, registry, stage, digests)
     ]
-    variants = tuple(combine(slots))
+    variants = _variants(project, slots, sources, digests)
     _check_chain(project, variants[0].steps)
     with plugin_code("a plugin's slmdeploy_check_project hook"):
         registry.manager.hook.slmdeploy_check_project(project=project)
-    source_digest = digests.tree_digest(source.path)
-    if source.adapter is not None:
-        source_digest = sha256_text(source_digest + digests.tree_digest(source.adapter))
-    return Plan(project, source, source_digest, variants, *_gates(project, variants))
+    base = sources[0][1] if len(sources) == 1 else attrs.evolve(sources[0][1], adapter=None)
+    matrix = {"adapter": tuple(name for name, _ in sources)} if len(sources) > 1 else {}
+    matrix |= {axis: tuple(values) for axis, values in axes(slots).items()}
+    return Plan(project, base, source_digest(base, digests), variants, *_gates(project, variants), axes=matrix)
+
+
+def _variants(
+    project: Project, slots: list[list[Step]], sources: list[tuple[str, SourceModel]], digests: DigestCache
+) -> tuple[Variant, ...]:
+    """Every combination of the slots, for each adapter: the base model is hashed once (the digest cache), each
+    adapter's variants start from their own source."""
+    variants = tuple(
+        variant
+        for prefix, source in sources
+        for variant in combine(slots, source, source_digest(source, digests), prefix)
+    )
+    names = [variant.name for variant in variants]
+    if len(set(names)) != len(names):
+        twice = sorted({name for name in names if names.count(name) > 1})
+        raise ConfigError(
+            f"two variants would both be named {twice[0]!r} (adapter names joined with variant values)",
+            where=project.locate("source.adapter"),
+            fix="Rename an adapter folder so that no adapter-value name repeats.",
+        )
+    return variants
 
 
 def _gates(
@@ -84,19 +108,29 @@ def _metrics(project: Project, steps: tuple[Step, ...]) -> dict[str, Metric]:
     return found
 
 
-def resolve_source(project: Project) -> SourceModel:
+def resolve_sources(project: Project) -> list[tuple[str, SourceModel]]:
+    """The models variants start from, each with the prefix of its variants' names: ``[("", source)]`` for one
+    adapter or none (today's names), ``[("support", ...), ("sales", ...)]`` for a list of adapters."""
     path = resolve_source_path(project)
-    adapter = None
-    if project.source.adapter:
-        adapter = (project.root / project.source.adapter).resolve()
-        if not adapter.is_dir():
-            raise ConfigError(
-                f"the LoRA adapter folder {adapter} does not exist",
-                where=project.locate("source.adapter"),
-                fix="Point [source] adapter at a PEFT adapter folder (adapter_config.json and weights).",
-            )
     fmt = "gguf" if path.is_file() and path.suffix.lower() == ".gguf" else "hf"
-    return SourceModel(path, format=fmt, adapter=adapter, trust_remote_code=project.source.trust_remote_code)
+    base = SourceModel(path, format=fmt, trust_remote_code=project.source.trust_remote_code)
+    adapters = project.source.adapter
+    if not adapters:
+        return [("", base)]
+    if isinstance(adapters, str):
+        return [("", attrs.evolve(base, adapter=_adapter_folder(project, adapters)))]
+    return [(adapter_name(folder), attrs.evolve(base, adapter=_adapter_folder(project, folder))) for folder in adapters]
+
+
+def _adapter_folder(project: Project, folder: str) -> Path:
+    adapter = (project.root / folder).resolve()
+    if not adapter.is_dir():
+        raise ConfigError(
+            f"the LoRA adapter folder {adapter} does not exist",
+            where=project.locate("source.adapter"),
+            fix="Point [source] adapter at a PEFT adapter folder (adapter_config.json and weights).",
+        )
+    return adapter
 
 
 def _stage_steps(project: Project, registry: Registry, stage: str, digests: DigestCache) -> Iterator[list[Step]]:

@@ -61,6 +61,9 @@ class Step:
 class Variant:
     name: str
     steps: tuple[Step, ...]
+    source: SourceModel
+    """The model its first step reads: ``[source]``, with this variant's LoRA adapter when there are several."""
+    source_digest: str
 
 
 @attrs.frozen
@@ -74,6 +77,8 @@ class Plan:
     """What the variants' evaluators measure, by name."""
     fallback: tuple[str, ...] = ()
     """Variant names in order of preference: each is built only when the one before it failed a gate."""
+    axes: Mapping[str, tuple[str, ...]] = attrs.field(factory=dict)
+    """The matrix the variants make: each axis (``adapter``, ``precision``) with its values."""
 
     def context_tables(self) -> dict[str, Any]:
         return {name: self.project.core_table(name) for name in CORE_TABLES}

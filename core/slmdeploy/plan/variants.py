@@ -7,6 +7,7 @@ import itertools
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from slmdeploy.artifacts import SourceModel
 from slmdeploy.config.options import fields_of, structure_table
 from slmdeploy.config.project import NAME_PATTERN, Project
 from slmdeploy.errors import ConfigError, plugin_code
@@ -60,11 +61,13 @@ def _path_digests(project: Project, key: str, cls: type, options: Any, digests: 
     return found
 
 
-def combine(slots: list[list[Step]]) -> Iterator[Variant]:
-    """One variant per combination of the slots' alternatives (a slot is one step's list-valued options)."""
+def combine(slots: list[list[Step]], source: SourceModel, source_digest: str, prefix: str = "") -> Iterator[Variant]:
+    """One variant per combination of the slots' alternatives (a slot is one step's list-valued options), each
+    built from `source`; `prefix` (an adapter's name) starts every name."""
     seen: set[str] = set()
     for combination in itertools.product(*slots):
-        names = [str(step.raw[axis]) for step in combination for axis in _axes(step) if axis in step.raw]
+        names = [prefix] if prefix else []
+        names += [str(step.raw[axis]) for step in combination for axis in _axes(step) if axis in step.raw]
         name = "-".join(names) or "default"
         if not NAME_PATTERN.fullmatch(name) or name in seen:
             raise ConfigError(
@@ -74,7 +77,18 @@ def combine(slots: list[list[Step]]) -> Iterator[Variant]:
                 fix="Give variant options values made of letters, digits, '.', '_' and '-'.",
             )
         seen.add(name)
-        yield Variant(name, tuple(combination))
+        yield Variant(name, tuple(combination), source, source_digest)
+
+
+def axes(slots: list[list[Step]]) -> dict[str, list[str]]:
+    """The variant axes of the slots and their values, for showing the matrix: ``{"precision": ["int4", "int8"]}``."""
+    found: dict[str, list[str]] = {}
+    for slot in slots:
+        for step in slot:
+            for axis in _axes(step):
+                if axis in step.raw and str(step.raw[axis]) not in found.setdefault(axis, []):
+                    found[axis].append(str(step.raw[axis]))
+    return {axis: values for axis, values in found.items() if len(values) > 1}
 
 
 def _axes(step: Step) -> list[str]:

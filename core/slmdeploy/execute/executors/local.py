@@ -2,28 +2,34 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable, Mapping
+import contextlib
+import time
+from collections.abc import Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 
-from slmdeploy.artifacts import Artifact
+from slmdeploy.execute.cache import Store
+from slmdeploy.execute.executors import Steps, needs, nothing_to_start
 from slmdeploy.execute.results import Outcome, Task
 from slmdeploy.execute.worker import interrupt_workers
 
 
 class LocalExecutor:
     """Runs at most `jobs` steps at once, and one at a time when a step must run alone (it measures speed or
-    memory) or when their inputs would not fit in free memory."""
+    memory) or when the memory their stages say they need would not fit in free memory."""
 
     def __init__(self, jobs: int = 1) -> None:
         self.jobs = max(1, jobs)
 
-    def run(self, tasks: Mapping[str, Task], attempt: Callable[[Task], Outcome]) -> dict[str, Outcome]:
+    def started(self, store: Store, inputs: Sequence[Path]) -> contextlib.AbstractContextManager[None]:
+        return nothing_to_start(store, inputs)
+
+    def run(self, tasks: Mapping[str, Task], steps: Steps) -> dict[str, Outcome]:
         parallel = self._parallel(tasks.values())
         if parallel <= 1:
-            return {key: attempt(task) for key, task in tasks.items()}
+            return {key: steps.attempt(task) for key, task in tasks.items()}
         with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="stage") as pool:
-            futures = {key: pool.submit(attempt, task) for key, task in tasks.items()}
+            futures = {key: pool.submit(steps.attempt, task, time.time()) for key, task in tasks.items()}
             try:
                 wait(futures.values())
             except BaseException:
@@ -35,23 +41,16 @@ class LocalExecutor:
 
     def _parallel(self, tasks: Collection[Task]) -> int:
         parallel = min(self.jobs, len(tasks))
-        if parallel > 1 and not _fits_in_memory(task.artifact for task in tasks):
+        if parallel > 1 and not _fits_in_memory(tasks):
             return 1
         if any(task.step.provided is not None and task.step.provided.cls.RUNS_ALONE for task in tasks):
             return 1
         return parallel
 
 
-def _fits_in_memory(inputs: Iterable[Artifact]) -> bool:
-    """Run stages side by side only while about three times their inputs fit in free memory (conversion and
-    quantization hold their input, their output, and working copies)."""
+def _fits_in_memory(tasks: Collection[Task]) -> bool:
+    """Run stages side by side only while the memory they need together fits in free memory."""
     import psutil
 
-    needed = 3 * sum(_size(Path(artifact.path)) for artifact in inputs)
+    needed = sum(needs(task).memory for task in tasks if task.step.provided is not None)
     return bool(needed < psutil.virtual_memory().available)
-
-
-def _size(path: Path) -> int:
-    if path.is_file():
-        return path.stat().st_size
-    return sum(file.stat().st_size for file in path.rglob("*") if file.is_file())
