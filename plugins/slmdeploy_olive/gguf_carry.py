@@ -50,7 +50,9 @@ def carry_blocks(folder: Path, export: Path, gguf: Path, progress: Callable[[str
     chosen: dict[str, Blocks] = {}
     for node in gguf_graph.quantized_nodes(model.graph):
         names = _gguf_names(node, tensors)
-        blocks, reason = _matching_blocks(names, tensors, reference.weight(node), heads)
+        blocks, reason = _matching_blocks(
+            names, tensors, reference.weight(node), heads, lookup=node.op_type == "GatherBlockQuantized"
+        )
         if blocks is None:
             requantized[node.name] = reason
             continue
@@ -104,7 +106,7 @@ def _gguf_names(node: Any, tensors: dict[str, Any]) -> list[str]:
 
 
 def _matching_blocks(
-    names: list[str], tensors: dict[str, tuple[str, Any]], weight: Any, heads: dict[str, int]
+    names: list[str], tensors: dict[str, tuple[str, Any]], weight: Any, heads: dict[str, int], lookup: bool
 ) -> tuple[Blocks | None, str]:
     """The node's blocks if every part decodes to its rows of `weight` (float32 [N, K]), else a reason."""
     if not names or weight is None:
@@ -122,7 +124,11 @@ def _matching_blocks(
         parts.append(exact)
         row += blocks.rows
     joined = gguf_blocks.concatenated(parts)
-    return (joined, "") if joined is not None else (None, "its parts have different bit widths")
+    if joined is None:
+        return None, "its parts have different bit widths"
+    if lookup and joined.offsets is not None:
+        return None, "GatherBlockQuantized has no per-block offset (a Q4_1 embedding)"
+    return joined, ""
 
 
 def _exact_variant(blocks: Blocks, weight: Any, heads: int | None) -> Blocks | None:

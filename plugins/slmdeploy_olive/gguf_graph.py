@@ -1,9 +1,9 @@
 """Editing the int4 graph to hold carried GGUF blocks: weights, scales, bit widths, and the offset term.
 
 A block's offset (Q4_1's m + 8d) is added to MatMulNBits' output as (block sums of x) @ offsets:
-Reshape x to [batch, sequence, K/32, 32] -> ReduceSum over the last axis -> MatMul with an float32 [K/32, N]
-initializer -> Add. Nodes that read the same input (gate and up) share the block sums and one MatMul with
-their offsets side by side, split after. The tied lm_head reads the embedding table through a Reshape, so it
+x @ (a 0/1 block indicator [K, K/32]) gives the block sums -> MatMul with a float32 [K/32, N]
+offsets initializer -> Add. Nodes that read the same input (gate and up) become one MatMulNBits with
+their weights side by side, one offset term, and a Split after. The tied lm_head reads the embedding table through a Reshape, so it
 changes with the embedding.
 """
 
@@ -93,55 +93,72 @@ def _tied_table(node: Any, producers: dict[str, Any]) -> str | None:
 
 
 def _add_offset_terms(graph: Any, chosen: dict[str, Blocks]) -> None:
-    """The shared block sums go after the first node reading their input, each node's Add right after it."""
-    groups: dict[str, list[Any]] = {}
+    """Each group of nodes reading one input is replaced, where its first node was, by its offset chain."""
+    groups: dict[tuple[str, int], list[Any]] = {}
     for node in graph.node:
         blocks = chosen.get(node.name)
         if node.op_type == "MatMulNBits" and blocks is not None and blocks.offsets is not None:
-            groups.setdefault(node.input[0], []).append(node)
-    after: dict[str, list[Any]] = {}
-    for source, nodes in groups.items():
-        shared, adds = _offset_nodes(graph, source, nodes, chosen)
-        after[nodes[0].name] = shared
-        for node, add in zip(nodes, adds, strict=True):
-            after.setdefault(node.name, []).append(add)
-    ordered = [made for node in graph.node for made in [node, *after.get(node.name, [])]]
+            groups.setdefault((node.input[0], blocks.bits), []).append(node)
+    chains: dict[str, list[Any]] = {}
+    replaced: set[str] = set()
+    for nodes in groups.values():
+        chains[nodes[0].name] = _offset_chain(graph, nodes, chosen)
+        replaced.update(node.name for node in nodes)
+    ordered = [made for node in graph.node for made in chains.get(node.name, [] if node.name in replaced else [node])]
     del graph.node[:]
     graph.node.extend(ordered)
+    _drop_unused_initializers(graph)
 
 
-def _offset_nodes(
-    graph: Any, source: str, nodes: list[Any], chosen: dict[str, Blocks]
-) -> tuple[list[Any], list[Any]]:
-    """Block sums of `source`, one MatMul with the offsets of every node reading it, and an Add per node."""
+def _offset_chain(graph: Any, nodes: list[Any], chosen: dict[str, Blocks]) -> list[Any]:
+    """x @ block indicator (the block sums); the weight's MatMulNBits, nodes reading the same input fused along
+    N (one kernel call instead of several); sums @ offsets; Add; a Split back into the nodes' outputs."""
     import numpy as np
     from onnx import helper
 
+    from slmdeploy_olive.gguf_blocks import concatenated
+
     prefix = nodes[0].name.rsplit("/", 1)[0] + "/gguf_offset"
-    width = _attribute(nodes[0], "K") // BLOCK
-    _set_initializer(graph, f"{prefix}/blocks_shape", _int64([0, 0, width, BLOCK]))
-    _set_initializer(graph, f"{prefix}/last_axis", _int64([-1]))
-    offsets = np.concatenate([chosen[node.name].offsets.T for node in nodes], axis=1)
-    _set_initializer(graph, f"{prefix}/offsets", np.ascontiguousarray(offsets, dtype=np.float32))
-    made = [
-        helper.make_node("Reshape", [source, f"{prefix}/blocks_shape"], [f"{prefix}/blocks"], name=f"{prefix}/Reshape"),
-        helper.make_node(
-            "ReduceSum", [f"{prefix}/blocks", f"{prefix}/last_axis"], [f"{prefix}/sums"], keepdims=0, name=f"{prefix}/Sum"
-        ),
-        helper.make_node("MatMul", [f"{prefix}/sums", f"{prefix}/offsets"], [f"{prefix}/term"], name=f"{prefix}/MatMul"),
+    source, outputs = nodes[0].input[0], [node.output[0] for node in nodes]
+    blocks = concatenated([chosen[node.name] for node in nodes])
+    assert blocks is not None and blocks.offsets is not None  # grouped by bit width, all with offsets
+    matmul = nodes[0] if len(nodes) == 1 else _fused(graph, nodes, blocks, prefix)
+    matmul.output[0] = f"{prefix}/weights_product"
+    k = _attribute(nodes[0], "K")
+    indicator = np.kron(np.eye(k // BLOCK, dtype=np.float32), np.ones((BLOCK, 1), dtype=np.float32))
+    summing = f"gguf_block_indicator_{k}"  # one per K, shared by every chain
+    _set_initializer(graph, summing, indicator)
+    _set_initializer(graph, f"{prefix}/offsets", np.ascontiguousarray(blocks.offsets.T, dtype=np.float32))
+    total = outputs[0] if len(nodes) == 1 else f"{prefix}/sum"
+    chain = [
+        helper.make_node("MatMul", [source, summing], [f"{prefix}/sums"], name=f"{prefix}/Sums"),
+        matmul,
+        helper.make_node("MatMul", [f"{prefix}/sums", f"{prefix}/offsets"], [f"{prefix}/term"], name=f"{prefix}/Term"),
+        helper.make_node("Add", [matmul.output[0], f"{prefix}/term"], [total], name=f"{prefix}/Add"),
     ]
-    terms = [f"{prefix}/term"]
     if len(nodes) > 1:
-        terms = [f"{prefix}/term_{index}" for index in range(len(nodes))]
-        split = _int64([_attribute(node, "N") for node in nodes])
-        _set_initializer(graph, f"{prefix}/split", split)
-        made.append(helper.make_node("Split", [f"{prefix}/term", f"{prefix}/split"], terms, axis=-1, name=f"{prefix}/Split"))
-    adds = []
-    for node, term in zip(nodes, terms, strict=True):
-        output = node.output[0]
-        node.output[0] = output + "_blocks"
-        adds.append(helper.make_node("Add", [node.output[0], term], [output], name=node.name + "_offset"))
-    return made, adds
+        _set_initializer(graph, f"{prefix}/split", _int64([_attribute(node, "N") for node in nodes]))
+        chain.append(helper.make_node("Split", [total, f"{prefix}/split"], outputs, axis=-1, name=f"{prefix}/Split"))
+    return chain
+
+
+def _fused(graph: Any, nodes: list[Any], blocks: Blocks, prefix: str) -> Any:
+    """One MatMulNBits holding the weights of `nodes` (same input, same K) side by side."""
+    from onnx import helper
+
+    _set_initializer(graph, f"{prefix}/weight", blocks.packed)
+    _set_initializer(graph, f"{prefix}/scales", blocks.scales.reshape(-1))
+    attributes = {item.name: helper.get_attribute_value(item) for item in nodes[0].attribute}
+    attributes["N"] = blocks.rows
+    inputs = [nodes[0].input[0], f"{prefix}/weight", f"{prefix}/scales"]
+    return helper.make_node("MatMulNBits", inputs, ["_"], name=f"{prefix}/MatMulNBits", domain="com.microsoft", **attributes)
+
+
+def _drop_unused_initializers(graph: Any) -> None:
+    used = {name for node in graph.node for name in node.input}
+    kept = [tensor for tensor in graph.initializer if tensor.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
 
 
 def _int64(values: list[int]) -> Any:
