@@ -20,7 +20,7 @@ import attrs
 
 BLOCK = 32
 # Bytes per block of each carried ggml type: scale (and minimum) as fp16, then the quantized values.
-LAYOUTS = {"Q4_0": (18, 4), "Q4_1": (20, 4), "Q8_0": (34, 8)}
+LAYOUTS = {"Q4_0": 18, "Q4_1": 20, "Q8_0": 34}
 
 
 @attrs.frozen
@@ -53,7 +53,7 @@ def from_ggml(kind: str, raw: Any) -> Blocks:
     """The blocks of a ggml tensor of type `kind` whose raw bytes are uint8 [N, bytes per row]."""
     import numpy as np
 
-    size, bits = LAYOUTS[kind]
+    size = LAYOUTS[kind]
     blocks = np.ascontiguousarray(raw).reshape(raw.shape[0], -1, size)
     scales = blocks[..., :2].copy().view(np.float16)[..., 0].astype(np.float32)
     if kind == "Q8_0":

@@ -3,8 +3,8 @@
 A block's offset (Q4_1's m + 8d) is added to MatMulNBits' output as (block sums of x) @ offsets:
 x @ (a 0/1 block indicator [K, K/32]) gives the block sums -> MatMul with a float32 [K/32, N]
 offsets initializer -> Add. Nodes that read the same input (gate and up) become one MatMulNBits with
-their weights side by side, one offset term, and a Split after. The tied lm_head reads the embedding table through a Reshape, so it
-changes with the embedding.
+their weights side by side, one offset term, and a Split after. The tied lm_head reads the embedding table
+through a Reshape, so it changes with the embedding.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def untie_conflicts(graph: Any, chosen: dict[str, Blocks]) -> list[str]:
     producers = {output: node for node in graph.node for output in node.output}
     nodes = {node.name: node for node in quantized_nodes(graph)}
     dropped = []
-    for name, node in nodes.items():
+    for node in nodes.values():
         table = _tied_table(node, producers)
         if table is None:
             continue
@@ -151,7 +151,9 @@ def _fused(graph: Any, nodes: list[Any], blocks: Blocks, prefix: str) -> Any:
     attributes = {item.name: helper.get_attribute_value(item) for item in nodes[0].attribute}
     attributes["N"] = blocks.rows
     inputs = [nodes[0].input[0], f"{prefix}/weight", f"{prefix}/scales"]
-    return helper.make_node("MatMulNBits", inputs, ["_"], name=f"{prefix}/MatMulNBits", domain="com.microsoft", **attributes)
+    return helper.make_node(
+        "MatMulNBits", inputs, ["_"], name=f"{prefix}/MatMulNBits", domain="com.microsoft", **attributes
+    )
 
 
 def _drop_unused_initializers(graph: Any) -> None:

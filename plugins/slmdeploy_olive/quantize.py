@@ -6,6 +6,9 @@ Each precision is an Olive workflow over the converted ONNX model:
   int4 also turns the embedding table into a GatherBlockQuantized one;
 - fp16: ``OnnxFloatToFloat16``, for GPU execution providers only (built and checked here, never run: this
   machine has no GPU);
+- int4 from a GGUF source whose weights are block-quantized (Q4_0, Q4_1, Q8_0): the GGUF's own blocks replace
+  the requantized ones wherever they decode to the export's weights (`gguf_carry`), so the model keeps the
+  weights the fine-tune shipped instead of a double quantization; ``quantization.json`` says which were kept;
 - then ``GraphSurgeries``: Olive's RTN pass renames a quantized graph output (``logits`` -> ``logits_Q4``),
   which the runtime looks up by name, so it is renamed back; ``TieWordEmbeddings`` shares one table between
   the embedding and ``lm_head`` when their weights are equal (a tied source model), as the plain builder does.
@@ -13,6 +16,7 @@ Each precision is an Olive workflow over the converted ONNX model:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -59,6 +63,7 @@ class QuantizeOptions:
 
 class OliveQuantizer(LibraryVersioned, Quantizer):
     PLUGIN_NAME = "olive"
+    CACHE_VERSION = "2"  # 2: int4 from a GGUF keeps the GGUF's blocks
 
     Options = QuantizeOptions
 
@@ -75,8 +80,27 @@ class OliveQuantizer(LibraryVersioned, Quantizer):
             "scratch": str(self.context.scratch),
             "out": str(output_dir / "model"),
         }
+        task["gguf"], task["gguf_note"] = self._gguf_blocks()
         run_in_worker("slmdeploy_olive.quantize:quantize_in_worker", task, self.context, "quantize", OLIVE_ENVIRONMENT)
         return QuantizedModel(output_dir / "model", precision=self.options.precision, execution_provider=device)
+
+    def _gguf_blocks(self) -> tuple[str | None, str]:
+        """The GGUF file whose blocks to carry, or None and why not."""
+        source, options = self.context.source, self.options
+        if source is None or source.format != "gguf":
+            return None, ""
+        reasons = {
+            "gguf_blocks = false": not options.gguf_blocks,
+            f"precision {options.precision} (carried for int4)": options.precision != "int4",
+            f"block_size {options.block_size} (GGUF blocks hold 32)": options.block_size != 32,
+            f"algorithm {options.algorithm}": options.algorithm != "rtn",
+            "symmetric = false": not options.symmetric,
+            "a LoRA adapter changes the weights": source.adapter is not None,
+        }
+        against = [reason for reason, applies in reasons.items() if applies]
+        if against:
+            return None, "the GGUF's blocks are not kept: " + ", ".join(against)
+        return str(source.path), ""
 
 
 def passes(options: QuantizeOptions) -> dict[str, Any]:
@@ -122,6 +146,16 @@ def quantize_in_worker(task: dict[str, Any], progress: Callable[[str], None]) ->
     out.mkdir()
     run_workflow(model, chain, task["device"], Path(task["scratch"]), out)
     copy_support_files(source, out)
+    if task.get("gguf"):
+        from slmdeploy_olive.gguf_carry import carry_blocks
+
+        progress("putting the GGUF's own blocks into the int4 graph")
+        carry_blocks(out, source, Path(task["gguf"]), progress)
+    elif task["gguf_note"]:
+        from slmdeploy_olive.gguf_carry import REPORT
+
+        (out / REPORT).write_text(json.dumps({"carried": {}, "note": task["gguf_note"]}, indent=2) + "\n", "utf-8")
+        progress(task["gguf_note"])
     progress("verifying the quantized model")
     return {"verified": verify(out, runnable_here=task["device"] == "cpu")}
 
