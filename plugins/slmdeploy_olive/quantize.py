@@ -59,6 +59,11 @@ class QuantizeOptions:
         help="quantize the token embedding table too; by default int4 does (sharing lm_head's table when the "
         "model ties them) and int8 does not, as the plain builder does",
     )
+    gguf_blocks: bool = option(
+        True,
+        help="when the source is a block-quantized GGUF (q4_0, q4_1, q8_0), int4 keeps its blocks instead of "
+        "quantizing the dequantized weights again (needs rtn, symmetric, block_size 32)",
+    )
 
 
 class OliveQuantizer(LibraryVersioned, Quantizer):
