@@ -42,31 +42,37 @@ def carry_blocks(folder: Path, export: Path, gguf: Path, progress: Callable[[str
     from slmdeploy_olive import gguf_graph
 
     model = onnx.load(str(folder / "model.onnx"))
-    reference = _ReferenceWeights(export / "model.onnx")
-    tensors = _gguf_tensors(gguf)
-    heads = _heads(folder)
+    chosen, report = _choose(model.graph, _ReferenceWeights(export / "model.onnx"), _gguf_tensors(gguf), _heads(folder))
+    gguf_graph.apply(model, chosen)
+    gguf_graph.save(model, folder)
+    report = {"source": gguf.name, **report}
+    (folder / REPORT).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    progress(summary(report))
+    return report
+
+
+def _choose(
+    graph: Any, reference: _ReferenceWeights, tensors: dict[str, tuple[str, Any]], heads: dict[str, int]
+) -> tuple[dict[str, Blocks], dict[str, dict[str, str]]]:
+    """The blocks of each node that can carry them, and what was carried (GGUF tensors) or requantized (why)."""
+    from slmdeploy_olive import gguf_graph
+
+    chosen: dict[str, Blocks] = {}
     carried: dict[str, str] = {}
     requantized: dict[str, str] = {}
-    chosen: dict[str, Blocks] = {}
-    for node in gguf_graph.quantized_nodes(model.graph):
+    for node in gguf_graph.quantized_nodes(graph):
         names = _gguf_names(node, tensors)
-        blocks, reason = _matching_blocks(
-            names, tensors, reference.weight(node), heads, lookup=node.op_type == "GatherBlockQuantized"
-        )
+        lookup = node.op_type == "GatherBlockQuantized"
+        blocks, reason = _matching_blocks(names, tensors, reference.weight(node), heads, lookup)
         if blocks is None:
             requantized[node.name] = reason
             continue
         chosen[node.name] = blocks
         carried[node.name] = "+".join(f"{name}:{tensors[name][0]}" for name in names)
-    for name in gguf_graph.untie_conflicts(model.graph, chosen):
+    for name in gguf_graph.untie_conflicts(graph, chosen):
         requantized[name] = "the tied embedding and lm_head must both be carried"
         carried.pop(name, None)
-    gguf_graph.apply(model, chosen)
-    gguf_graph.save(model, folder)
-    report = {"source": gguf.name, "carried": carried, "requantized": requantized}
-    (folder / REPORT).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    progress(summary(report))
-    return report
+    return chosen, {"carried": carried, "requantized": requantized}
 
 
 def summary(report: dict[str, Any]) -> str:
