@@ -5,6 +5,8 @@ ggml stores a weight [N, K] row by row (one row per output feature), each row as
 - Q4_0: fp16 scale d, 16 bytes of 4-bit q;           w = d * (q - 8)
 - Q4_1: fp16 scale d, fp16 minimum m, 16 bytes of q;  w = d * q + m
 - Q8_0: fp16 scale d, 32 int8 q;                      w = d * q
+- Q4_K: super-blocks of 256: fp16 d and dmin, 6-bit scale sc and minimum mn per block of 32, 4-bit q;
+  w = d*sc * q - dmin*mn, the same form as Q4_1 with scale d*sc and minimum -dmin*mn
 
 MatMulNBits (B as [N, K/32, bytes]) and GatherBlockQuantized hold the same blocks: 4-bit symmetric
 w = scale * (q - 8), 8-bit with the default zero point 128 w = scale * (u - 128), u = q + 128. Q4_1's minimum
@@ -20,7 +22,7 @@ import attrs
 
 BLOCK = 32
 # Bytes per block of each carried ggml type: scale (and minimum) as fp16, then the quantized values.
-LAYOUTS = {"Q4_0": 18, "Q4_1": 20, "Q8_0": 34}
+LAYOUTS = {"Q4_0": 18, "Q4_1": 20, "Q8_0": 34, "Q4_K": 144}
 
 
 @attrs.frozen
@@ -53,6 +55,8 @@ def from_ggml(kind: str, raw: Any) -> Blocks:
     """The blocks of a ggml tensor of type `kind` whose raw bytes are uint8 [N, bytes per row]."""
     import numpy as np
 
+    if kind == "Q4_K":
+        return _q4_k(np.ascontiguousarray(raw).reshape(raw.shape[0], -1, LAYOUTS[kind]))
     size = LAYOUTS[kind]
     blocks = np.ascontiguousarray(raw).reshape(raw.shape[0], -1, size)
     scales = blocks[..., :2].copy().view(np.float16)[..., 0].astype(np.float32)
@@ -64,6 +68,31 @@ def from_ggml(kind: str, raw: Any) -> Blocks:
         return Blocks(4, packed, scales)
     minimums = blocks[..., 2:4].copy().view(np.float16)[..., 0].astype(np.float32)
     return Blocks(4, packed, scales, minimums + np.float32(8) * scales)
+
+
+def _q4_k(blocks: Any) -> Blocks:
+    """Q4_K super-blocks uint8 [N, K/256, 144] as blocks of 32 with a scale and an offset each."""
+    import numpy as np
+
+    rows = blocks.shape[0]
+    d, dmin = (blocks[..., at : at + 2].copy().view(np.float16).astype(np.float32) for at in (0, 2))
+    sc, mn = _k_scales(blocks[..., 4:16])
+    nibbles = blocks[..., 16:].reshape(rows, -1, 4, 1, 32)  # 4 chunks of 32 bytes: low nibbles, then high
+    values = np.concatenate([nibbles & 0x0F, nibbles >> 4], axis=3).reshape(rows, -1, BLOCK)
+    scales = (d * sc).reshape(rows, -1)
+    minimums = -(dmin * mn).reshape(rows, -1)
+    packed = (values[..., 0::2] | (values[..., 1::2] << 4)).astype(np.uint8)
+    return Blocks(4, packed, scales, minimums + np.float32(8) * scales)
+
+
+def _k_scales(packed: Any) -> tuple[Any, Any]:
+    """The 8 six-bit scales and minimums packed in Q4_K's 12 bytes, float32 [..., 8] each (as ggml unpacks)."""
+    import numpy as np
+
+    low, high, mixed = packed[..., 0:4], packed[..., 4:8], packed[..., 8:12]
+    sc = np.concatenate([low & 0x3F, (mixed & 0x0F) | ((low >> 2) & 0x30)], axis=-1)
+    mn = np.concatenate([high & 0x3F, (mixed >> 4) | ((high >> 2) & 0x30)], axis=-1)
+    return sc.astype(np.float32), mn.astype(np.float32)
 
 
 def repack_nibbles(ggml_bytes: Any) -> Any:

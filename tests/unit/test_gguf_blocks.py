@@ -88,3 +88,16 @@ def test_blocks_decode_as_the_gguf_package_dequantizes(kind):
     weights = RNG.standard_normal((6, 64)).astype(np.float32)
     raw = quants.quantize(weights, qtype)
     assert np.abs(from_ggml(kind, raw).decode() - quants.dequantize(raw, qtype)).max() <= 1e-6
+
+
+def test_q4_k_super_blocks_are_blocks_of_32_with_a_scale_and_an_offset():
+    quants = pytest.importorskip("gguf.quants")
+    from gguf import GGMLQuantizationType
+
+    raw = RNG.integers(0, 256, size=(6, 2, 144), dtype=np.uint8)  # any bytes are valid 6-bit scales and q
+    raw[..., 0:4] = RNG.uniform(0.001, 0.02, size=(6, 2, 2)).astype(np.float16).view(np.uint8)  # d, dmin
+    raw = raw.reshape(6, -1)
+    blocks = from_ggml("Q4_K", raw)
+    assert blocks.bits == 4 and blocks.packed.shape == (6, 16, 16) and blocks.offsets.shape == (6, 16)
+    expected = quants.dequantize(raw, GGMLQuantizationType.Q4_K)
+    assert np.abs(blocks.decode() - expected).max() <= 1e-6 * np.abs(expected).max()
