@@ -6,7 +6,7 @@ Each precision is an Olive workflow over the converted ONNX model:
   int4 also turns the embedding table into a GatherBlockQuantized one;
 - fp16: ``OnnxFloatToFloat16``, for GPU execution providers only (built and checked here, never run: this
   machine has no GPU);
-- int4 from a GGUF source whose weights are block-quantized (Q4_0, Q4_1, Q8_0): the GGUF's own blocks replace
+- int4 from a GGUF source whose weights are block-quantized (Q4_0, Q4_1, Q4_K, Q8_0): the GGUF's own blocks replace
   the requantized ones wherever they decode to the export's weights (`gguf_carry`), so the model keeps the
   weights the fine-tune shipped instead of a double quantization; ``quantization.json`` says which were kept;
 - then ``GraphSurgeries``: Olive's RTN pass renames a quantized graph output (``logits`` -> ``logits_Q4``),
@@ -61,7 +61,7 @@ class QuantizeOptions:
     )
     gguf_blocks: bool = option(
         True,
-        help="when the source is a block-quantized GGUF (q4_0, q4_1, q8_0), int4 keeps its blocks instead of "
+        help="when the source is a block-quantized GGUF (q4_0, q4_1, q4_k, q8_0), int4 keeps its blocks instead of "
         "quantizing the dequantized weights again (needs rtn, symmetric, block_size 32)",
     )
 
