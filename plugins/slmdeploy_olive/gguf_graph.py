@@ -15,8 +15,6 @@ from typing import Any
 
 from slmdeploy_olive.gguf_blocks import BLOCK, Blocks
 
-QUANTIZED = ("MatMulNBits", "GatherBlockQuantized")
-
 
 def quantized_nodes(graph: Any) -> list[Any]:
     """The MatMulNBits nodes and the GatherBlockQuantized embedding lookup."""
