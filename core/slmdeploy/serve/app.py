@@ -102,6 +102,7 @@ def _sampling(body: ChatCompletionRequest, served: Served, prompt_tokens: int) -
     guidance = body.response_format.guidance() if body.response_format else None
     return Sampling(
         max_new=min(body.answer_limit() or room, room),
+        min_new=min(body.min_tokens, room),
         temperature=body.temperature,
         top_p=body.top_p,
         seed=body.seed,

@@ -34,6 +34,8 @@ class Sampling:
     """A request's turn settings; None: the package's own (its ``search`` options)."""
 
     max_new: int
+    min_new: int = 0
+    """Tokens before the end-of-sequence token may end the answer (vLLM's ``min_tokens``)."""
     temperature: float | None = None
     top_p: float | None = None
     seed: int | None = None
@@ -156,6 +158,8 @@ class EngineWorker:
         request = self.engine.create_request()
         options = og.TurnOptions(request)
         options.set_max_generated_tokens(sampling.max_new)
+        if sampling.min_new:
+            options.set_min_generated_tokens(sampling.min_new)
         temperature = defaults.get("temperature", 1.0) if sampling.temperature is None else sampling.temperature
         sample = bool(defaults.get("do_sample", True)) and temperature > 0
         options.set_do_sample(sample)
@@ -182,6 +186,7 @@ class EngineWorker:
             repetition_penalty=float(defaults.get("repetition_penalty", 1.0)),
             random_seed=sampling.seed,
             max_length=len(job.ids) + sampling.max_new,
+            min_length=len(job.ids) + sampling.min_new if sampling.min_new else 0,
         )
         if sampling.guidance:
             params.set_guidance(*sampling.guidance)

@@ -83,6 +83,13 @@ class _Server:
                 super().handle_exit(sig, frame)
 
         self.server = Server(config)
+        self.pool = pool
 
     def run(self) -> None:
-        self.server.run()
+        """Serve until a signal; a stop asked for by SIGINT or SIGTERM is a clean exit (uvicorn hands the signal on
+        to the previous handler once it has shut down, which would turn it into an interruption)."""
+        try:
+            self.server.run()
+        except KeyboardInterrupt:
+            if not self.pool.closing:
+                raise
