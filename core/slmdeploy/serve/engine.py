@@ -259,8 +259,9 @@ class EngineWorker:
     def _fail_all(self, message: str, status: int, pending: list[Job] | None = None) -> None:
         jobs = [*self.batch.values(), *self.seeded, *(pending or [])]
         for job in list(self.batch.values()):
-            job.request.cancel_turn(job.turn)
-            self._close(job)
+            with contextlib.suppress(RuntimeError):  # a failed engine may refuse this too
+                job.request.cancel_turn(job.turn)
+                self._close(job)
         self.seeded.clear()
         for job in jobs:
             _post([(job, Failed(message, status))])

@@ -95,7 +95,10 @@ class Pool:
         (a client gone, a cancelled task) cancels it in the engine and frees its slot."""
         job = Job(ids, sampling, asyncio.get_running_loop())
         clock = _Clock(served, self.metrics)
-        served.worker.submit(job)
+        if self.closing:  # admitted, but the engine stopped before the response began
+            job.events.put_nowait(Failed("the server is shutting down", 503))
+        else:
+            served.worker.submit(job)
         finished = False
         try:
             async for event in self._events(job, clock):
