@@ -8,7 +8,9 @@
    llama-cpp-python's server answers one request at a time; by default a new request interrupts the one running
    (its stream is cut), so it runs with ``--interrupt_requests False`` and queues them instead.
 2. Drives each with a bounded async load loop (httpx, streamed chat completions, the same prompts, greedy,
-   ``max_tokens``): concurrency 1, 4 and 8, ``rounds`` requests per client; every request has a deadline.
+   exactly ``max_tokens`` tokens per answer through ``min_tokens``, which both servers take): concurrency 1, 4 and
+   8, ``rounds`` requests per client (at least 4 requests in all); every request has a deadline. The levels are
+   interleaved: each is run on one server and then on the other.
 3. Prints, per server: single-stream decode tokens/s and time to first token (concurrency 1), and at each
    concurrency the aggregate tokens/s, p50/p95 request latency, and failed requests; then the targets: ours at 8
    at least 1.5x ours at 1, and at least llama.cpp's at 8, with no failed request.
@@ -55,10 +57,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="Requests per client at each concurrency.")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as work:
-        results = {
-            "slmdeploy serve": run_server(ours(args.project, args.threads), args),
-            "llama.cpp server Q4_K_M": run_server(llama_cpp_server(Path(work), args.threads), args),
+        servers = {
+            "slmdeploy serve": ours(args.project, args.threads),
+            "llama.cpp server Q4_K_M": llama_cpp_server(Path(work), args.threads),
         }
+        results = run_interleaved(servers, args)
     report(results, args)
 
 
@@ -90,23 +93,34 @@ def llama_cpp_server(work: Path, threads: int) -> tuple[list[str], str]:
     return command, "q4_k_m"
 
 
-def run_server(server: tuple[list[str], str], args: argparse.Namespace) -> dict[int, dict[str, Any]]:
-    command, model = server
-    port = free_port()
-    process = subprocess.Popen(
-        [*command, "--host", "127.0.0.1", "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+def run_interleaved(servers: dict[str, tuple[list[str], str]], args: argparse.Namespace) -> dict[str, Any]:
+    """Both servers up (an idle one uses no CPU), each level measured on one and then the other, so a machine whose
+    load drifts treats them alike."""
+    processes: dict[str, tuple[subprocess.Popen[bytes], str, str]] = {}
     try:
-        url = f"http://127.0.0.1:{port}/v1/chat/completions"
-        wait_until_up(f"http://127.0.0.1:{port}/v1/models", process)
-        asyncio.run(load(url, model, 1, 1, args.max_tokens))  # warm-up
-        return {level: asyncio.run(load(url, model, level, args.rounds, args.max_tokens)) for level in CONCURRENCY}
+        for name, (command, model) in servers.items():
+            port = free_port()
+            process = subprocess.Popen([*command, "--host", "127.0.0.1", "--port", str(port)],
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+            processes[name] = (process, f"http://127.0.0.1:{port}", model)
+            wait_until_up(f"http://127.0.0.1:{port}/v1/models", process)
+            asyncio.run(load(f"http://127.0.0.1:{port}/v1/chat/completions", model, 1, 1, args.max_tokens))  # warm-up
+        results: dict[str, Any] = {name: {} for name in servers}
+        for level in CONCURRENCY:
+            rounds = max(args.rounds, 4 // level)
+            for name, (_, url, model) in processes.items():
+                print(f"{name}: concurrency {level}, {rounds * level} requests", flush=True)
+                results[name][level] = asyncio.run(
+                    load(f"{url}/v1/chat/completions", model, level, rounds, args.max_tokens)
+                )
+        return results
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        for process, _, _ in processes.values():
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
 
 
 async def load(url: str, model: str, clients: int, rounds: int, max_tokens: int) -> dict[str, Any]:
@@ -148,7 +162,7 @@ async def client(http: Any, url: str, model: str, index: int, rounds: int, max_t
 
 async def one(http: Any, url: str, model: str, prompt: str, max_tokens: int) -> dict[str, Any]:
     body = {"model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens,
-            "temperature": 0, "stream": True}  # fmt: skip
+            "min_tokens": max_tokens, "temperature": 0, "stream": True}  # fmt: skip
     started = time.perf_counter()
     first = last = None
     pieces = 0
@@ -172,8 +186,8 @@ async def one(http: Any, url: str, model: str, prompt: str, max_tokens: int) -> 
 
 
 def report(results: dict[str, dict[int, dict[str, Any]]], args: argparse.Namespace) -> None:
-    print(f"\nbench-serve: {args.threads} threads, greedy, max_tokens {args.max_tokens}, {args.rounds} requests per "
-          "client; tokens counted as streamed content chunks (one per token on both servers)")  # fmt: skip
+    print(f"\nbench-serve: {args.threads} threads, greedy, {args.max_tokens} tokens per answer, {args.rounds} "
+          "requests per client (4 at concurrency 1); tokens: streamed content chunks, one per token")  # fmt: skip
     print("| server | concurrency | requests | failed | aggregate tok/s | p50 s | p95 s | TTFT ms | decode tok/s |")
     print("|---|---|---|---|---|---|---|---|---|")
     for name, levels in results.items():

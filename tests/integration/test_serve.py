@@ -188,3 +188,17 @@ def test_shutdown_ends_requests_in_flight_with_an_error_and_exits_cleanly(projec
             pass
     assert "shutting down" in str(raised.value)
     assert stopping.stop() == 0
+
+
+def test_a_request_past_its_timeout_ends_with_504_and_a_stream_with_an_error(project):
+    hurried = ServerProcess(project, "--threads", "1", "--timeout", "1")
+    try:
+        with pytest.raises(openai.APIStatusError) as raised:
+            ask(hurried, max_tokens=LONG, extra_body={"min_tokens": LONG})
+        assert raised.value.status_code == 504 and "1 s limit" in raised.value.message
+        with pytest.raises(openai.APIError, match="1 s limit"):
+            for _ in ask(hurried, stream=True, max_tokens=LONG, extra_body={"min_tokens": LONG}):
+                pass
+        assert httpx.get(f"{hurried.url}/health").json()["status"] == "ok"
+    finally:
+        assert hurried.stop() == 0
