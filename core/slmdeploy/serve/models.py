@@ -1,0 +1,122 @@
+"""The packages a server answers for: a project's deployable variants (what ``slmdeploy ls`` shows, without those
+whose gates failed), or package folders given by path; each under the name it is registered with."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from slmdeploy.deploy.listing import deployed_models
+from slmdeploy.deployed import DeployedModel
+from slmdeploy.errors import ConfigError, InputError
+
+PACKAGE_FILE = "genai_config.json"
+
+
+@attrs.frozen
+class ModelSpec:
+    """What to serve: the name clients use, other names that reach it, and the package folder."""
+
+    name: str
+    folder: Path
+    aliases: tuple[str, ...] = ()
+
+
+def project_specs(build_dir: Path, wanted: Sequence[str]) -> list[ModelSpec]:
+    """The deployable variants in `build_dir` (all, or those `wanted` by name, variant or folder path)."""
+    deployable = [model for model in deployed_models(build_dir) if model.gates != "failed"]
+    if not wanted:
+        if not deployable:
+            raise ConfigError(
+                "no deployed model passed its gates",
+                where=str(build_dir),
+                fix="Run `slmdeploy build`; see `slmdeploy ls`.",
+            )
+        return [_spec(model) for model in deployable]
+    return [_pick(deployable, name, build_dir) for name in wanted]
+
+
+def folder_specs(paths: Sequence[str]) -> list[ModelSpec]:
+    """Package folders given by path, named by their ``inference_model.json`` (else the folder's name)."""
+    if not paths:
+        raise ConfigError(
+            "there is no project here and no --model was given",
+            fix="Run in a project folder (or pass -C DIR), or give a package folder with --model PATH.",
+        )
+    return [_folder_spec(Path(path)) for path in paths]
+
+
+def _spec(model: DeployedModel) -> ModelSpec:
+    registered = (model.registration or {}).get("model_id")
+    names = [str(registered)] if registered else []
+    names += [name for name in (model.name, model.variant) if name not in names]
+    return ModelSpec(names[0], model.folder, tuple(names[1:]))
+
+
+def _pick(deployable: list[DeployedModel], wanted: str, build_dir: Path) -> ModelSpec:
+    if (Path(wanted) / PACKAGE_FILE).is_file():
+        return _folder_spec(Path(wanted))
+    for model in deployable:
+        spec = _spec(model)
+        if wanted in (spec.name, *spec.aliases):
+            return spec
+    listing = ", ".join(_spec(model).name for model in deployable) or "none"
+    raise ConfigError(
+        f"no deployable model is named {wanted!r}", where=str(build_dir), fix=f"Deployable models: {listing}."
+    )
+
+
+def _folder_spec(folder: Path) -> ModelSpec:
+    if not (folder / PACKAGE_FILE).is_file():
+        raise InputError(
+            f"{folder} is not an ONNX Runtime GenAI package (no {PACKAGE_FILE})",
+            fix="Give a built model folder, such as build/<variant>/model.",
+        )
+    info = folder / "inference_model.json"
+    name = json.loads(info.read_text(encoding="utf-8")).get("Name") if info.is_file() else None
+    return ModelSpec(str(name or folder.resolve().name), folder)
+
+
+@attrs.define
+class LoadedModel:
+    """A package loaded for serving: the runtime's model and tokenizer, its limits and generation defaults."""
+
+    spec: ModelSpec
+    model: Any
+    tokenizer: Any
+    context_tokens: int
+    """Prompt plus answer, at most: the package's ``search.max_length`` (else the model's context length)."""
+    eos: frozenset[int]
+    defaults: dict[str, Any]
+    """The package's search options (temperature, top_p, top_k, repetition_penalty, do_sample)."""
+
+    def render(self, messages: list[dict[str, str]]) -> list[int]:
+        """The prompt's token ids: `messages` through the package's chat template, as ``slmdeploy run`` renders
+        them, with the assistant's turn opened."""
+        text = self.tokenizer.apply_chat_template(json.dumps(messages), add_generation_prompt=True)
+        return [int(token) for token in self.tokenizer.encode(text)]
+
+
+def load(spec: ModelSpec, threads: int, max_batch: int) -> LoadedModel:
+    """Load `spec`'s package with `threads` intra-op threads, for an Engine of at most `max_batch` requests."""
+    import onnxruntime_genai as og
+
+    from slmdeploy.model.runtime import load_genai_model
+
+    config = json.loads((spec.folder / PACKAGE_FILE).read_text(encoding="utf-8"))
+    search = config.get("search", {})
+    model = load_genai_model(spec.folder, threads, {"engine": {"static_batching": {"max_batch_size": max_batch}}})
+    eos = config["model"].get("eos_token_id", [])
+    return LoadedModel(
+        spec=spec,
+        model=model,
+        tokenizer=og.Tokenizer(model),
+        context_tokens=int(search.get("max_length") or config["model"]["context_length"]),
+        eos=frozenset(eos if isinstance(eos, list) else [eos]),
+        defaults={key: search[key] for key in ("do_sample", "temperature", "top_p", "top_k", "repetition_penalty")
+                  if key in search},
+    )  # fmt: skip
