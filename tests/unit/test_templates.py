@@ -259,3 +259,13 @@ def test_has_system_role_sees_the_model(registry, tmp_path):
     family = gemma.__new__(gemma)
     assert family.has_system_role(ModelInfo.from_dir(model_folder(tmp_path / "3", fixture("gemma3")))) is True
     assert family.has_system_role(ModelInfo.from_dir(model_folder(tmp_path / "2", fixture("gemma2")))) is False
+
+
+def test_the_starter_file_names_only_families_that_exist(registry):
+    import re
+
+    from slmdeploy.config.scaffold import STARTER
+
+    line = next(line for line in STARTER.splitlines() if "a plugin's" in line)
+    names = re.findall(r'"(\w+)"', line)
+    assert "gemma" in names and set(names) <= set(registry.names("template"))
