@@ -133,13 +133,18 @@ def bench_cli(session: nox.Session) -> None:
     session.run("python", "benchmarks/bench_cli.py", *session.posargs)
 
 
+EXAMPLE_PLUGINS = ("slmdeploy-mistral", "slmdeploy-keywords")  # a template family; an evaluator with gates
+
+
 @nox.session(name="example-plugin", python=PYTHON)
 def example_plugin(session: nox.Session) -> None:
-    """Install the example third-party plugin from its folder into a fresh environment and run its tests."""
+    """Install the example third-party plugins from their folders into a fresh environment and run their tests."""
     install_ml(session, "test")
-    session.install("./examples/slmdeploy-mistral")
+    for name in EXAMPLE_PLUGINS:
+        session.install(f"./examples/{name}")
     session.run("slmdeploy", "plugins")
-    session.run("pytest", "examples/slmdeploy-mistral/tests", *session.posargs)
+    for name in EXAMPLE_PLUGINS:
+        session.run("pytest", f"examples/{name}/tests", *session.posargs)
 
 
 @nox.session(python=PYTHON)

@@ -55,7 +55,10 @@ def slmdeploy_register_templates() -> Sequence[type[TemplateFamily]]:
 
     A template family turns a model folder into a `DeployPackage`: ``inference_model.json``, chat
     template and stop tokens. Selected by ``[template] family``, or by `slmdeploy_template_family` when
-    that is ``"auto"``.
+    that is ``"auto"``. Subclass `ChatTemplateFamily` and set its attributes (``TURN``, ``ROLES``,
+    ``GENERATION_PROMPT``, ``BOS_TEXT``, ``END_TOKENS``, ``OPTIONAL_END_TOKENS``, ``SYSTEM_ROLE``); its methods
+    receive the model (`ModelInfo`, with its ``chat_template``). ``docs/plugins.md`` documents every attribute
+    and method with a complete example.
     """
 
 

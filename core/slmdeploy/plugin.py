@@ -35,7 +35,8 @@ and its entry point, in the plugin's ``pyproject.toml``::
     myquant = "slmdeploy_myquant"
 
 A project can also keep unpackaged plugins in a ``slmdeploy_plugins.py`` beside its ``slmdeploy.toml``.
-The hooks are documented in `slmdeploy.hookspecs`.
+The hooks are documented in `slmdeploy.hookspecs`; ``docs/plugins.md`` is the guide (every hook, the template
+family class and its attributes, the pytest plugin's fixtures), and ``examples/`` holds two tested plugins.
 """
 
 from __future__ import annotations

@@ -55,11 +55,7 @@ def register(task: dict[str, Any], progress: Callable[[str], None]) -> dict[str,
             model = _register(catalog, target, model_id)
             progress(f"loading {model_id} and asking: {task['prompt']!r}")
             answer, finish, usage = ask(model, task["prompt"], task["max_tokens"])
-            if usage["completion_tokens"] == 0:
-                raise StageError(
-                    f"Foundry Local loaded {model_id} but generated nothing for {task['prompt']!r}",
-                    fix="Run the model with `slmdeploy run` to see why.",
-                )
+            check_answer(model_id, task["prompt"], answer, finish, usage)
     return {
         "model_id": model_id,
         "folder": str(target),
@@ -119,6 +115,19 @@ def _unregister(catalog: Any, model_id: str) -> None:
 
     with suppress(FoundryLocalException):  # "model not found"
         catalog.unregister_model(model_id)
+
+
+def check_answer(model_id: str, prompt: str, answer: str, finish: str, usage: dict[str, int]) -> None:
+    """The smoke answer must hold text: no tokens, or tokens that decode to nothing (a stop token at once), fails
+    the registration. (An answer of whitespace alone passes: Foundry Local 2.2.1 answers the random-weight test
+    models with newlines only, where onnxruntime-genai decodes the same package's tokens as words.)"""
+    if usage["completion_tokens"] == 0 or not answer:
+        raise StageError(
+            f"Foundry Local loaded {model_id} but its answer to {prompt!r} is empty ({usage['completion_tokens']} "
+            f"tokens, finish reason {finish})",
+            fix="A model that stops at once is usually prompted in the wrong format or with a wrong stop token: "
+            "check the template stage's log and family, and run the package with `slmdeploy run` to see its answers.",
+        )
 
 
 def ask(model: Any, prompt: str, max_tokens: int) -> tuple[str, str, dict[str, int]]:

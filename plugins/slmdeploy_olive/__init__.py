@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from slmdeploy.plugin import ConfigError, DeployedModel, Project, hookimpl
+from slmdeploy.plugin import ConfigError, DeployedModel, Project, hookimpl, model_config
 
 
 @hookimpl
@@ -28,12 +28,15 @@ def slmdeploy_register_quantizers() -> list[type[Any]]:
 
 @hookimpl
 def slmdeploy_check_project(project: Project) -> None:
-    """fp16 is for GPU execution providers: refuse it for a cpu build before any work."""
-    from slmdeploy_olive.quantize import GPU_ONLY
-
+    """Before any work: the source's architecture must be one the plugin converts (read from its config.json;
+    a GGUF file is checked after dequantizing, in the convert stage), and fp16 is for GPU execution providers."""
     convert, quantize = project.stages.get("convert", {}), project.stages.get("quantize", {})
+    if convert.get("plugin") == "olive":
+        _check_architecture(project)
     if convert.get("plugin") != "olive" or quantize.get("plugin") != "olive":
         return
+    from slmdeploy_olive.quantize import GPU_ONLY
+
     device = convert.get("device", "cpu")
     precisions = quantize.get("precision", "int4")
     chosen = set(precisions if isinstance(precisions, list) else [precisions])
@@ -44,6 +47,16 @@ def slmdeploy_check_project(project: Project) -> None:
             fix='For the CPU choose "int4", "int8" or "fp32"; for fp16 set [convert] device to "cuda", "dml" or '
             '"webgpu" (built here, run on that device).',
         )
+
+
+def _check_architecture(project: Project) -> None:
+    from slmdeploy_olive import architectures
+
+    source = project.source_path()
+    config = model_config(source) if source.is_dir() else {}
+    if config.get("architectures"):
+        key = "source.path" if project.source.path is not None else "source.package"
+        architectures.check(config, str(source), located=project.locate(key))
 
 
 @hookimpl(trylast=True)

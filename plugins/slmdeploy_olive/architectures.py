@@ -1,4 +1,12 @@
-"""Which Hugging Face architectures the installed ONNX Runtime GenAI model builder can export."""
+"""Which Hugging Face architectures the Olive plugin converts, and why it refuses the others.
+
+The onnxruntime-genai 0.18 model builder dispatches on ``config.architectures[0]`` (`supported` reads that list
+from its source). Every architecture it names is either in `CONVERTS` (a tiny random model of it is converted,
+quantized and run by ``tests/integration/test_architectures.py`` on every test run) or in `REFUSED` with the
+reason and what to do; a test keeps the two lists covering the builder's, so a builder upgrade that adds an
+architecture fails until it is classified. `check` runs when the build is planned (``slmdeploy plan`` reads the
+source's ``config.json``) and again in the convert stage, after a GGUF file is dequantized.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +17,76 @@ from typing import Any
 
 from slmdeploy.plugin import InputError
 
-# Architectures the plugin's tests convert on every run (tiny random models); the rest the builder claims.
-TESTED = ("LlamaForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM", "Phi3ForCausalLM")
+# Architecture -> the model_type of the tiny model the integration tests convert.
+CONVERTS: dict[str, str] = {
+    "LlamaForCausalLM": "llama",
+    "MistralForCausalLM": "mistral",
+    "Qwen2ForCausalLM": "qwen2",
+    "Qwen3ForCausalLM": "qwen3",
+    "Phi3ForCausalLM": "phi3",
+    "PhiForCausalLM": "phi",
+    "GemmaForCausalLM": "gemma",
+    "Gemma2ForCausalLM": "gemma2",
+    "Gemma3ForCausalLM": "gemma3_text",
+    "GraniteForCausalLM": "granite",
+    "OlmoForCausalLM": "olmo",
+    "SmolLM3ForCausalLM": "smollm3",
+    "Lfm2ForCausalLM": "lfm2",
+    "Ernie4_5ForCausalLM": "ernie4_5",
+    "NemotronForCausalLM": "nemotron",
+    "HunYuanDenseV1ForCausalLM": "hunyuan_v1_dense",
+    "GptOssForCausalLM": "gpt_oss",
+    "Lfm2MoeForCausalLM": "lfm2_moe",
+}
+
+_MULTIMODAL = (
+    "a vision or audio model: the builder exports only its text decoder, without the image or audio encoder the "
+    "model's prompts need; slmdeploy deploys text-only models",
+    "Deploy the text-only model of the family if there is one (Gemma 3 1B is Gemma3ForCausalLM), or convert the "
+    "model with onnxruntime-genai's own tools for multimodal models.",
+)
+_REMOTE_CODE = (
+    "a model whose code is not part of transformers (trust_remote_code), so slmdeploy cannot make a tiny one to "
+    "test the conversion with, and does not run it",
+    "Convert it with the builder by hand (python -m onnxruntime_genai.models.builder), or fine-tune an architecture "
+    "the README's table lists as converting.",
+)
+_NOT_CPU = (
+    "a mixture-of-experts model the builder exports for CUDA only (its MoE operator has no CPU kernel in "
+    "onnxruntime 1.31)",
+    'Set [convert] device = "cuda" with a converter plugin that supports it, or choose a dense model.',
+)
+_HYBRID_MAMBA = (
+    "a hybrid Mamba and attention model, whose Mamba layers the builder does not export (a tiny one fails with "
+    "\"'NoneType' object has no attribute 'q_proj'\")",
+    "Fine-tune an architecture the README's table lists as converting (Granite 3 is GraniteForCausalLM).",
+)
+# Architecture -> (why it is refused, what to do).
+REFUSED: dict[str, tuple[str, str]] = {
+    "ChatGLMForConditionalGeneration": _REMOTE_CODE,
+    "ChatGLMModel": _REMOTE_CODE,
+    "InternLM2ForCausalLM": _REMOTE_CODE,
+    "Phi3SmallForCausalLM": _REMOTE_CODE,
+    "PhiMoEForCausalLM": _NOT_CPU,
+    "GraniteMoeHybridForCausalLM": _HYBRID_MAMBA,
+    "Gemma3ForConditionalGeneration": _MULTIMODAL,
+    "Gemma4ForConditionalGeneration": _MULTIMODAL,
+    "Gemma4UnifiedForConditionalGeneration": _MULTIMODAL,
+    "Lfm2VlForConditionalGeneration": _MULTIMODAL,
+    "Lfm2AudioForConditionalGeneration": _MULTIMODAL,
+    "Mistral3ForConditionalGeneration": _MULTIMODAL,
+    "Phi3VForCausalLM": _MULTIMODAL,
+    "Phi4MMForCausalLM": _MULTIMODAL,
+    "Qwen2_5_VLForConditionalGeneration": _MULTIMODAL,
+    "Qwen3VLForConditionalGeneration": _MULTIMODAL,
+    "Qwen3_5ForConditionalGeneration": _MULTIMODAL,
+    "Qwen3_5MoeForConditionalGeneration": _MULTIMODAL,
+    "VideoChatFlashQwenForCausalLM": _MULTIMODAL,
+    "WhisperForConditionalGeneration": (
+        "a speech recognition model (encoder-decoder), not a chat model",
+        "Deploy it with onnxruntime-genai's Whisper tooling; slmdeploy builds chat models.",
+    ),
+}
 
 
 @functools.cache
@@ -22,14 +98,29 @@ def supported() -> tuple[str, ...]:
     return tuple(sorted(set(re.findall(r'architectures\[0\] == "(\w+)"', source))))
 
 
-def check(config: dict[str, Any], where: str) -> str:
+def check(config: dict[str, Any], where: str, located: str | None = None) -> str:
+    """The model's architecture, if slmdeploy converts it; otherwise an `InputError` saying why and what to do
+    (`located`: the project file's line that names the model)."""
     architecture = (config.get("architectures") or ["?"])[0]
-    known = supported()
-    if architecture not in known:
-        raise InputError(
-            f"the model in {where} is a {architecture} (model_type {config.get('model_type', '?')!r}), which the "
-            f"ONNX Runtime GenAI model builder cannot export; it exports: {', '.join(known)}",
-            fix="Convert it with a converter plugin that supports it (a slmdeploy_register_converters hook selected "
-            'by [convert] plugin = "<name>"), or fine-tune a supported architecture.',
-        )
-    return architecture
+    if architecture in CONVERTS:
+        return architecture
+    described = f"the model in {where} is a {architecture} (model_type {config.get('model_type', '?')!r})"
+    if architecture in REFUSED:
+        reason, fix = REFUSED[architecture]
+        raise InputError(f"{described}, {reason}", where=located, fix=fix)
+    raise InputError(
+        f"{described}, which the ONNX Runtime GenAI {_builder_version()} model builder cannot export; slmdeploy "
+        f"converts {', '.join(sorted(CONVERTS))}",
+        where=located,
+        fix="Convert it with a converter plugin that supports it (a slmdeploy_register_converters hook selected "
+        'by [convert] plugin = "<name>"), or fine-tune a supported architecture.',
+    )
+
+
+def _builder_version() -> str:
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version("onnxruntime-genai")
+    except importlib.metadata.PackageNotFoundError:
+        return "0.18"

@@ -10,6 +10,9 @@ Three mismatches, fixed in-process (site-packages are never edited), each checke
    exactly as the builder's own command line does.
 3. Olive names options ``int4_block_size``, ``int4_is_symmetric`` ... which 0.18 documents as aliases but
    silently ignores. The wrapper passes them under their 0.18 names.
+
+The wrapper also hands the builder a config adapted where transformers 5 and the builder disagree
+(`slmdeploy_olive.configs`: Gemma 3's rotary settings).
 """
 
 from __future__ import annotations
@@ -54,6 +57,8 @@ def apply() -> None:
     from olive.passes.onnx.model_builder import ModelBuilder
     from onnxruntime_genai.models import builder
 
+    from slmdeploy_olive import configs
+
     ModelBuilder.maybe_patch_quant = staticmethod(lambda: None)  # type: ignore[method-assign]
     if getattr(builder.create_model, "slmdeploy_compat", False):
         return
@@ -79,6 +84,8 @@ def apply() -> None:
                 cache_dir,
                 builder_arguments(extra_options),
             )
+        for change in configs.adapt_for_builder(extra_options["hf_details"]["hf_config"]):
+            print(f"config adapted for the builder: {change}", flush=True)
         return original(model_name, input_path, output_dir, precision, execution_provider, cache_dir, **extra_options)
 
     create_model.slmdeploy_compat = True  # type: ignore[attr-defined]

@@ -46,7 +46,7 @@ class OliveConverter(LibraryVersioned, Converter):
 
 def convert_in_worker(task: dict[str, Any], progress: Callable[[str], None]) -> dict[str, Any]:
     from slmdeploy_olive import architectures
-    from slmdeploy_olive.verify import verify
+    from slmdeploy_olive.verify import FIXES, verify
     from slmdeploy_olive.workflow import run_workflow
 
     scratch, out = Path(task["scratch"]), Path(task["out"])
@@ -63,7 +63,10 @@ def convert_in_worker(task: dict[str, Any], progress: Callable[[str], None]) -> 
             "type": "ModelBuilder",
             "precision": "fp32",
             # A separate embedding table lets the quantize stage quantize it, then tie it to lm_head again.
-            "extra_options": {"shared_embeddings": False},
+            # Full-length KV caches on sliding-window layers (Gemma 2 and 3, Mistral): the window is still applied
+            # by the attention, but a window-sized cache makes the runtime refuse any request whose max_length is
+            # shorter than the window ("KV cache capacity (12) must be at least local_window_size (64)").
+            "extra_options": {"shared_embeddings": False, "windowed_kv_cache": False},
         }
     }
     olive_model = {
@@ -72,9 +75,16 @@ def convert_in_worker(task: dict[str, Any], progress: Callable[[str], None]) -> 
         "load_kwargs": {"trust_remote_code": task["trust_remote_code"]},
     }
     out.mkdir()
-    run_workflow(olive_model, passes, task["device"], scratch, out)
+    run_workflow(
+        olive_model,
+        passes,
+        task["device"],
+        scratch,
+        out,
+        fix=f"The builder's traceback is in the stage log. {FIXES['convert']}",
+    )
     for name in ("config.json", "generation_config.json"):
         if (hf_folder / name).is_file():
             shutil.copy2(hf_folder / name, out / name)
     progress("verifying the float32 export")
-    return {"verified": verify(out, runnable_here=task["device"] == "cpu")}
+    return {"verified": verify(out, runnable_here=task["device"] == "cpu", stage="convert")}

@@ -47,8 +47,17 @@ EXECUTION_PROVIDERS = {
 OLIVE_FILES = {"footprint.json", "output_footprint.json", "run_history.txt", "model_config.json"}
 
 
-def run_workflow(input_model: dict[str, Any], passes: dict[str, Any], device: str, scratch: Path, out: Path) -> None:
-    """Run `passes` on `input_model` with Olive and move the resulting model folder's files into `out`."""
+QUANTIZE_FIX = (
+    "The pass's traceback is in the stage log (.slmdeploy/logs/). Choose other [quantize] options (`slmdeploy "
+    "plugins --options` lists them), or report it with that log."
+)
+
+
+def run_workflow(
+    input_model: dict[str, Any], passes: dict[str, Any], device: str, scratch: Path, out: Path, fix: str = QUANTIZE_FIX
+) -> None:
+    """Run `passes` on `input_model` with Olive and move the resulting model folder's files into `out`; a failure
+    says `fix`, which names the options of the stage that runs the passes."""
     from olive.workflows import run
 
     from slmdeploy_olive import compat
@@ -82,12 +91,10 @@ def run_workflow(input_model: dict[str, Any], passes: dict[str, Any], device: st
     try:
         run(config)
     except Exception as error:
-        raise StageError(
-            f"the Olive workflow failed: {error!r}", fix="Check the [convert] and [quantize] options."
-        ) from error
+        raise StageError(f"the Olive workflow failed: {error!r}", fix=fix) from error
     finally:
         logging.getLogger("olive").removeHandler(errors)
-    _collect(olive_out, out, list(passes), errors.messages)
+    _collect(olive_out, out, list(passes), errors.messages, fix)
 
 
 class _ErrorCollector(logging.Handler):
@@ -102,14 +109,11 @@ class _ErrorCollector(logging.Handler):
         self.messages.append(f"{record.getMessage()} ({cause!r})" if cause else record.getMessage())
 
 
-def _collect(olive_out: Path, out: Path, passes: list[str], errors: list[str]) -> None:
+def _collect(olive_out: Path, out: Path, passes: list[str], errors: list[str], fix: str) -> None:
     model_dir = _model_folder(olive_out)
     if model_dir is None:
         reason = "; ".join(errors[-2:]) or "Olive logged no error"
-        raise StageError(
-            f"the Olive workflow ({', '.join(passes)}) produced no model: {reason}",
-            fix="Check the options of the failing pass.",
-        )
+        raise StageError(f"the Olive workflow ({', '.join(passes)}) produced no model: {reason}", fix=fix)
     for item in model_dir.iterdir():
         if item.name not in OLIVE_FILES:
             shutil.move(str(item), out / item.name)

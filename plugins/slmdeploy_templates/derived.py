@@ -39,7 +39,7 @@ class DerivedFamily(ChatTemplateFamily):
     def bos_text(self, model: ModelInfo) -> str:
         return str(self.format["bos"])
 
-    def has_system_role(self) -> bool:
+    def has_system_role(self, model: ModelInfo | None = None) -> bool:
         return bool(self.format["system_role"])
 
     def end_tokens(self, tokenizer: TokenizerFiles) -> tuple[str, ...]:

@@ -83,7 +83,8 @@ def test_unknown_architecture(tiny_model, run_stage, tmp_path):
     with pytest.raises(InputError) as caught:
         run_stage(OliveConverter, SourceModel(folder))
     message = str(caught.value)
-    assert "is a MambaForCausalLM (model_type 'mamba'), which the ONNX Runtime GenAI model builder cannot" in message
+    assert "is a MambaForCausalLM (model_type 'mamba'), which the ONNX Runtime GenAI" in message
+    assert "model builder cannot export; slmdeploy converts" in message
     assert "LlamaForCausalLM" in message and "Qwen3ForCausalLM" in message and "Phi3ForCausalLM" in message
     assert "slmdeploy_register_converters" in message
 

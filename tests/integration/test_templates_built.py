@@ -15,7 +15,9 @@ CASES = [
     ("phi3.5", "phi3", "phi"),
     ("llama3", "llama", "llama3"),
     ("smollm2", "llama", "chatml"),
-    ("gemma2", "llama", "derived"),
+    ("gemma2", "llama", "derived"),  # a Gemma template on a Llama: no specific family claims it
+    ("gemma2", "gemma2", "gemma"),  # sliding window 64, answered with a shorter context
+    ("gemma3", "gemma3", "gemma"),
 ]
 
 

@@ -202,6 +202,8 @@ def test_plan_shows_cached_and_pending_steps(fake_project):
     statuses = [step["status"] for step in first["variants"][0]["steps"]]
     assert statuses == ["run"] * 5
     assert first["variants"][0]["steps"][2]["plugin"] == "auto"
+    assert first["variants"][0]["steps"][2]["family"] == "fakefam"  # the family auto will pick, from the source
+    assert "auto: fakefam" in project.cli("plan").stdout
     built(project)
     project.file.write_text(project.file.read_text().replace('plugin = "fake"', 'plugin = "fake"\nblock_size = 64'))
     second = json.loads(project.cli("plan", "--json").stdout)

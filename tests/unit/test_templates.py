@@ -206,3 +206,66 @@ def test_gemma_without_a_system_role_is_derived(registry, run_stage, tmp_path):
     prompt = json.loads((package.path / "inference_model.json").read_text())["PromptTemplate"]
     assert prompt["user"] == "<start_of_turn>user\n{Content}<end_of_turn>"
     assert prompt["prompt"] == "<start_of_turn>user\n{Content}<end_of_turn>\n<start_of_turn>model"
+
+
+def test_gemma3_folds_the_system_message_into_the_first_user_turn(registry, run_stage, tmp_path):
+    folder = model_folder(tmp_path, fixture("gemma3"))
+    package = run_stage(family_class(registry, "gemma"), OnnxModel(folder), tables=TABLES)
+    family = family_class(registry, "gemma")
+    model = ModelInfo.from_dir(folder)
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+    expected = "<bos><start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\n"
+    assert family.__new__(family).render(messages, model, None) == expected
+    prompt = json.loads((package.path / "inference_model.json").read_text())["PromptTemplate"]
+    assert prompt["prompt"] == "<start_of_turn>user\n{Content}<end_of_turn>\n<start_of_turn>model"
+    assert prompt["assistant"] == "<start_of_turn>model\n{Content}<end_of_turn>"
+
+
+def test_a_gemma_family_writing_the_wrong_answer_role_fails_on_gemma2(registry, run_stage, tmp_path):
+    """Gemma 2 refuses system messages, so only the conversation without one checks the answer turn's role."""
+    gemma = family_class(registry, "gemma")
+    wrong = type("WrongGemma", (gemma,), {"PLUGIN_NAME": "wrong-gemma", "ROLES": {}})
+    folder = model_folder(tmp_path, fixture("gemma2"))
+    with pytest.raises(StageError) as caught:
+        run_stage(wrong, OnnxModel(folder), tables=TABLES)
+    assert 'writes the "multi-turn without system" conversation differently' in str(caught.value)
+    assert "'<start_of_turn>assistant'" in caught.value.details
+
+
+def test_the_parity_error_shows_the_fix_before_the_renderings(registry, run_stage, tmp_path):
+    folder = model_folder(tmp_path, fixture("smollm2"))
+    with pytest.raises(StageError) as caught:
+        run_stage(family_class(registry, "phi"), OnnxModel(folder), tables=TABLES)
+    paragraph, _, table = str(caught.value).partition("\n")
+    assert paragraph.endswith("fix the chat_template in tokenizer_config.json.")
+    assert table.startswith("  chat_template (expected)") and "tokenizer_config.json" not in table
+
+
+def test_a_family_written_against_the_old_has_system_role_still_works(registry, run_stage, tmp_path):
+    chatml = family_class(registry, "chatml")
+
+    class OldStyle(chatml):
+        PLUGIN_NAME = "old-style"
+
+        def has_system_role(self):  # the signature before it received the model
+            return True
+
+    package = run_stage(OldStyle, OnnxModel(model_folder(tmp_path, fixture("smollm2"))), tables=TABLES)
+    assert package.family == "old-style"
+
+
+def test_has_system_role_sees_the_model(registry, tmp_path):
+    gemma = family_class(registry, "gemma")
+    family = gemma.__new__(gemma)
+    assert family.has_system_role(ModelInfo.from_dir(model_folder(tmp_path / "3", fixture("gemma3")))) is True
+    assert family.has_system_role(ModelInfo.from_dir(model_folder(tmp_path / "2", fixture("gemma2")))) is False
+
+
+def test_the_starter_file_names_only_families_that_exist(registry):
+    import re
+
+    from slmdeploy.config.scaffold import STARTER
+
+    line = next(line for line in STARTER.splitlines() if "a plugin's" in line)
+    names = re.findall(r'"(\w+)"', line)
+    assert "gemma" in names and set(names) <= set(registry.names("template"))

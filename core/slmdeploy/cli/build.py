@@ -58,7 +58,8 @@ def plan(session: Session, as_json: bool) -> None:
 
 def _plan_line(step: dict[str, Any]) -> str:
     key = step["key"][:12] if step["key"] else "-"
-    line = f"  {step['table']:<22} {step['plugin']:<14} {step['status']:<7} {key}"
+    plugin = f"{step['plugin']}: {step['family']}" if step.get("family") else step["plugin"]
+    line = f"  {step['table']:<22} {plugin:<14} {step['status']:<7} {key}"
     return f"{line}  ({step['note']})" if step.get("note") else line
 
 

@@ -156,6 +156,10 @@ class Project:
         """``slmdeploy.toml:12 [quantize] precision`` for the key path ``quantize.precision``."""
         return where_in(self.file.name, self.lines.line_of(key))
 
+    def source_path(self) -> Path:
+        """The file or folder ``[source]`` names (``path`` or ``package``), checked to exist."""
+        return resolve_source_path(self)
+
     def core_table(self, name: str) -> dict[str, Any]:
         """A core table as stages see it (``CONTEXT_TABLES``)."""
         return stage_view(getattr(self, name))

@@ -32,7 +32,8 @@ plugin = "olive"
 precision = ["int4", "int8"]   # a list builds one variant per value, sharing one conversion
 
 [template]
-family = "auto"            # picked from the model's config and chat template; or "qwen", "phi", "llama", "chatml"
+family = "auto"            # picked from the model's config and chat template (`slmdeploy plan` shows which);
+                           # or "qwen", "phi", "llama3", "llama2", "gemma", "chatml", "derived", a plugin's
 
 [generation]
 max_length = 2048

@@ -13,13 +13,18 @@ CHANGED_OUTSIDE = "cached, but changed outside the cache: build makes it again"
 
 def preview(runner: StepRunner, variant: Variant) -> list[dict[str, Any]]:
     """What `build` would do for a variant: each step cached, to run, or waiting on an earlier step. A cached
-    output its stage no longer finds current (a registration removed outside) is run again, as `build` does."""
+    output its stage no longer finds current (a registration removed outside) is run again, as `build` does. A
+    template step with ``family = "auto"`` whose input is not built yet names the family it will pick (`family`)."""
     artifact: Artifact | None = variant.source
     digest: str | None = variant.source_digest
     rows = []
     for planned in variant.steps:
         step = runner.resolve(planned, artifact) if artifact is not None else planned
         row = {"stage": step.stage, "table": step.table, "plugin": step.plugin_name, "status": "run", "key": None}
+        if step.provided is None and variant.source.path.is_dir():
+            # The converted folder keeps the source's config and tokenizer, so dispatch on the source picks the
+            # family the build will pick.
+            row["family"] = runner.dispatch_template(variant.source)
         rows.append(row)
         if digest is None or step.provided is None:
             continue

@@ -105,7 +105,7 @@ class StepRunner:
         """Pick the template family for ``family = "auto"`` now that the model folder exists."""
         if step.provided is not None:
             return step
-        name = self._dispatch_template(artifact)
+        name = self.dispatch_template(artifact)
         provided = self.registry.get("template", name)
         if provided is None:
             raise PluginError(
@@ -116,7 +116,8 @@ class StepRunner:
         (resolved,) = alternatives(project, "template", "template", provided, step.raw, self.store.digests)
         return resolved
 
-    def _dispatch_template(self, artifact: Artifact) -> str:
+    def dispatch_template(self, artifact: Artifact) -> str:
+        """The template family `slmdeploy_template_family` picks for the model folder of `artifact`."""
         try:
             with plugin_code("template dispatch (slmdeploy_template_family)"):
                 name: str = self.registry.manager.hook.slmdeploy_template_family(

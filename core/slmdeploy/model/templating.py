@@ -3,13 +3,16 @@
 A family declares how one turn is written (`turn`), what opens the answer (`generation_prompt`) and which
 tokens end it (`END_TOKENS`). `ChatTemplateFamily.run` then writes the deployable package: Foundry Local's
 ``inference_model.json``, the ``[generation]`` defaults and every stop token in ``genai_config.json``, and the
-tokenizer's own chat template. Before that, the parity check renders a set of conversations with the family's
+tokenizer's own chat template. Before that, the parity check renders `PARITY_CONVERSATIONS` with the family's
 format and with the tokenizer's jinja ``chat_template``; any difference fails the stage, showing both.
+``docs/plugins.md`` documents writing a family, with a complete example.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -31,6 +34,12 @@ PARITY_CONVERSATIONS: dict[str, Messages] = {
     "user only": [{"role": "user", "content": "Hello!"}],
     "multi-turn": [
         {"role": "system", "content": "You are a terse assistant."},
+        {"role": "user", "content": "What is the capital of France?"},
+        {"role": "assistant", "content": "Paris."},
+        {"role": "user", "content": "And of Italy?"},
+    ],
+    # Checks the answer turn on templates that refuse system messages (Gemma 2), where "multi-turn" is skipped.
+    "multi-turn without system": [
         {"role": "user", "content": "What is the capital of France?"},
         {"role": "assistant", "content": "Paris."},
         {"role": "user", "content": "And of Italy?"},
@@ -58,12 +67,20 @@ class FamilyOptions:
 
 
 class ChatTemplateFamily(TemplateFamily):
-    """A family whose conversations are turns written one after another. Subclasses set the class
-    attributes, or override `turn` / `render` for formats that are not a plain sequence of turns."""
+    """A family whose conversations are turns written one after another.
+
+    Most families only set the class attributes. For formats that are not a plain sequence of turns, override
+    `turn`, `generation_prompt`, `bos_text` or `has_system_role` (each receives the model, `ModelInfo`, whose
+    ``chat_template`` is the tokenizer's jinja template), or `render` for the whole conversation (Llama 2 and
+    Gemma fold the system message into the first user turn). The parity check compares `render` with the chat
+    template, so an override that is wrong fails the build instead of deploying a wrong prompt.
+    """
 
     Options = FamilyOptions
     TURN: ClassVar[str] = ""
     """One turn, with ``{role}`` and ``{Content}``; include the separator that follows a turn."""
+    ROLES: ClassVar[Mapping[str, str]] = {}
+    """The name `TURN` writes for a message role, when it differs (Gemma writes ``model`` for ``assistant``)."""
     GENERATION_PROMPT: ClassVar[str] = ""
     """What opens the assistant's answer."""
     BOS_TEXT: ClassVar[str] = ""
@@ -73,10 +90,12 @@ class ChatTemplateFamily(TemplateFamily):
     OPTIONAL_END_TOKENS: ClassVar[tuple[str, ...]] = ()
     """Tokens that also end an answer when the vocabulary has them (end of text)."""
     SYSTEM_ROLE: ClassVar[bool] = True
-    """False for formats without system messages (Gemma): the parity check then skips conversations with one."""
+    """False for formats without system messages (Gemma 2): the parity check then skips conversations with one.
+    `has_system_role` decides per model; by default it returns this."""
 
     def turn(self, role: str, model: ModelInfo) -> str:
-        return self.TURN.replace("{role}", role)
+        """One turn of `role` (``system``, ``user``, ``assistant``) with the ``{Content}`` placeholder."""
+        return self.TURN.replace("{role}", self.ROLES.get(role, role))
 
     def generation_prompt(self, model: ModelInfo) -> str:
         return self.GENERATION_PROMPT
@@ -87,7 +106,9 @@ class ChatTemplateFamily(TemplateFamily):
     def end_tokens(self, tokenizer: TokenizerFiles) -> tuple[str, ...]:
         return self.END_TOKENS
 
-    def has_system_role(self) -> bool:
+    def has_system_role(self, model: ModelInfo | None = None) -> bool:
+        """Whether `model`'s format has system messages. Families written before it received the model may
+        override it as ``has_system_role(self)``; both are called correctly."""
         return self.SYSTEM_ROLE
 
     def render(self, messages: Messages, model: ModelInfo, default_system: str | None) -> str:
@@ -222,7 +243,7 @@ def generation_eos_ids(model_dir: Path) -> list[int]:
 
 def check_parity(family: ChatTemplateFamily, model: ModelInfo, template: str, tokenizer: TokenizerFiles) -> None:
     """Render each parity conversation both ways; fail with both renderings on the first difference."""
-    system_role = family.has_system_role()
+    system_role = _has_system_role(family, model)
     default_system = detect_default_system(family, model, template, tokenizer) if system_role else None
     for name, messages in PARITY_CONVERSATIONS.items():
         if not system_role and any(message["role"] == "system" for message in messages):
@@ -232,11 +253,18 @@ def check_parity(family: ChatTemplateFamily, model: ModelInfo, template: str, to
         if expected != actual:
             raise StageError(
                 f'the {family.PLUGIN_NAME} family writes the "{name}" conversation differently from the tokenizer\'s '
-                f"chat_template:\n{side_by_side(expected, actual)}",
+                "chat_template (both renderings below)",
                 fix="The deployed model would be prompted in a format it was not fine-tuned on. Set [template] "
                 'family = "derived" to take the format from the chat template itself, or another family that '
                 "matches (see `slmdeploy plugins`), or fix the chat_template in tokenizer_config.json.",
+                details=side_by_side(expected, actual),
             )
+
+
+def _has_system_role(family: ChatTemplateFamily, model: ModelInfo) -> bool:
+    """`family.has_system_role(model)`, or ``()`` for families that override it without the model parameter."""
+    parameters = inspect.signature(family.has_system_role).parameters
+    return family.has_system_role(model) if parameters else family.has_system_role()
 
 
 def detect_default_system(

@@ -12,11 +12,25 @@ Fixtures:
             assert result.exit_code == 0, result.output
 
 ``tiny_model``
-    Factory: a tiny random-weight Hugging Face model folder of an architecture ("llama", "qwen2", "qwen3",
-    "phi3"), made offline in about a second (needs torch and transformers)::
+    Factory: a tiny random-weight Hugging Face model folder (2 layers, hidden 64) of any architecture
+    transformers knows, by its ``model_type``, made offline in about a second (needs torch and transformers).
+    ``config=`` gives a config (a dict or a transformers config) instead; other keywords override config keys;
+    ``chat_template=`` and ``special=`` (``{"bos", "eos", "pad", "extra"}`` tokens) set the tokenizer's::
 
         def test_converter(tiny_model, run_stage):
-            folder = tiny_model("qwen2")
+            folder = tiny_model("gemma2", sliding_window=128, chat_template=GEMMA2_TEMPLATE, special=GEMMA_TOKENS)
+            other = tiny_model(config={"model_type": "granite", "num_hidden_layers": 1})
+
+``tiny_onnx_model``
+    Factory: an `OnnxModel` as the convert stage leaves it, for stages after it (a template family, a
+    registrar). By default without weights: the tiny model's config and tokenizer files and the
+    ``genai_config.json`` the onnxruntime-genai model builder writes for it (its ``config_only`` mode, seconds);
+    ``convert=True`` converts it for real with the installed ``olive`` converter (10 to 30 s), for stages that
+    run the model. Takes `tiny_model`'s arguments; made once per session for each::
+
+        def test_my_family(tiny_onnx_model, run_stage):
+            model = tiny_onnx_model("gemma2", chat_template=GEMMA2_TEMPLATE, special=GEMMA_TOKENS)
+            package = run_stage(MyFamily, model)
 
 ``run_stage``
     Runs one stage class on an artifact, with its options validated from a dict as if they came from
@@ -31,6 +45,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -39,7 +54,7 @@ from typing import Any
 import attrs
 import pytest
 
-from slmdeploy.artifacts import Artifact, SourceModel
+from slmdeploy.artifacts import Artifact, OnnxModel, SourceModel
 from slmdeploy.config.options import structure_table
 from slmdeploy.execute.cache import Store
 from slmdeploy.stages import Stage, StageContext
@@ -139,6 +154,51 @@ def tiny_model(
     return make
 
 
+@pytest.fixture
+def tiny_onnx_model(
+    tiny_model: Callable[..., Path], tmp_path_factory: pytest.TempPathFactory, _tiny_models: dict[tuple[Any, ...], Any]
+) -> Callable[..., OnnxModel]:
+    """Factory: ``tiny_onnx_model(architecture="llama", convert=False, **tiny_model_arguments)`` -> `OnnxModel`."""
+
+    def make(architecture: str = "llama", convert: bool = False, **arguments: Any) -> OnnxModel:
+        key = ("onnx", convert, architecture, *sorted((name, repr(value)) for name, value in arguments.items()))
+        if key not in _tiny_models:
+            source = tiny_model(architecture, **arguments)
+            root = tmp_path_factory.mktemp(f"tiny-onnx-{architecture}")
+            _tiny_models[key] = _converted(source, root) if convert else _genai_config_only(source, root / "model")
+        made: OnnxModel = _tiny_models[key]
+        return made
+
+    return make
+
+
+def _genai_config_only(source: Path, out: Path) -> OnnxModel:
+    """The builder's ``config_only`` mode: genai_config.json and the tokenizer files, no graph or weights."""
+    command = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(source), "-o", str(out)]
+    command += ["-p", "fp32", "-e", "cpu", "-c", str(out.parent / "cache"), "--extra_options", "config_only=true"]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode or not (out / "genai_config.json").is_file():
+        last = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
+        raise RuntimeError(f"the model builder wrote no genai_config.json for {source}: {last[0]} (try convert=True)")
+    for name in ("config.json", "generation_config.json"):
+        if (source / name).is_file():
+            shutil.copy2(source / name, out / name)
+    return OnnxModel(out, precision="fp32")
+
+
+def _converted(source: Path, root: Path) -> OnnxModel:
+    """Converted by the installed ``olive`` converter plugin, as ``[convert] plugin = "olive"`` would."""
+    from slmdeploy.host.manager import get_plugin_manager
+    from slmdeploy.host.registry import Registry
+
+    provided = Registry(get_plugin_manager()).get("convert", "olive")
+    if provided is None:
+        raise RuntimeError('no "olive" converter is installed: pip install "slmdeploy[olive]"')
+    made = run_stage_in(root, provided.cls, SourceModel(source))
+    assert isinstance(made, OnnxModel)
+    return made
+
+
 def context_tables(cls: type[Stage], given: Mapping[str, Any]) -> dict[str, Any]:
     """The core tables `cls` reads (``CONTEXT_TABLES``), as a build would give them: their defaults (a project named
     ``test-model``), updated with the keys a test gives."""
@@ -156,7 +216,6 @@ def context_tables(cls: type[Stage], given: Mapping[str, Any]) -> dict[str, Any]
 def run_stage(tmp_path: Path) -> Callable[..., Artifact]:
     """Factory: ``run_stage(StageClass, artifact, options={}, tables={}, source=None)`` runs one stage, returns its
     artifact. `source` is the `SourceModel` an evaluator compares against; shared entries live in the test's folder."""
-    counter = iter(range(1_000_000))
 
     def run(
         cls: type[Stage],
@@ -166,28 +225,41 @@ def run_stage(tmp_path: Path) -> Callable[..., Artifact]:
         variant: str = "test",
         source: SourceModel | None = None,
     ) -> Artifact:
-        structured = structure_table(cls.Options, dict(options or {}), cls.STAGE, lambda key: f"<test> {key}")
-        cls.check(structured)
-        run_dir = tmp_path / f"{cls.STAGE}-{cls.PLUGIN_NAME}-{next(counter)}"
-        output_dir, scratch = run_dir / "out", run_dir / "scratch"
-        output_dir.mkdir(parents=True)
-        scratch.mkdir()
-        context = StageContext(
-            project_dir=tmp_path,
-            project_name="test-model",
-            project_version=1,
-            variant=variant,
-            tables=context_tables(cls, tables or {}),
-            log=lambda message: None,
-            scratch=scratch,
-            logs_dir=run_dir / "logs",
-            source=source,
-            source_digest=Store(tmp_path / ".state").digests.tree_digest(source.path) if source else "",
-            shared=Store(tmp_path / ".state").shared,
-        )
-        produced = cls(structured, context).run(artifact, output_dir)
-        assert isinstance(produced, cls.OUTPUT), f"{cls.__name__}.run returned {produced!r}"
-        shutil.rmtree(scratch)
-        return produced
+        return run_stage_in(tmp_path, cls, artifact, options, tables, variant, source)
 
     return run
+
+
+def run_stage_in(
+    root: Path,
+    cls: type[Stage],
+    artifact: Artifact,
+    options: Mapping[str, Any] | None = None,
+    tables: Mapping[str, Any] | None = None,
+    variant: str = "test",
+    source: SourceModel | None = None,
+) -> Artifact:
+    """Run one stage class on `artifact` in a new folder under `root`, as `run_stage` does."""
+    structured = structure_table(cls.Options, dict(options or {}), cls.STAGE, lambda key: f"<test> {key}")
+    cls.check(structured)
+    run_dir = Path(tempfile.mkdtemp(prefix=f"{cls.STAGE}-{cls.PLUGIN_NAME}-", dir=root))
+    output_dir, scratch = run_dir / "out", run_dir / "scratch"
+    output_dir.mkdir(parents=True)
+    scratch.mkdir()
+    context = StageContext(
+        project_dir=root,
+        project_name="test-model",
+        project_version=1,
+        variant=variant,
+        tables=context_tables(cls, tables or {}),
+        log=lambda message: None,
+        scratch=scratch,
+        logs_dir=run_dir / "logs",
+        source=source,
+        source_digest=Store(root / ".state").digests.tree_digest(source.path) if source else "",
+        shared=Store(root / ".state").shared,
+    )
+    produced = cls(structured, context).run(artifact, output_dir)
+    assert isinstance(produced, cls.OUTPUT), f"{cls.__name__}.run returned {produced!r}"
+    shutil.rmtree(scratch)
+    return produced

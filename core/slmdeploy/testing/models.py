@@ -1,16 +1,73 @@
-"""Tiny random-weight Hugging Face models, made offline in a second, for testing stages on every architecture.
+"""Tiny random-weight Hugging Face models, made offline in a second, for testing stages on any architecture.
 
-The tokenizer is a byte-level BPE trained on a few hundred words, so it needs no download; the chat
-template and special tokens are the caller's (ChatML by default), so template families can be tested on
-the real template of their family.
+`make_tiny_model` saves a 2-layer model (hidden size 64) of any architecture transformers knows, named by its
+``model_type`` (``"llama"``, ``"gemma2"``, ``"granite"`` ...) or given as a config (a dict with a ``model_type``
+or a transformers config object). `TINY_OVERRIDES` holds what some architectures need on top of the common
+settings (head sizes the ONNX Runtime GenAI builder accepts, a real sliding window); the caller's keyword
+arguments override both. The tokenizer (`make_tokenizer`) is a byte-level BPE trained on a few hundred words,
+so it needs no download; the chat template and special tokens are the caller's (ChatML by default), so template
+families can be tested on the real template of their family.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-ARCHITECTURES = ("llama", "qwen2", "qwen3", "phi3", "mistral")
+# The architectures slmdeploy's own integration tests convert (tests/integration/test_architectures.py), by
+# model_type; `make_tiny_model` accepts any other model_type transformers knows.
+ARCHITECTURES = (
+    "llama",
+    "qwen2",
+    "qwen3",
+    "phi3",
+    "mistral",
+    "gemma",
+    "gemma2",
+    "gemma3_text",
+    "granite",
+    "olmo",
+    "smollm3",
+    "lfm2",
+    "ernie4_5",
+    "phi",
+    "nemotron",
+    "hunyuan_v1_dense",
+    "gpt_oss",
+    "lfm2_moe",
+)
+ALIASES = {"gemma3": "gemma3_text"}  # Gemma 3's text model; "gemma3" in transformers is the vision-language model
+_HEAD_16 = {"head_dim": 16}
+_SLIDING = {"sliding_window": 64, "query_pre_attn_scalar": 16, "head_dim": 16}
+# Rotary embeddings over part of each head (Phi-2, Nemotron: half) need heads of 32 for the runtime's kernels.
+_PARTIAL_ROTARY = {"num_attention_heads": 2, "num_key_value_heads": 2}
+TINY_OVERRIDES: dict[str, dict[str, Any]] = {
+    "phi3": {"tie_word_embeddings": False, "original_max_position_embeddings": 256},
+    "qwen3": _HEAD_16,
+    "ernie4_5": _HEAD_16,
+    "gemma": _HEAD_16,
+    "gemma2": _SLIDING,
+    "gemma3_text": {**_SLIDING, "layer_types": ["sliding_attention", "full_attention"]},
+    "lfm2": {"layer_types": ["conv", "full_attention"], "block_dim": 64, "block_ff_dim": 128},
+    "phi": _PARTIAL_ROTARY,
+    "nemotron": _PARTIAL_ROTARY,
+    "hunyuan_v1_dense": _HEAD_16,
+    "gpt_oss": {
+        **_HEAD_16,
+        "num_local_experts": 4,
+        "num_experts_per_tok": 2,
+        "sliding_window": 64,
+        "layer_types": ["sliding_attention", "full_attention"],
+    },
+    "lfm2_moe": {
+        "layer_types": ["conv", "full_attention"],
+        "num_experts": 4,
+        "num_experts_per_tok": 2,
+        "moe_intermediate_size": 32,
+        "num_dense_layers": 1,
+    },
+}
 CHATML = (
     "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>'"
     " + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
@@ -58,57 +115,60 @@ def make_tokenizer(chat_template: str = CHATML, special: dict[str, Any] | None =
     return fast
 
 
-def make_config(architecture: str, tokenizer: Any, **overrides: Any) -> Any:
-    """A 2-layer config of `architecture`: hidden 64, 4 heads of 16 (the builder needs head sizes of 16k)."""
-    from transformers import LlamaConfig, MistralConfig, Phi3Config, Qwen2Config, Qwen3Config
+def make_config(architecture: str, tokenizer: Any, config: Any = None, **overrides: Any) -> Any:
+    """A 2-layer config of `architecture` (a model_type): hidden 64, 4 heads of 16, 2 KV heads, the tokenizer's
+    vocabulary and special ids, then `TINY_OVERRIDES`, then `config` (a dict or a transformers config), then
+    `overrides`."""
+    from transformers import AutoConfig, PretrainedConfig
 
+    given = config.to_dict() if isinstance(config, PretrainedConfig) else dict(config or {})
+    model_type = str(given.pop("model_type", architecture))
+    model_type = ALIASES.get(model_type, model_type)
+    for key in ("architectures", "transformers_version", "dtype", "torch_dtype"):
+        given.pop(key, None)
     common: dict[str, Any] = {
-        "vocab_size": len(tokenizer),
         "hidden_size": 64,
         "intermediate_size": 128,
         "num_hidden_layers": 2,
         "num_attention_heads": 4,
         "num_key_value_heads": 2,
         "max_position_embeddings": 256,
+        "tie_word_embeddings": True,
+    }
+    tokens = {
+        "vocab_size": len(tokenizer),
         "bos_token_id": tokenizer.bos_token_id,
         "eos_token_id": tokenizer.eos_token_id,
         "pad_token_id": tokenizer.pad_token_id,
-        "tie_word_embeddings": True,
     }
-    if architecture == "phi3":  # Phi-3 does not tie; the builder wants equal original and current lengths
-        common |= {"tie_word_embeddings": False, "original_max_position_embeddings": 256}
-    if architecture == "qwen3":
-        common["head_dim"] = 16
-    classes = {
-        "llama": LlamaConfig,
-        "qwen2": Qwen2Config,
-        "qwen3": Qwen3Config,
-        "phi3": Phi3Config,
-        "mistral": MistralConfig,
-    }
-    if architecture not in classes:
-        raise ValueError(f"no tiny model for {architecture!r}; choose one of {', '.join(ARCHITECTURES)}")
-    return classes[architecture](**(common | overrides))
+    settings = common | TINY_OVERRIDES.get(model_type, {}) | given | tokens | overrides
+    try:
+        return AutoConfig.for_model(model_type, **settings)
+    except ValueError as error:
+        raise ValueError(f"no tiny model for {model_type!r}: {error}") from None
 
 
 def make_tiny_model(
     folder: Path,
     architecture: str = "llama",
     chat_template: str = CHATML,
-    special: dict[str, Any] | None = None,
+    special: Mapping[str, Any] | None = None,
     seed: int = 0,
+    config: Any = None,
     **overrides: Any,
 ) -> Path:
-    """Save a random-weight model of `architecture` with its tokenizer into `folder`; return `folder`."""
+    """Save a random-weight model of `architecture` (or `config`) with its tokenizer into `folder`; return it."""
     import torch
     from transformers import AutoModelForCausalLM, GenerationConfig
 
-    tokenizer = make_tokenizer(chat_template, special)
-    config = make_config(architecture, tokenizer, **overrides)
+    tokenizer = make_tokenizer(chat_template, dict(special) if special else None)
+    model_config = make_config(architecture, tokenizer, config, **overrides)
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
+    model = AutoModelForCausalLM.from_config(model_config, dtype=torch.float32).eval()
     model.generation_config = GenerationConfig(
-        bos_token_id=config.bos_token_id, eos_token_id=config.eos_token_id, pad_token_id=config.pad_token_id
+        bos_token_id=model_config.bos_token_id,
+        eos_token_id=model_config.eos_token_id,
+        pad_token_id=model_config.pad_token_id,
     )
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
