@@ -239,9 +239,24 @@ def _resolve_nodes(task: dict[str, Any], source: Path) -> dict[str, Any]:
         picked = [name for name in int8_nodes(source / "model.onnx", task["keep_int8"]) if name not in excluded]
         if picked:
             chain["keep_int8"]["nodes_to_include"] = picked
+            _rename_logits_from(chain, 8 if _logits_node(source) in picked else 4)
         else:
             del chain["keep_int8"]
     return chain
+
+
+def _logits_node(folder: Path) -> str:
+    import onnx
+
+    graph = onnx.load(str(folder / "model.onnx"), load_external_data=False).graph
+    return next((node.name for node in graph.node if "logits" in node.output), "")
+
+
+def _rename_logits_from(chain: dict[str, Any], bits: int) -> None:
+    """The pass that quantizes lm_head renames ``logits`` after its bits: rename that name back."""
+    for surgery in chain.get("surgery", {}).get("surgeries", []):
+        if surgery["surgeon"] == "RenameOutputs":
+            surgery["old_names"] = [f"logits_Q{bits}"]
 
 
 def _run(task: dict[str, Any], source: Path, chain: dict[str, Any], out: Path) -> None:
