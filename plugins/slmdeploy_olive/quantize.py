@@ -2,8 +2,10 @@
 
 Each precision is an Olive workflow over the converted ONNX model:
 
-- int4 / int8: ``OnnxBlockWiseRtnQuantization`` (round to nearest, MatMulNBits) or ``OnnxKQuantQuantization``;
-  int4 also turns the embedding table into a GatherBlockQuantized one;
+- int4 / int8: ``OnnxBlockWiseRtnQuantization`` (round to nearest, MatMulNBits), ``OnnxKQuantQuantization`` or
+  ``OnnxHqqQuantization``; int4 also turns the embedding table into a GatherBlockQuantized one (k-quant: with the
+  k-quant pass's own blocks, `kquant_embeddings`; HQQ cannot, and refuses ``quantize_embeddings = true``);
+- ``keep_int8``: a round-to-nearest 8-bit pass over the named parts runs first, and the 4-bit pass skips them;
 - fp16: ``OnnxFloatToFloat16``, for GPU execution providers only (built and checked here, never run: this
   machine has no GPU);
 - int4 from a GGUF source whose weights are block-quantized (Q4_0, Q4_1, Q4_K, Q8_0): the GGUF's own blocks replace
