@@ -2,9 +2,10 @@
 
 Each precision is an Olive workflow over the converted ONNX model:
 
-- int4 / int8: ``OnnxBlockWiseRtnQuantization`` (round to nearest, MatMulNBits), ``OnnxKQuantQuantization`` or
-  ``OnnxHqqQuantization``; int4 also turns the embedding table into a GatherBlockQuantized one (k-quant: with the
-  k-quant pass's own blocks, `kquant_embeddings`; HQQ cannot, and refuses ``quantize_embeddings = true``);
+- int4 / int8: ``OnnxBlockWiseRtnQuantization`` (round to nearest, MatMulNBits) or ``OnnxKQuantQuantization``;
+  int4 also turns the embedding table into a GatherBlockQuantized one (k-quant: with the k-quant pass's own
+  blocks, `kquant_embeddings`). Olive 0.13's ``OnnxHqqQuantization`` is not offered: on the demo model it made a
+  755 MB model with top-1 agreement 0.0 (README, "Choosing a quantization");
 - ``keep_int8``: a round-to-nearest 8-bit pass over the named parts runs first, and the 4-bit pass skips them;
 - fp16: ``OnnxFloatToFloat16``, for GPU execution providers only (built and checked here, never run: this
   machine has no GPU);
@@ -47,10 +48,8 @@ class QuantizeOptions:
     symmetric: bool = option(
         True, help="rtn: symmetric blocks (no zero points); false stores a zero point per block. k_quant is asymmetric"
     )
-    algorithm: Literal["rtn", "k_quant", "hqq"] = option(
-        "rtn",
-        help="rtn: round to nearest; k_quant: llama.cpp's search for each block's scale and offset; hqq: "
-        "half-quadratic (int4 only, float zero points: decodes many times slower on CPU)",
+    algorithm: Literal["rtn", "k_quant"] = option(
+        "rtn", help="rtn: round to nearest; k_quant: llama.cpp's search for each block's scale and offset"
     )
     accuracy_level: int = option(
         4,
@@ -126,32 +125,16 @@ class OliveQuantizer(LibraryVersioned, Quantizer):
 
 
 def embeds(options: QuantizeOptions) -> bool:
-    """Whether the token embedding table is quantized: as set, else for int4 (as the plain builder does) unless by
-    hqq, whose float zero points the quantized lookup cannot take."""
-    if options.quantize_embeddings is not None:
-        return options.quantize_embeddings
-    return options.precision == "int4" and options.algorithm != "hqq"
+    """Whether the token embedding table is quantized: as set, else for int4 only (as the plain builder does)."""
+    return options.precision == "int4" if options.quantize_embeddings is None else options.quantize_embeddings
 
 
 def _refusals(options: QuantizeOptions) -> list[tuple[str, str]]:
-    """The option combinations a quantization cannot honour, each with how to fix it."""
-    found = []
-    if options.algorithm == "hqq" and options.precision != "int4":
-        found.append((f'algorithm = "hqq" makes int4 only, not {options.precision}', 'Use precision = "int4".'))
-    if options.algorithm == "hqq" and options.quantize_embeddings:
-        found.append(
-            (
-                'quantize_embeddings = true cannot be honoured with algorithm = "hqq": HQQ\'s zero points are floats '
-                "and onnxruntime's quantized embedding lookup (GatherBlockQuantized) takes integer ones",
-                "Leave quantize_embeddings unset (hqq keeps the table in float32), or use algorithm = "
-                '"rtn" or "k_quant".',
-            )
-        )
+    """The option combinations that cannot be honoured, each with how to fix it."""
     if options.keep_int8 and options.precision != "int4":
-        found.append((f"keep_int8 keeps parts of an int4 model at 8 bits; precision is {options.precision}", ""))
-    if options.algorithm == "hqq" and options.keep_int8:
-        found.append(('keep_int8 is made with round to nearest; with algorithm = "hqq" it is not', ""))
-    return found
+        problem = f"keep_int8 keeps parts of an int4 model at 8 bits; precision is {options.precision}"
+        return [(problem, 'Use precision = "int4", or leave out keep_int8.')]
+    return []
 
 
 def passes(options: QuantizeOptions) -> dict[str, Any]:
@@ -177,8 +160,7 @@ def passes(options: QuantizeOptions) -> dict[str, Any]:
             "nodes_to_exclude": options.keep_float or None,
             **external,
         }
-        if options.algorithm != "hqq":
-            chain["quantize"]["bits"] = bits
+        chain["quantize"]["bits"] = bits
         if options.algorithm == "rtn":
             chain["quantize"]["is_symmetric"] = options.symmetric
     elif options.precision == "fp16":
@@ -194,11 +176,7 @@ def passes(options: QuantizeOptions) -> dict[str, Any]:
     return chain
 
 
-ALGORITHM_PASSES = {
-    "rtn": "OnnxBlockWiseRtnQuantization",
-    "k_quant": "OnnxKQuantQuantization",
-    "hqq": "OnnxHqqQuantization",
-}
+ALGORITHM_PASSES = {"rtn": "OnnxBlockWiseRtnQuantization", "k_quant": "OnnxKQuantQuantization"}
 
 
 def quantize_in_worker(task: dict[str, Any], progress: Callable[[str], None]) -> dict[str, Any]:

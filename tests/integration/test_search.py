@@ -26,6 +26,9 @@ plugin = "olive"
 plugin = "olive"
 search = { min_top1 = 0.5, max_size_mb = 1000, candidates = ["int4", "int4-head8", "int8"] }
 
+[template]
+family = "auto"
+
 [evaluate]
 plugins = ["benchmark", "quality"]
 
