@@ -18,6 +18,7 @@ from typing import Literal
 import attrs
 
 from slmdeploy.plugin import (
+    Candidate,
     ConfigError,
     Converter,
     DeployPackage,
@@ -186,6 +187,23 @@ class SizeEvaluator(Evaluator):
         return EvaluationReport(output_dir, passed=passed, summary=summary)
 
 
+class FiguresEvaluator(Evaluator):
+    """Reports the figures a quantization search judges, planted in the project's ``figures.json`` (by variant)."""
+
+    PLUGIN_NAME = "figures"
+    METRICS = {  # noqa: RUF012 - read only
+        "top1_agreement": Metric("planted top-1 agreement", "fraction"),
+        "size_mb": Metric("planted size", "MB", higher_is_better=False),
+        "decode_tokens_per_s": Metric("planted decode speed", "tokens/s", depends_on_machine=True),
+    }
+
+    def run(self, artifact, output_dir):
+        _log(self, "figures")
+        planted = json.loads((self.context.project_dir / "figures.json").read_text()).get(self.context.variant, {})
+        metrics = {name: planted[name] for name in self.METRICS if name in planted}
+        return EvaluationReport(output_dir, passed=True, summary={"metrics": metrics})
+
+
 @attrs.define
 class DirOptions:
     folder: str = option(help="the registry folder, relative to the project")
@@ -261,7 +279,20 @@ def slmdeploy_register_templates():
 
 @hookimpl
 def slmdeploy_register_evaluators():
-    return [SizeEvaluator]
+    return [SizeEvaluator, FiguresEvaluator]
+
+
+@hookimpl
+def slmdeploy_quantize_candidates(quantizer, table, search):
+    """Three candidates of the fake quantizer, cheapest first; none for another quantizer."""
+    _hook_fault("slmdeploy_quantize_candidates")
+    if quantizer != "fake":
+        return None
+    return [
+        Candidate("int4-a", {"precision": "int4", "tag": "a"}, "int4, tagged a"),
+        Candidate("int4-b", {"precision": "int4", "tag": "b"}, "int4, tagged b"),
+        Candidate("int8", {"precision": "int8"}, "int8"),
+    ]
 
 
 @hookimpl

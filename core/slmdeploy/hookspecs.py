@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from slmdeploy.artifacts import ModelInfo
+    from slmdeploy.candidates import Candidate, QuantizeSearch
     from slmdeploy.config.project import Project
     from slmdeploy.deployed import ChatBackend, DeployedModel
     from slmdeploy.stages import Converter, Evaluator, Quantizer, Registrar, TemplateFamily
@@ -46,6 +47,28 @@ def slmdeploy_register_quantizers() -> Sequence[type[Quantizer]]:
     A quantizer turns an `OnnxModel` into a `QuantizedModel`. Selected by ``[quantize] plugin``. An
     option declared with ``option(..., variants=True)`` may be given as a list in the project file; each
     value builds its own variant, all sharing the cached conversion.
+    """
+
+
+@hookspec(firstresult=True)
+def slmdeploy_quantize_candidates(
+    quantizer: str, table: Mapping[str, Any], search: QuantizeSearch
+) -> Sequence[Candidate] | None:
+    """Return the candidate settings a ``[quantize] search`` tries with the quantizer named `quantizer`, cheapest
+    first; or None when that quantizer is not this plugin's (firstresult).
+
+    `table` is the project's ``[quantize]`` table without ``plugin`` and ``search``; `search` holds the targets
+    (``min_top1``, ``max_size_mb``) and ``prefer`` (``decode`` or ``size``). Each `Candidate` has a `name` (its
+    variant's name, unique, e.g. ``int4-kquant``), `options` (keys of the quantizer's Options that override the
+    table's) and a one-line `note` that ``slmdeploy plan`` shows. Every candidate becomes a variant: its options are
+    validated and checked (`Stage.check`) like the table's, it is built and evaluated as any variant is (cached, so a
+    second search reuses it), and the core deploys the one that meets the targets and is best by ``prefer``::
+
+        @hookimpl
+        def slmdeploy_quantize_candidates(quantizer, table, search):
+            if quantizer != "copy":
+                return None
+            return [Candidate("int4", {"precision": "int4"}), Candidate("int8", {"precision": "int8"}, "2x the size")]
     """
 
 

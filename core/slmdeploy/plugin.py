@@ -55,6 +55,7 @@ from slmdeploy.artifacts import (
     chat_template,
     model_config,
 )
+from slmdeploy.candidates import Candidate, QuantizeSearch
 from slmdeploy.config.project import Project
 from slmdeploy.deploy.reports import format_figure
 from slmdeploy.deployed import ChatBackend, DeployedModel
@@ -87,6 +88,7 @@ hookimpl = pluggy.HookimplMarker("slmdeploy")
 __all__ = [
     "PARITY_CONVERSATIONS",
     "Artifact",
+    "Candidate",
     "ChatBackend",
     "ChatTemplateFamily",
     "ConfigError",
@@ -105,6 +107,7 @@ __all__ = [
     "OnnxModel",
     "Project",
     "PromptTemplate",
+    "QuantizeSearch",
     "QuantizedModel",
     "Quantizer",
     "Registrar",

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from slmdeploy.plugin import format_figure
+from slmdeploy_evaluate.search_report import pareto_plot, search_table
 
 PLOTS = "plots"
 
@@ -20,7 +21,7 @@ def write_reports(reports: Sequence[Mapping[str, Any]]) -> None:
     for item in data:
         folder = Path(item["report"]["folder"])
         plots = _plots(item, data, folder / PLOTS)
-        _atomic_text(folder / "report.md", _markdown(item, plots))
+        _atomic_text(folder / "report.md", _markdown(item, plots, data))
 
 
 def _load(report: Mapping[str, Any]) -> dict[str, Any]:
@@ -32,13 +33,13 @@ def _load(report: Mapping[str, Any]) -> dict[str, Any]:
     return found
 
 
-def _markdown(item: dict[str, Any], plots: list[Path]) -> str:
+def _markdown(item: dict[str, Any], plots: list[Path], everyone: list[dict[str, Any]]) -> str:
     report = item["report"]
     lines = [f"# {report['project']} {report['variant']}: {report['status']}", ""]
     if report.get("registered"):
         lines += [f"Registered as `{report['registered']}`.", ""]
     lines += _gates(report) + _figures(report) + _benchmark(item["benchmark"]) + _flagged(report)
-    lines += _quality(item["quality"])
+    lines += _quality(item["quality"]) + search_table(everyone, _cell)
     lines += ["## Plots", ""] + [f"![{plot.stem}](plots/{plot.name})" for plot in plots] + [""]
     if not plots and importlib.util.find_spec("matplotlib") is None:
         lines += ["No plots: they need matplotlib (`pip install slmdeploy[evaluate]`).", ""]
@@ -230,19 +231,24 @@ def _plots(item: dict[str, Any], everyone: list[dict[str, Any]], folder: Path) -
         ax.legend()
         written.append(_save(figure, folder / "memory.png", plt))
     if quality:
-        figure, axes = plt.subplots(1, 2, figsize=(10, 4))
-        names = [other["report"]["variant"] for other in quality]
-        axes[0].bar(names, [other["quality"]["fidelity"]["top1_agreement"] for other in quality], color="tab:blue")
-        axes[0].set_ylim(0, 1.05)
-        axes[0].set_ylabel("top-1 agreement with the source (fraction)")
-        axes[1].bar(names, [other["quality"]["fidelity"]["mean_kl"] for other in quality], color="tab:orange")
-        axes[1].set_ylabel("mean KL divergence from the source (nats)")
-        for ax in axes:
-            ax.set_xlabel("variant")
-            ax.grid(True, axis="y", alpha=0.3)
-        figure.suptitle("Fidelity to the source model (teacher-forced)")
-        written.append(_save(figure, folder / "fidelity.png", plt))
-    return written
+        written.append(_fidelity_plot(quality, folder / "fidelity.png", plt))
+    pareto = pareto_plot(everyone, folder / "search.png", plt, _save)
+    return [*written, pareto] if pareto else written
+
+
+def _fidelity_plot(quality: list[dict[str, Any]], file: Path, plt: Any) -> Path:
+    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+    names = [other["report"]["variant"] for other in quality]
+    axes[0].bar(names, [other["quality"]["fidelity"]["top1_agreement"] for other in quality], color="tab:blue")
+    axes[0].set_ylim(0, 1.05)
+    axes[0].set_ylabel("top-1 agreement with the source (fraction)")
+    axes[1].bar(names, [other["quality"]["fidelity"]["mean_kl"] for other in quality], color="tab:orange")
+    axes[1].set_ylabel("mean KL divergence from the source (nats)")
+    for ax in axes:
+        ax.set_xlabel("variant")
+        ax.grid(True, axis="y", alpha=0.3)
+    figure.suptitle("Fidelity to the source model (teacher-forced)")
+    return _save(figure, file, plt)
 
 
 def _save(figure: Any, file: Path, plt: Any) -> Path:

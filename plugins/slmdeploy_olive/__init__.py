@@ -7,9 +7,10 @@ from that one export with Olive's ONNX quantization passes. Heavy libraries load
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-from slmdeploy.plugin import ConfigError, DeployedModel, Project, hookimpl, model_config
+from slmdeploy.plugin import Candidate, ConfigError, DeployedModel, Project, QuantizeSearch, hookimpl, model_config
 
 
 @hookimpl
@@ -24,6 +25,17 @@ def slmdeploy_register_quantizers() -> list[type[Any]]:
     from slmdeploy_olive.quantize import OliveQuantizer
 
     return [OliveQuantizer]
+
+
+@hookimpl
+def slmdeploy_quantize_candidates(
+    quantizer: str, table: Mapping[str, Any], search: QuantizeSearch
+) -> list[Candidate] | None:
+    if quantizer != "olive":
+        return None
+    from slmdeploy_olive.candidates import candidates
+
+    return candidates(table)
 
 
 @hookimpl

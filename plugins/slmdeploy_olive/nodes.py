@@ -4,6 +4,7 @@ Olive workflow runs (Olive ignores a name that matches nothing, and the node wou
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -39,3 +40,31 @@ def check_keep_float(model_file: Path, names: Sequence[str]) -> None:
             f"onnx.load('{model_file}', load_external_data=False).graph.node if n.op_type in "
             f"('MatMul', 'Gather')], sep='\\n')\"",
         )
+
+
+INT8_GROUPS = ("lm_head", "embeddings", "first_layer", "last_layer")
+_LAYER = re.compile(r"layers\.(\d+)/")
+
+
+def int8_nodes(model_file: Path, groups: Sequence[str]) -> list[str]:
+    """The MatMul and Gather nodes that ``[quantize] keep_int8`` names: node names, or the groups of `INT8_GROUPS`
+    (the output head, the token embedding, every MatMul of the first or the last decoder layer)."""
+    import onnx
+
+    graph = onnx.load(str(model_file), load_external_data=False).graph
+    nodes = [node for node in graph.node if node.op_type in QUANTIZABLE]
+    layers = [int(found.group(1)) for node in nodes if (found := _LAYER.search(node.name))]
+    edge = {"first_layer": min(layers, default=-1), "last_layer": max(layers, default=-1)}
+    picked: list[str] = []
+    for node in nodes:
+        found = _LAYER.search(node.name)
+        wanted = (
+            node.name in groups
+            or ("lm_head" in groups and node.op_type == "MatMul" and "logits" in node.output)
+            or ("lm_head" in groups and node.name == "/lm_head/MatMul")
+            or ("embeddings" in groups and node.op_type == "Gather" and "input_ids" in node.input)
+            or (found and node.op_type == "MatMul" and any(int(found.group(1)) == edge[g] for g in edge if g in groups))
+        )
+        if wanted:
+            picked.append(node.name)
+    return picked

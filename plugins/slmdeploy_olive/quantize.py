@@ -3,7 +3,10 @@
 Each precision is an Olive workflow over the converted ONNX model:
 
 - int4 / int8: ``OnnxBlockWiseRtnQuantization`` (round to nearest, MatMulNBits) or ``OnnxKQuantQuantization``;
-  int4 also turns the embedding table into a GatherBlockQuantized one;
+  int4 also turns the embedding table into a GatherBlockQuantized one (k-quant: with the k-quant pass's own
+  blocks, `kquant_embeddings`). Olive 0.13's ``OnnxHqqQuantization`` is not offered: on the demo model it made a
+  755 MB model with top-1 agreement 0.0 (README, "Choosing a quantization");
+- ``keep_int8``: a round-to-nearest 8-bit pass over the named parts runs first, and the 4-bit pass skips them;
 - fp16: ``OnnxFloatToFloat16``, for GPU execution providers only (built and checked here, never run: this
   machine has no GPU);
 - int4 from a GGUF source whose weights are block-quantized (Q4_0, Q4_1, Q4_K, Q8_0): the GGUF's own blocks replace
@@ -23,7 +26,7 @@ from typing import Any, Literal
 
 import attrs
 
-from slmdeploy.plugin import OnnxModel, QuantizedModel, Quantizer, option, run_in_worker
+from slmdeploy.plugin import ConfigError, OnnxModel, QuantizedModel, Quantizer, option, run_in_worker
 from slmdeploy_olive.nodes import check_keep_float
 from slmdeploy_olive.workflow import OLIVE_ENVIRONMENT, LibraryVersioned
 
@@ -54,6 +57,11 @@ class QuantizeOptions:
         validator=attrs.validators.in_(ACCURACY_LEVELS),
     )
     keep_float: list[str] = option([], help="names of MatMul or Gather nodes left unquantized, e.g. /lm_head/MatMul")
+    keep_int8: list[str] = option(
+        [],
+        help="int4: parts kept at 8 bits (round to nearest, symmetric): lm_head, embeddings, first_layer, last_layer, "
+        "or MatMul/Gather node names",
+    )
     quantize_embeddings: bool | None = option(
         None,
         help="quantize the token embedding table too; by default int4 does (sharing lm_head's table when the "
@@ -68,20 +76,27 @@ class QuantizeOptions:
 
 class OliveQuantizer(LibraryVersioned, Quantizer):
     PLUGIN_NAME = "olive"
-    CACHE_VERSION = "2"  # 2: int4 from a GGUF keeps the GGUF's blocks
+    CACHE_VERSION = "3"  # 2: int4 from a GGUF keeps the GGUF's blocks; 3: k_quant quantizes the embedding table
 
     Options = QuantizeOptions
+
+    @classmethod
+    def check(cls, options: QuantizeOptions) -> None:
+        for problem, fix in _refusals(options):
+            raise ConfigError(f"[quantize] {problem}", where="[quantize]", fix=fix)
 
     def run(self, artifact: OnnxModel, output_dir: Path) -> QuantizedModel:
         check_keep_float(artifact.path / "model.onnx", self.options.keep_float)
         device = artifact.execution_provider
         options = self.options
-        embeddings = options.precision == "int4" if options.quantize_embeddings is None else options.quantize_embeddings
+        embeddings = embeds(options)
         task = {
             "input": str(artifact.path),
             "device": device,
             "passes": passes(options),
             "keep_embeddings_float": not embeddings,
+            "keep_int8": options.keep_int8 if options.precision == "int4" else [],
+            "kquant_embeddings": embeddings and options.algorithm == "k_quant",
             "scratch": str(self.context.scratch),
             "out": str(output_dir / "model"),
         }
@@ -99,6 +114,7 @@ class OliveQuantizer(LibraryVersioned, Quantizer):
             f"precision {options.precision} (carried for int4)": options.precision != "int4",
             f"block_size {options.block_size} (GGUF blocks hold 32)": options.block_size != 32,
             f"algorithm {options.algorithm}": options.algorithm != "rtn",
+            "keep_int8": bool(options.keep_int8),
             "symmetric = false": not options.symmetric,
             "a LoRA adapter changes the weights": source.adapter is not None,
         }
@@ -108,22 +124,44 @@ class OliveQuantizer(LibraryVersioned, Quantizer):
         return str(source.path), ""
 
 
+def embeds(options: QuantizeOptions) -> bool:
+    """Whether the token embedding table is quantized: as set, else for int4 only (as the plain builder does)."""
+    return options.precision == "int4" if options.quantize_embeddings is None else options.quantize_embeddings
+
+
+def _refusals(options: QuantizeOptions) -> list[tuple[str, str]]:
+    """The option combinations that cannot be honoured, each with how to fix it."""
+    if options.keep_int8 and options.precision != "int4":
+        problem = f"keep_int8 keeps parts of an int4 model at 8 bits; precision is {options.precision}"
+        return [(problem, 'Use precision = "int4", or leave out keep_int8.')]
+    return []
+
+
 def passes(options: QuantizeOptions) -> dict[str, Any]:
-    """The Olive passes that make `options.precision` from the float32 export."""
+    """The Olive passes that make `options.precision` from the float32 export. Node lists that need the graph
+    (keep_int8, the embedding) are filled in by the worker."""
     external = {"save_as_external_data": True, "all_tensors_to_one_file": True, "external_data_name": "model.onnx.data"}
     chain: dict[str, Any] = {}
     if options.precision in ("int4", "int8"):
         bits = int(options.precision[3:])
-        kind = "OnnxKQuantQuantization" if options.algorithm == "k_quant" else "OnnxBlockWiseRtnQuantization"
+        if options.keep_int8 and bits == 4:
+            chain["keep_int8"] = {
+                "type": "OnnxBlockWiseRtnQuantization",
+                "bits": 8,
+                "block_size": options.block_size,
+                "accuracy_level": options.accuracy_level,
+                "is_symmetric": True,
+                **external,
+            }
         chain["quantize"] = {
-            "type": kind,
-            "bits": bits,
+            "type": ALGORITHM_PASSES[options.algorithm],
             "block_size": options.block_size,
             "accuracy_level": options.accuracy_level,
             "nodes_to_exclude": options.keep_float or None,
             **external,
         }
-        if kind == "OnnxBlockWiseRtnQuantization":
+        chain["quantize"]["bits"] = bits
+        if options.algorithm == "rtn":
             chain["quantize"]["is_symmetric"] = options.symmetric
     elif options.precision == "fp16":
         chain["quantize"] = {"type": "OnnxFloatToFloat16", "keep_io_types": False, **external}
@@ -138,18 +176,21 @@ def passes(options: QuantizeOptions) -> dict[str, Any]:
     return chain
 
 
+ALGORITHM_PASSES = {"rtn": "OnnxBlockWiseRtnQuantization", "k_quant": "OnnxKQuantQuantization"}
+
+
 def quantize_in_worker(task: dict[str, Any], progress: Callable[[str], None]) -> dict[str, Any]:
     from slmdeploy_olive.verify import verify
-    from slmdeploy_olive.workflow import copy_support_files, run_workflow
+    from slmdeploy_olive.workflow import copy_support_files
 
     source, out = Path(task["input"]), Path(task["out"])
-    chain = task["passes"]
-    if task["keep_embeddings_float"] and "nodes_to_exclude" in chain.get("quantize", {}):
-        chain["quantize"]["nodes_to_exclude"] = [*(chain["quantize"]["nodes_to_exclude"] or []), *_embeddings(source)]
+    chain = _resolve_nodes(task, source)
     progress("olive: " + " -> ".join(spec["type"] for spec in chain.values()))
-    model = {"type": "ONNXModel", "model_path": str(source), "onnx_file_name": "model.onnx"}
     out.mkdir()
-    run_workflow(model, chain, task["device"], Path(task["scratch"]), out)
+    if task.get("kquant_embeddings"):
+        _run_kquant_with_embeddings(task, source, chain, out, progress)
+    else:
+        _run(task, source, chain, out)
     copy_support_files(source, out)
     if task.get("gguf"):
         from slmdeploy_olive.gguf_carry import carry_blocks
@@ -163,6 +204,65 @@ def quantize_in_worker(task: dict[str, Any], progress: Callable[[str], None]) ->
         progress(task["gguf_note"])
     progress("verifying the quantized model")
     return {"verified": verify(out, runnable_here=task["device"] == "cpu")}
+
+
+def _resolve_nodes(task: dict[str, Any], source: Path) -> dict[str, Any]:
+    """The chain with the node lists that need the graph: keep_int8's nodes, and the embedding when it stays float."""
+    from slmdeploy_olive.nodes import int8_nodes
+
+    chain = task["passes"]
+    quantize = chain.get("quantize", {})
+    if task["keep_embeddings_float"] and "nodes_to_exclude" in quantize:
+        quantize["nodes_to_exclude"] = [*(quantize["nodes_to_exclude"] or []), *_embeddings(source)]
+    if "keep_int8" in chain:
+        excluded = quantize.get("nodes_to_exclude") or []
+        picked = [name for name in int8_nodes(source / "model.onnx", task["keep_int8"]) if name not in excluded]
+        if picked:
+            chain["keep_int8"]["nodes_to_include"] = picked
+            _rename_logits_from(chain, 8 if _logits_node(source) in picked else 4)
+        else:
+            del chain["keep_int8"]
+    return chain
+
+
+def _logits_node(folder: Path) -> str:
+    import onnx
+
+    graph = onnx.load(str(folder / "model.onnx"), load_external_data=False).graph
+    return next((node.name for node in graph.node if "logits" in node.output), "")
+
+
+def _rename_logits_from(chain: dict[str, Any], bits: int) -> None:
+    """The pass that quantizes lm_head renames ``logits`` after its bits: rename that name back."""
+    for surgery in chain.get("surgery", {}).get("surgeries", []):
+        if surgery["surgeon"] == "RenameOutputs":
+            surgery["old_names"] = [f"logits_Q{bits}"]
+
+
+def _run(task: dict[str, Any], source: Path, chain: dict[str, Any], out: Path) -> None:
+    from slmdeploy_olive.workflow import run_workflow
+
+    model = {"type": "ONNXModel", "model_path": str(source), "onnx_file_name": "model.onnx"}
+    run_workflow(model, chain, task["device"], Path(task["scratch"]), out)
+
+
+def _run_kquant_with_embeddings(
+    task: dict[str, Any], source: Path, chain: dict[str, Any], out: Path, progress: Callable[[str], None]
+) -> None:
+    """Olive's k-quant pass quantizes MatMuls only: quantize the embedding table with the same k-quant blocks
+    between the quantization and the surgery, so that a tied table is shared with lm_head as rtn's is."""
+    from slmdeploy_olive.kquant_embeddings import quantize_embeddings
+
+    halfway = Path(task["scratch"]) / "kquant"
+    halfway.mkdir()
+    surgery = {name: spec for name, spec in chain.items() if name == "surgery"}
+    _run(task, source, {name: spec for name, spec in chain.items() if name != "surgery"}, halfway)
+    progress("k-quant blocks for the embedding table")
+    quantize_embeddings(halfway, task["passes"]["quantize"]["block_size"])
+    model = {"type": "ONNXModel", "model_path": str(halfway), "onnx_file_name": "model.onnx"}
+    from slmdeploy_olive.workflow import run_workflow
+
+    run_workflow(model, surgery, task["device"], Path(task["scratch"]) / "surgery", out)
 
 
 def _embeddings(folder: Path) -> list[str]:

@@ -44,16 +44,37 @@ def plan(session: Session, as_json: bool) -> None:
     ]
     axes = {axis: list(values) for axis, values in pipeline.plan.axes.items()}
     if as_json:
-        document = {"project": pipeline.plan.project.project.name, "matrix": axes, "variants": variants}
+        document: dict[str, Any] = {"project": pipeline.plan.project.project.name, "matrix": axes, "variants": variants}
+        if pipeline.plan.search is not None:
+            import attrs
+
+            document["search"] = {**attrs.asdict(pipeline.plan.search), "notes": _candidate_notes(pipeline.plan)}
         click.echo(json.dumps(document, indent=2))
         return
     if axes:
         matrix = " x ".join(f"{axis} ({', '.join(values)})" for axis, values in axes.items())
         click.echo(f"matrix: {matrix} = {len(variants)} variants")
+    notes = _candidate_notes(pipeline.plan)
+    if pipeline.plan.search is not None:
+        click.echo(_search_line(pipeline.plan.search, len(variants)))
     for variant in variants:
-        click.echo(f"{variant['variant']}:")
+        note = notes.get(variant["variant"])
+        click.echo(f"{variant['variant']}:" + (f"  {note}" if note else ""))
         for step in variant["steps"]:
             click.echo(_plan_line(step))
+
+
+def _candidate_notes(plan: Any) -> dict[str, str]:
+    return {variant.name: step.note for variant in plan.variants for step in variant.steps if step.label and step.note}
+
+
+def _search_line(search: Any, count: int) -> str:
+    targets = [f"top-1 >= {search.min_top1}" if search.min_top1 is not None else ""]
+    targets.append(f"size <= {search.max_size_mb} MB" if search.max_size_mb is not None else "")
+    best = "the fastest decoder" if search.prefer == "decode" else "the smallest"
+    return f"search: {count} candidates, cheapest first; deploys {best} that meets " + " and ".join(
+        target for target in targets if target
+    )
 
 
 def _plan_line(step: dict[str, Any]) -> str:
@@ -89,13 +110,17 @@ def build(session: Session, jobs: int, executor: str | None, address: str | None
     """Build every variant of the project, reusing cached stage outputs."""
     from slmdeploy.execute.cache import project_lock
     from slmdeploy.execute.publish import REPORT
+    from slmdeploy.search.run import build as build_plan
+    from slmdeploy.search.run import summary
 
     pipeline = session.pipeline(jobs, executor, address)
     with project_lock(pipeline.store.state_dir, pipeline.reporter.say):
         pipeline.store.remove_stale_tmp()
-        results = pipeline.build()
+        results = build_plan(pipeline)
     for result in results:
-        click.echo(_outcome(result))
+        click.echo(_outcome(result, searched=pipeline.plan.search is not None))
+    if (line := summary(pipeline.plan, results)) is not None:
+        click.echo(line)
     chain = [r for r in results if r.variant.name in pipeline.plan.fallback and not r.skipped and r.error is None]
     if chain:
         click.echo(
@@ -107,11 +132,13 @@ def build(session: Session, jobs: int, executor: str | None, address: str | None
     _raise_failures(results, session.debug)
 
 
-def _outcome(result: VariantResult) -> str:
+def _outcome(result: VariantResult, searched: bool = False) -> str:
     """One variant's line after a build (with its gate table when it fell back)."""
     name, ran = result.variant.name, sum(not step.cached for step in result.results)
     if result.skipped:
         return f"{name}: not built (fallback not needed)"
+    if searched and result.fell_back_to:
+        return f"{name}: missed the search's targets or gates\n" + textwrap.indent(str(result.error), "  ")
     if result.fell_back_to:
         return f"{name}: failed its gates, fell back to {result.fell_back_to}\n" + textwrap.indent(
             str(result.error), "  "
@@ -119,7 +146,8 @@ def _outcome(result: VariantResult) -> str:
     if result.error is not None:
         return f"{name}: failed ({ran} run) - see the error below"
     state = "built" if ran else "up to date"
-    return f"{name}: {state} ({ran} run, {len(result.results) - ran} cached) -> {result.folder}"
+    role = " (chosen by the search)" if result.chosen else " (a candidate, not deployed)" if searched else ""
+    return f"{name}: {state} ({ran} run, {len(result.results) - ran} cached){role} -> {result.folder}"
 
 
 def _raise_failures(results: Sequence[VariantResult], debug: bool) -> None:

@@ -53,8 +53,11 @@ class Pipeline:
         reporter: Reporter,
         jobs: int = 1,
         executor: Executor | None = None,
+        reports: bool = True,
     ) -> None:
         self.plan = plan
+        self.reports = reports
+        """Whether `build` lets report plugins write what people read (a search writes them once, at its end)."""
         self.registry = registry
         self.store = store
         self.reporter = reporter
@@ -75,7 +78,7 @@ class Pipeline:
         self.store.digests.save()
         finished = [self._finish(state) for state in states if id(state) not in waiting]
         self._mark_fallen_back(finished, [state for state in chain if id(state) not in waiting])
-        if any(result.published for result in finished):
+        if self.reports and any(result.published for result in finished):
             folders = [result.folder for result in finished if result.folder is not None]
             write_reports(self.registry.manager, [folder for folder in folders if (folder / REPORT).is_file()])
         skipped = [

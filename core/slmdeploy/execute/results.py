@@ -55,7 +55,10 @@ class VariantResult:
     skipped: bool = False
     """A fallback variant that was not needed: the one before it passed its gates."""
     fell_back_to: str | None = None
-    """For a variant that failed its gates: the later variant of the fallback chain that passed them."""
+    """For a variant that failed its gates: the later variant of the fallback chain, or the candidate of a
+    search, that passed them and was deployed instead."""
+    chosen: bool = False
+    """The candidate a search deployed."""
 
     @property
     def failed(self) -> bool:

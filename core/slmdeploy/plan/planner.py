@@ -13,11 +13,14 @@ from typing import Any
 import attrs
 
 from slmdeploy.artifacts import SourceModel
+from slmdeploy.candidates import QuantizeSearch
 from slmdeploy.config.gates import Gate, parse_fallback, parse_gates
 from slmdeploy.config.options import check_keys
 from slmdeploy.config.project import Project, adapter_name, resolve_source_path
+from slmdeploy.config.search import parse_search
 from slmdeploy.errors import ConfigError, plugin_code
 from slmdeploy.host.registry import Provided, Registry
+from slmdeploy.plan.candidates import candidate_steps, search_gates
 from slmdeploy.plan.digests import DigestCache, source_digest
 from slmdeploy.plan.steps import AUTO, Plan, Step, Variant
 from slmdeploy.plan.variants import alternatives, axes, combine
@@ -35,11 +38,13 @@ SELECTORS = {
 def make_plan(project: Project, registry: Registry, digests: DigestCache) -> Plan:
     """Validate every stage table against its plugin and expand list-valued options into variants."""
     sources = resolve_sources(project)
+    quantize = project.stages.get("quantize", {})
+    search = parse_search(project, quantize["search"]) if "search" in quantize else None
     slots = [
         alternatives
         for stage in STAGE_ORDER
         if stage in project.stages
-        for alternatives in _stage_steps(project, registry, stage, digests)
+        for alternatives in _stage_steps(project, registry, stage, digests, search)
     ]
     variants = _variants(project, slots, sources, digests)
     _check_chain(project, variants[0].steps)
@@ -48,7 +53,22 @@ def make_plan(project: Project, registry: Registry, digests: DigestCache) -> Pla
     base = sources[0][1] if len(sources) == 1 else attrs.evolve(sources[0][1], adapter=None)
     matrix = {"adapter": tuple(name for name, _ in sources)} if len(sources) > 1 else {}
     matrix |= {axis: tuple(values) for axis, values in axes(slots).items()}
-    return Plan(project, base, source_digest(base, digests), variants, *_gates(project, variants), axes=matrix)
+    gates, metrics, fallback = _gates(project, variants)
+    if search is not None:
+        gates += search_gates(project, search, metrics)
+        _refuse_fallback(project, fallback)
+    digest = source_digest(base, digests)
+    return Plan(project, base, digest, variants, gates, metrics, fallback, axes=matrix, search=search)
+
+
+def _refuse_fallback(project: Project, fallback: tuple[str, ...]) -> None:
+    if fallback:
+        raise ConfigError(
+            "[evaluate] fallback and [quantize] search both choose the variant to deploy",
+            where=project.locate("evaluate.fallback"),
+            fix="Leave out fallback: the search deploys the best candidate that meets its targets "
+            "(and the gates of [evaluate.gates]).",
+        )
 
 
 def _variants(
@@ -133,7 +153,9 @@ def _adapter_folder(project: Project, folder: str) -> Path:
     return adapter
 
 
-def _stage_steps(project: Project, registry: Registry, stage: str, digests: DigestCache) -> Iterator[list[Step]]:
+def _stage_steps(
+    project: Project, registry: Registry, stage: str, digests: DigestCache, search: QuantizeSearch | None
+) -> Iterator[list[Step]]:
     """For one stage table, a slot per implementation it selects: the alternative steps, one per variant value."""
     table = project.stages[stage]
     selector = SELECTORS[stage]
@@ -151,6 +173,10 @@ def _stage_steps(project: Project, registry: Registry, stage: str, digests: Dige
     options = {key: value for key, value in table.items() if key != selector}
     if stage == "template" and name == AUTO:
         yield [Step(stage, stage, None, None, options, {})]
+        return
+    if stage == "quantize" and search is not None:
+        del options["search"]
+        yield candidate_steps(project, registry, _lookup(project, registry, stage, name), options, search, digests)
         return
     yield alternatives(project, stage, stage, _lookup(project, registry, stage, name), options, digests)
 

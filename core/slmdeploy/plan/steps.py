@@ -8,6 +8,7 @@ from typing import Any
 import attrs
 
 from slmdeploy.artifacts import SourceModel
+from slmdeploy.candidates import QuantizeSearch
 from slmdeploy.config.gates import Gate
 from slmdeploy.config.options import unstructure
 from slmdeploy.config.project import CORE_TABLES, Project
@@ -30,6 +31,10 @@ class Step:
     options: Any
     raw: Mapping[str, Any]
     path_digests: Mapping[str, str]
+    label: str = ""
+    """A search candidate's name, which names its variant; empty for other steps."""
+    note: str = ""
+    """What a search candidate changes, for ``slmdeploy plan``."""
 
     @property
     def plugin_name(self) -> str:
@@ -79,6 +84,8 @@ class Plan:
     """Variant names in order of preference: each is built only when the one before it failed a gate."""
     axes: Mapping[str, tuple[str, ...]] = attrs.field(factory=dict)
     """The matrix the variants make: each axis (``adapter``, ``precision``) with its values."""
+    search: QuantizeSearch | None = None
+    """``[quantize] search``: the variants are its candidates, cheapest first, and one of them is deployed."""
 
     def context_tables(self) -> dict[str, Any]:
         return {name: self.project.core_table(name) for name in CORE_TABLES}

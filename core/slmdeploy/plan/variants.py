@@ -68,6 +68,7 @@ def combine(slots: list[list[Step]], source: SourceModel, source_digest: str, pr
     for combination in itertools.product(*slots):
         names = [prefix] if prefix else []
         names += [str(step.raw[axis]) for step in combination for axis in _axes(step) if axis in step.raw]
+        names += [step.label for step in combination if step.label]
         name = "-".join(names) or "default"
         if not NAME_PATTERN.fullmatch(name) or name in seen:
             raise ConfigError(
@@ -92,6 +93,6 @@ def axes(slots: list[list[Step]]) -> dict[str, list[str]]:
 
 
 def _axes(step: Step) -> list[str]:
-    if step.provided is None:
+    if step.provided is None or step.label:
         return []
     return [field.name for field in fields_of(step.provided.cls.Options) if field.metadata.get("variants")]
