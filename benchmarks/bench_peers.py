@@ -157,8 +157,6 @@ def prompt_ids(tokenizer_folder: Path, count: int) -> list[int]:
 
 def measure(kind: str, path: str, threads: int, tokenizer: Path) -> dict[str, Any]:
     """In this process: load, decode after a short and a long prompt, long prefill, peak memory."""
-    import resource
-
     started = time.perf_counter()
     runner = GenaiRunner(Path(path), threads) if kind == "genai" else LlamaRunner(Path(path), threads)
     load_s = time.perf_counter() - started
@@ -170,8 +168,16 @@ def measure(kind: str, path: str, threads: int, tokenizer: Path) -> dict[str, An
         "decode_short": short["decode_tokens_per_s"],
         "decode_long": long["decode_tokens_per_s"],
         "prefill_long_ms": long["prefill_ms"],
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3,  # kB on Linux
+        "peak_rss_mb": peak_rss_mb(),
     }
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory: VmHWM, which starts afresh at exec (ru_maxrss keeps the parent's)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1e3  # kB
+    raise SystemExit("no VmHWM in /proc/self/status: peak memory is measured on Linux only")
 
 
 class GenaiRunner:
