@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from slmdeploy.config.project import KeyLines
+from slmdeploy.config.lines import KeyLines
 
 from support import FULL_PROJECT
 
