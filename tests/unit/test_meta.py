@@ -42,3 +42,13 @@ def test_public_api_exports_what_it_lists():
     assert "hookimpl" in slmdeploy.plugin.__all__
     doc = inspect.getdoc(slmdeploy.plugin) or ""
     assert "[project.entry-points.slmdeploy]" in doc and "@hookimpl" in doc
+
+
+def test_no_two_test_files_share_a_basename():
+    """The test folders are not packages: pytest imports each file by its basename, and a second file of the same
+    name stops the whole run at collection."""
+    from collections import Counter
+
+    tests = Path(__file__).resolve().parents[1]
+    names = Counter(path.name for path in tests.rglob("test_*.py") if "fixtures" not in path.parts)
+    assert [name for name, count in names.items() if count > 1] == []
