@@ -97,8 +97,10 @@ class TorchRunner:
         state: dict[str, Any] = {"input": torch.tensor([ids]), "past": None}
 
         def step() -> int:
-            with torch.inference_mode():
-                output = self.model(input_ids=state["input"], past_key_values=state["past"], use_cache=True)
+            with torch.inference_mode():  # the last position's logits only, as `generate` and our packages do
+                output = self.model(
+                    input_ids=state["input"], past_key_values=state["past"], use_cache=True, logits_to_keep=1
+                )
             token = int(output.logits[0, -1].argmax())
             state["input"], state["past"] = torch.tensor([[token]]), output.past_key_values
             return token

@@ -23,6 +23,12 @@ class ConvertOptions:
     device: Literal["cpu", "cuda", "dml", "webgpu"] = option(
         "cpu", help="the execution provider the model is built for; only cpu models are run during the build"
     )
+    all_logits: bool = option(
+        False,
+        help="compute next-token logits at every prompt position, for tools that score a whole text in one pass; "
+        "by default only the last position's (all that generation reads): a prompt's prefill then skips the "
+        "lm_head for all but one token, and its logits buffer (vocabulary x prompt length x 4 bytes) is not made",
+    )
 
 
 class OliveConverter(LibraryVersioned, Converter):
@@ -37,6 +43,7 @@ class OliveConverter(LibraryVersioned, Converter):
             "adapter": str(artifact.adapter) if artifact.adapter else None,
             "trust_remote_code": artifact.trust_remote_code,
             "device": self.options.device,
+            "all_logits": self.options.all_logits,
             "scratch": str(self.context.scratch),
             "out": str(output_dir / "model"),
         }
@@ -66,7 +73,12 @@ def convert_in_worker(task: dict[str, Any], progress: Callable[[str], None]) -> 
             # Full-length KV caches on sliding-window layers (Gemma 2 and 3, Mistral): the window is still applied
             # by the attention, but a window-sized cache makes the runtime refuse any request whose max_length is
             # shorter than the window ("KV cache capacity (12) must be at least local_window_size (64)").
-            "extra_options": {"shared_embeddings": False, "windowed_kv_cache": False},
+            # Last-position logits (prune_lm_head): the runtime reads only those ("trimmed prefill logits").
+            "extra_options": {
+                "shared_embeddings": False,
+                "windowed_kv_cache": False,
+                "prune_lm_head": not task.get("all_logits", False),
+            },
         }
     }
     olive_model = {

@@ -79,3 +79,36 @@ def test_keep_int8_puts_the_named_parts_at_8_bits(export, run_stage):
 def test_options_that_cannot_be_honoured_are_refused(run_stage, tmp_path, options, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
         run_stage(OliveQuantizer, SourceModel(tmp_path), options)
+
+
+def logits_shape(folder):
+    import onnx
+
+    graph = onnx.load(str(folder / "model.onnx"), load_external_data=False).graph
+    logits = next(output for output in graph.output if output.name == "logits")
+    return [dim.dim_value or dim.dim_param for dim in logits.type.tensor_type.shape.dim]
+
+
+@pytest.mark.parametrize("all_logits", [False, True])
+def test_the_lm_head_runs_for_the_last_position_unless_all_logits(source, run_stage, all_logits):
+    """By default the head projects only the last position (the runtime reads only that one: a prompt's prefill
+    skips the rest, and its vocabulary x length logits buffer is never made); all_logits keeps every position."""
+    import numpy as np
+    import onnxruntime_genai as og
+
+    from slmdeploy.plugin import load_genai_model
+
+    exported = run_stage(OliveConverter, SourceModel(source), {"all_logits": all_logits})
+    made = run_stage(OliveQuantizer, exported, {"precision": "int4"})
+    for folder in (exported.path, made.path):
+        assert logits_shape(folder)[1] == ("sequence_length" if all_logits else 1)
+    model = load_genai_model(made.path)
+    ids = ids_of(source)
+    params = og.GeneratorParams(model)
+    params.set_search_options(max_length=len(ids) + 4, do_sample=False)
+    generator = og.Generator(model, params)
+    generator.append_tokens(np.array(ids, dtype=np.int32))
+    assert np.asarray(generator.get_output("logits")).shape[1] == (len(ids) if all_logits else 1)
+    last = np.asarray(generator.get_logits()).reshape(-1)
+    reference = torch_logits(source, ids)[-1]
+    assert int(last[: reference.shape[0]].argmax()) == int(reference.argmax())  # the prompt's last position
