@@ -1,8 +1,8 @@
 """Editing the int4 graph to hold carried GGUF blocks: weights, scales, bit widths, and the offset term.
 
 A block's offset (Q4_1's m + 8d) is added to MatMulNBits' output as (block sums of x) @ offsets:
-x @ (a 0/1 block indicator [K, K/32]) gives the block sums -> MatMul with a float32 [K/32, N]
-offsets initializer -> Add. Nodes that read the same input (gate and up) become one MatMulNBits with
+x viewed as [.., K/32, 32] -> ReduceSum over the last axis gives the block sums -> MatMul with a float32
+[K/32, N] offsets initializer -> Add. Nodes that read the same input (gate and up) become one MatMulNBits with
 their weights side by side, one offset term, and a Split after. The tied lm_head reads the embedding table
 through a Reshape, so it changes with the embedding.
 """
@@ -109,7 +109,7 @@ def _add_offset_terms(graph: Any, chosen: dict[str, Blocks]) -> None:
 
 
 def _offset_chain(graph: Any, nodes: list[Any], chosen: dict[str, Blocks]) -> list[Any]:
-    """x @ block indicator (the block sums); the weight's MatMulNBits, nodes reading the same input fused along
+    """x's block sums (Reshape, ReduceSum); the weight's MatMulNBits, nodes reading the same input fused along
     N (one kernel call instead of several); sums @ offsets; Add; a Split back into the nodes' outputs."""
     import numpy as np
     from onnx import helper
@@ -123,13 +123,16 @@ def _offset_chain(graph: Any, nodes: list[Any], chosen: dict[str, Blocks]) -> li
     matmul = nodes[0] if len(nodes) == 1 else _fused(graph, nodes, blocks, prefix)
     matmul.output[0] = f"{prefix}/weights_product"
     k = _attribute(nodes[0], "K")
-    indicator = np.kron(np.eye(k // BLOCK, dtype=np.float32), np.ones((BLOCK, 1), dtype=np.float32))
-    summing = f"gguf_block_indicator_{k}"  # one per K, shared by every chain
-    _set_initializer(graph, summing, indicator)
+    in_blocks = f"gguf_blocks_of_{k}"  # [batch, sequence, K] viewed as [batch, sequence, K/32, 32]; one per K
+    _set_initializer(graph, in_blocks, _int64([0, 0, k // BLOCK, BLOCK]))
+    _set_initializer(graph, "gguf_last_axis", _int64([-1]))
     _set_initializer(graph, f"{prefix}/offsets", np.ascontiguousarray(blocks.offsets.T, dtype=np.float32))
     total = outputs[0] if len(nodes) == 1 else f"{prefix}/sum"
     chain = [
-        helper.make_node("MatMul", [source, summing], [f"{prefix}/sums"], name=f"{prefix}/Sums"),
+        helper.make_node("Reshape", [source, in_blocks], [f"{prefix}/blocks"], name=f"{prefix}/Blocks"),
+        helper.make_node(
+            "ReduceSum", [f"{prefix}/blocks", "gguf_last_axis"], [f"{prefix}/sums"], keepdims=0, name=f"{prefix}/Sums"
+        ),
         matmul,
         helper.make_node("MatMul", [f"{prefix}/sums", f"{prefix}/offsets"], [f"{prefix}/term"], name=f"{prefix}/Term"),
         helper.make_node("Add", [matmul.output[0], f"{prefix}/term"], [total], name=f"{prefix}/Add"),
