@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from slmdeploy.model import fidelity
+from slmdeploy.model.runtime import load_genai_model
 
 
 def torch_logits(hf_folder: Path, ids: list[int]) -> Any:
@@ -24,9 +25,7 @@ def torch_logits(hf_folder: Path, ids: list[int]) -> Any:
 
 
 def genai_logits(model_folder: Path, ids: list[int]) -> Any:
-    import onnxruntime_genai as og
-
-    return fidelity.genai_logits(og.Model(str(model_folder)), ids)
+    return fidelity.genai_logits(load_genai_model(model_folder), ids)
 
 
 def compare(reference: Any, candidate: Any, ids: list[int]) -> dict[str, float]:
@@ -35,10 +34,11 @@ def compare(reference: Any, candidate: Any, ids: list[int]) -> dict[str, float]:
 
 
 def decode_speed(model_folder: Path, prompt: str, new_tokens: int = 128, repeats: int = 3) -> dict[str, float]:
-    """Median decode tokens/s and time to first token over `repeats` runs after a warm-up, greedy."""
+    """Median decode tokens/s and time to first token over `repeats` runs after a warm-up, greedy, on every core
+    this process may use (as `slmdeploy run` does)."""
     import onnxruntime_genai as og
 
-    model = og.Model(str(model_folder))
+    model = load_genai_model(model_folder)
     tokenizer = og.Tokenizer(model)
     ids = tokenizer.encode(prompt)
     runs = [_timed_generation(og, model, ids, new_tokens) for _ in range(repeats + 1)][1:]
