@@ -71,6 +71,7 @@ from slmdeploy.model.tokenizer import TokenizerFiles, render_chat_template
 from slmdeploy.stages import (
     Converter,
     Evaluator,
+    Leftover,
     Metric,
     Needs,
     NoOptions,
@@ -100,6 +101,7 @@ __all__ = [
     "FamilyOptions",
     "GateFailed",
     "InputError",
+    "Leftover",
     "Metric",
     "ModelInfo",
     "Needs",

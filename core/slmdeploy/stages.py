@@ -7,7 +7,7 @@ its own. One base class per stage fixes the artifact types.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -208,6 +208,25 @@ class Registrar(Stage):
         """Undo `run` for a `Registration` it made (``slmdeploy clean --registry``); return what was removed.
         Remove only what this registrar put there."""
         raise NotImplementedError
+
+    def leftovers(self, recorded: Sequence[Registration]) -> Sequence[Leftover]:
+        """What this registrar placed for this project that none of `recorded` (every registration the project's
+        cache and build folder hold) accounts for: a package copied into place by a registration that was cut
+        short (``kill -9``) before it finished. Read from files, without starting the runtime; ``slmdeploy ls``
+        shows each one. By default: nothing."""
+        return ()
+
+
+@attrs.frozen
+class Leftover:
+    """A registrar's find for ``slmdeploy ls``: something placed for this project that no build recorded."""
+
+    model_id: str
+    path: Path
+    state: str
+    """What it is, in the user's words: ``copied into Foundry Local's cache, never registered``."""
+    fix: str
+    """What to do about it: ``Run `slmdeploy build` to register it again, or delete the folder.``"""
 
 
 STAGE_BASES: dict[str, type[Stage]] = {

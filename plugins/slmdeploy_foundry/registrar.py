@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import attrs
@@ -12,6 +13,7 @@ import attrs
 from slmdeploy.plugin import (
     ConfigError,
     DeployPackage,
+    Leftover,
     Registrar,
     Registration,
     option,
@@ -116,11 +118,36 @@ class FoundryRegistrar(Registrar):
             return False
         try:
             owner = json.loads((artifact.path / MARKER).read_text(encoding="utf-8"))
-            models = json.loads((cache / CATALOG_FILE).read_text(encoding="utf-8")).get("models", [])
-            registered = {model["model_info"]["id"] for model in models}
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError):
             return False
-        return owner.get("token") == artifact.details.get("token") and artifact.model_id in registered
+        return owner.get("token") == artifact.details.get("token") and artifact.model_id in _catalog_ids(cache)
+
+    def leftovers(self, recorded: Sequence[Registration]) -> list[Leftover]:
+        """Folders of Foundry Local's cache whose marker names this project but no recorded registration: a
+        registration cut short after the package was copied (registered in the catalog or not), and the staging
+        folders of one cut short while copying."""
+        cache = cache_dir(self.options, self.context.project_dir)
+        tokens = {registration.details.get("token") for registration in recorded}
+        registered = _catalog_ids(cache)
+        found = []
+        for folder in sorted(path for path in (cache / "custom").glob("*") if path.is_dir()):
+            try:
+                owner = json.loads((folder / MARKER).read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            if not isinstance(owner, dict) or owner.get("project") != str(self.context.project_dir):
+                continue
+            model_id = str(owner.get("model_id", folder.name))
+            if folder.name.startswith(".slmdeploy-"):
+                state, fix = "a staging copy left by a registration that was cut short", f"Delete {folder}."
+            elif owner.get("token") in tokens:
+                continue
+            else:
+                listed = "registered in Foundry Local's catalog" if model_id in registered else "never registered"
+                state = f"copied into Foundry Local's cache, {listed}, not recorded: a registration was cut short"
+                fix = f"Run `slmdeploy build` to register it again (it replaces the folder), or delete {folder}."
+            found.append(Leftover(model_id, folder, state, fix))
+        return found
 
     def unregister(self, artifact: Registration) -> str:
 
@@ -133,3 +160,12 @@ class FoundryRegistrar(Registrar):
         }
         result = run_in_worker("slmdeploy_foundry.placement:unregister", task, self.context, "unregister")
         return str(result["removed"])
+
+
+def _catalog_ids(cache: Path) -> set[str]:
+    """The model ids of Foundry Local's local catalog file (none when it is missing or unreadable)."""
+    try:
+        models = json.loads((cache / CATALOG_FILE).read_text(encoding="utf-8")).get("models", [])
+        return {str(model["model_info"]["id"]) for model in models}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return set()

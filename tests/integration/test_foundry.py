@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -216,3 +217,68 @@ def test_clean_registry_after_a_rebuild_with_nothing_to_do(setup):
     result = slmdeploy(project, "clean", "--registry")
     assert result.returncode == 0, result.stderr
     assert "unregistered tiny-int4:1" in result.stdout and catalog_ids(cache) == []
+
+
+def killed_while_registering(project: Path) -> None:
+    """`slmdeploy build`, killed with SIGKILL (the build and its workers) once the package is copied into the
+    cache and the smoke test has started: nothing gets to roll back or record anything."""
+    command = [sys.executable, "-m", "slmdeploy", "-C", str(project), "--plain", "build"]
+    build = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    assert build.stderr is not None
+    seen = []
+    for line in build.stderr:
+        seen.append(line)
+        if "register (foundry): loading" in line:
+            os.killpg(build.pid, signal.SIGKILL)
+            break
+    build.wait(timeout=60)
+    assert build.returncode == -signal.SIGKILL, "".join(seen)
+
+
+def test_ls_shows_what_a_killed_registration_left(setup):
+    project, model, cache = setup
+    killed_while_registering(project)
+    folder = cache / "custom" / "tiny-int4"
+    assert (folder / "model.onnx").is_file()  # copied, registered in the catalog, recorded nowhere
+    listed = slmdeploy(project, "ls")
+    assert listed.returncode == 0, listed.stderr
+    assert "tiny-int4:1" in listed.stdout and "left over" in listed.stdout, listed.stdout
+    assert f"a registration was cut short ({folder}). Run `slmdeploy build`" in listed.stdout, listed.stdout
+    [entry] = json.loads(slmdeploy(project, "ls", "--json").stdout)
+    assert entry["leftover"]["path"] == str(folder)
+
+    assert slmdeploy(project, "build").returncode == 0  # registers it again, replacing the folder
+    [entry] = json.loads(slmdeploy(project, "ls", "--json").stdout)
+    assert entry["registration_current"] is True and "leftover" not in entry
+
+    write(project, model, cache, temperature=0.5)  # a new package for the same name, its registration killed
+    killed_while_registering(project)
+    listed = slmdeploy(project, "ls")
+    assert "foundry: tiny-int4:1 (not current)" in listed.stdout, listed.stdout
+    assert "is no longer current" in listed.stdout and "cut short" in listed.stdout, listed.stdout
+    assert slmdeploy(project, "build").returncode == 0
+    entries = json.loads(slmdeploy(project, "ls", "--json").stdout)
+    assert [entry["registration_current"] for entry in entries] == [True]
+
+
+def test_run_in_foundry_local_refuses_a_prompt_over_the_context_and_goes_on(setup):
+    project, _, _ = setup
+    assert slmdeploy(project, "build").returncode == 0
+    overlong = " ".join(["word"] * 400)  # the tiny model's context is 256 tokens
+    command = [sys.executable, "-m", "slmdeploy", "-C", str(project), "--plain", "run", "tiny-int4"]
+    chat = subprocess.run(
+        [*command, "--max-tokens", "4"],
+        input=f"{overlong}\nhello\n/exit\n",
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert chat.returncode == 0, chat.stderr
+    assert "Foundry Local" in chat.stderr, chat.stderr  # the registered package, run by Foundry Local's runtime
+    refused, answered = chat.stderr.split("error: ", 1)[1].split("\n", 1)
+    assert "does not fit the model's context of 256 tokens" in refused and "Send a shorter text" in refused
+    assert "Traceback" not in chat.stderr and "ValidateGeneratorRequestBudget" not in chat.stderr
+    assert "finish: " in answered, chat.stderr  # the next line was answered
+    once = subprocess.run([*command, "--prompt", overlong], capture_output=True, text=True, timeout=300, check=False)
+    assert once.returncode == 2 and "does not fit the model's context" in once.stderr, once.stderr

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -20,21 +21,64 @@ LS_HEADER = ("NAME", "VERSION", "PRECISION", "SIZE", "GATES", "REGISTERED", "BUI
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_obj
 def list_deployed(session: Session, as_json: bool) -> None:
-    """List the deployed models: name, version, precision, size, where registered, when built."""
+    """List the deployed models: name, version, precision, size, where registered, when built; and what a
+    registration that was cut short left in a registry."""
     from slmdeploy.deploy.listing import deployed_models
     from slmdeploy.execute.publish import BUILD_DIR
 
     models = deployed_models(session.project_dir / BUILD_DIR)
+    check = _registry_check(session, models)
+    stale = check.stale if check else frozenset()
+    leftovers = check.leftovers if check else ()
     if as_json:
-        click.echo(json.dumps([model.as_json() for model in models], indent=2))
+        listed = [{**model.as_json(), "registration_current": _current(model, stale)} for model in models]
+        listed += [
+            {"name": item.model_id, "leftover": {"path": str(item.path), "state": item.state, "fix": item.fix}}
+            for item in leftovers
+        ]
+        click.echo(json.dumps(listed, indent=2))
         return
-    echo_columns([LS_HEADER, *(_ls_row(model) for model in models)])
+    rows = [_ls_row(model, stale) for model in models]
+    rows += [(item.model_id, "-", "-", _size(item.path), "-", "left over (see below)", "-") for item in leftovers]
+    echo_columns([LS_HEADER, *rows])
+    for model in models:
+        if model.name in stale and model.registration:
+            click.echo(
+                f"{model.name}: the registration {model.registration.get('model_id')} recorded by the last build "
+                "is no longer current (removed, or replaced by a registration that was cut short). "
+                "Run `slmdeploy build` to register it again."
+            )
+    for item in leftovers:
+        click.echo(f"{item.model_id}: {item.state} ({item.path}). {item.fix}")
 
 
-def _ls_row(model: DeployedModel) -> tuple[str, ...]:
+def _registry_check(session: Session, models: list[DeployedModel]) -> Any:
+    """What the registrars find in their own files; None when the project file cannot be read (``ls`` still
+    lists the build folder)."""
+    from slmdeploy.deploy.registrations import check_registrations
+    from slmdeploy.errors import SlmdeployError
+
+    try:
+        project, registry, store = session.parts()
+    except SlmdeployError:
+        return None
+    return check_registrations(project, registry, store, models)
+
+
+def _current(model: DeployedModel, stale: frozenset[str]) -> bool | None:
+    return None if not model.registration else model.name not in stale
+
+
+def _size(folder: Path) -> str:
+    size = sum(file.stat().st_size for file in folder.rglob("*") if file.is_file())
+    return f"{size / 1e6:.1f} MB"
+
+
+def _ls_row(model: DeployedModel, stale: frozenset[str]) -> tuple[str, ...]:
     where = "-"
     if model.registration:
         where = f"{model.registration['registry']}: {model.registration['model_id']}"
+        where += " (not current)" if model.name in stale else ""
     size = f"{model.size_bytes / 1e6:.1f} MB"
     return (model.name, str(model.version), model.precision, size, model.gates or "-", where, model.built_at)
 
