@@ -76,7 +76,8 @@ class QuantizeOptions:
 
 class OliveQuantizer(LibraryVersioned, Quantizer):
     PLUGIN_NAME = "olive"
-    CACHE_VERSION = "3"  # 2: int4 from a GGUF keeps the GGUF's blocks; 3: k_quant quantizes the embedding table
+    CACHE_VERSION = "4"  # 2: int4 from a GGUF keeps the GGUF's blocks; 3: k_quant quantizes the embedding table;
+    # 4: the GGUF offsets' block sums by ReduceSum
 
     Options = QuantizeOptions
 
