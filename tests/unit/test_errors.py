@@ -243,3 +243,38 @@ def test_custom_code_not_run_is_said(tmp_path):
         "warning: config.json's auto_map names the model's own code (modeling_my.MyLlama), which is not run: it is "
         "built as the stock LlamaForCausalLM. Set [source] trust_remote_code = true to run that code."
     ]
+
+
+def _gguf_header(version: int = 3, tensors: int = 5, entries: int = 2) -> bytes:
+    import struct
+
+    return b"GGUF" + struct.pack("<IQQ", version, tensors, entries)
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b"PK\x03\x04" + bytes(100), "model.gguf is not a GGUF file (it starts with b'PK\\x03\\x04', not b'GGUF')"),
+        (b"GGUF\x03\x00\x00\x00garbage", "model.gguf is cut short: 15 bytes, less than a GGUF header"),
+        (_gguf_header(version=7) + bytes(100), "model.gguf is GGUF version 7; the versions that can be read are 2, 3"),
+        (_gguf_header(tensors=10**9) + bytes(100), "model.gguf is damaged or cut short: its header counts"),
+        (_gguf_header(tensors=0) + bytes(100), "model.gguf is damaged or cut short: its header holds no tensors"),
+    ],
+    ids=["not-gguf", "cut-short", "version", "counts", "no-tensors"],
+)
+def test_a_damaged_gguf_is_refused_at_plan_time(fake_project, content, expected):
+    project = fake_project(FULL_PROJECT.replace('path = "model"', 'path = "model.gguf"'))
+    (project.path / "model.gguf").write_bytes(content)
+    result = project.cli("plan")
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    first = _first_line(result.stderr)
+    assert first.startswith("error: slmdeploy.toml:6: ") and expected in first, result.stderr
+
+
+def test_a_project_file_that_is_a_folder(tmp_path):
+    (tmp_path / "slmdeploy.toml").mkdir()
+    result = subprocess.run(
+        [sys.executable, "-m", "slmdeploy", "-C", str(tmp_path), "plan"], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert _first_line(result.stderr).startswith(f"error: {tmp_path / 'slmdeploy.toml'} is a folder, not a project")

@@ -173,6 +173,11 @@ def stage_view(table: Any) -> dict[str, Any]:
 
 def load_project(file: Path) -> Project:
     """Read and validate the core tables of a project file."""
+    if file.is_dir():
+        raise ConfigError(
+            f"{file} is a folder, not a project file",
+            fix="Move that folder away and write the project file there (`slmdeploy init` writes a starter one).",
+        )
     if not file.is_file():
         raise ConfigError(
             f"no project file {file.name} in {file.parent}",

@@ -20,6 +20,7 @@ from slmdeploy.config.project import Project, adapter_name, resolve_source_path
 from slmdeploy.config.search import parse_search
 from slmdeploy.errors import ConfigError, plugin_code
 from slmdeploy.host.registry import Provided, Registry
+from slmdeploy.model.sources import check_gguf
 from slmdeploy.plan.candidates import candidate_steps, search_gates
 from slmdeploy.plan.digests import DigestCache, source_digest
 from slmdeploy.plan.steps import AUTO, Plan, Step, Variant
@@ -133,6 +134,8 @@ def resolve_sources(project: Project) -> list[tuple[str, SourceModel]]:
     adapter or none (today's names), ``[("support", ...), ("sales", ...)]`` for a list of adapters."""
     path = resolve_source_path(project)
     fmt = "gguf" if path.is_file() and path.suffix.lower() == ".gguf" else "hf"
+    if fmt == "gguf":
+        check_gguf(path, where=project.locate("source.package" if project.source.package else "source.path"))
     base = SourceModel(path, format=fmt, trust_remote_code=project.source.trust_remote_code)
     adapters = project.source.adapter
     if not adapters:
