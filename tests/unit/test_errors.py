@@ -278,3 +278,13 @@ def test_a_project_file_that_is_a_folder(tmp_path):
     )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert _first_line(result.stderr).startswith(f"error: {tmp_path / 'slmdeploy.toml'} is a folder, not a project")
+
+
+def test_blocking_a_plugin_that_is_not_installed_is_a_warning(fake_project):
+    project = fake_project()
+    result = project.cli("--disable-plugin", "olivee", "plan")
+    assert result.exit_code == 0, result.output
+    assert "warning: --disable-plugin olivee names 'olivee', which no installed slmdeploy plugin is called" in (
+        " ".join(result.stderr.split())
+    )
+    assert "Installed: " in result.stderr and "olive" in result.stderr

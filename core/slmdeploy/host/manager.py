@@ -53,6 +53,7 @@ def get_plugin_manager(project_dir: Path | None = None, disabled: Iterable[str] 
             f"a plugin of entry point group {ENTRY_POINT_GROUP!r} failed to load: {brief(error)}",
             fix="Upgrade or uninstall the plugin package, or block it with SLMDEPLOY_DISABLE_PLUGINS=<name>.",
         ) from error
+    _warn_unknown_blocked(manager)
     # Registered last so that its trylast fallback runs after every plugin's trylast implementation.
     manager.register(builtin, name="slmdeploy.builtin")
     try:
@@ -66,6 +67,19 @@ def get_plugin_manager(project_dir: Path | None = None, disabled: Iterable[str] 
         manager.trace.root.setwriter(sys.stderr.write)
         manager.enable_tracing()
     return manager
+
+
+def _warn_unknown_blocked(manager: PluginManager) -> None:
+    """A blocked name that no installed plugin has blocks nothing: say so (a typo would leave the plugin on)."""
+    import importlib.metadata
+
+    installed = sorted({entry.name for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)})
+    for name, by in manager.disabled.items():
+        if name not in installed and name != LOCAL_PLUGINS:
+            sys.stderr.write(
+                f"warning: {by} names {name!r}, which no installed slmdeploy plugin is called, so it blocks nothing. "
+                f"Installed: {', '.join(installed) or 'none'} (and {LOCAL_PLUGINS}).\n"
+            )
 
 
 def _load_local_plugins(manager: pluggy.PluginManager, file: Path) -> None:
