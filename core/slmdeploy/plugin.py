@@ -64,7 +64,7 @@ from slmdeploy.execute.worker import run_in_worker
 from slmdeploy.files import link_tree
 from slmdeploy.machine import available_cores, resolve_threads
 from slmdeploy.model.fidelity import add_sums, fidelity_figures, fidelity_sums, genai_logits
-from slmdeploy.model.runtime import load_genai_model, session_options
+from slmdeploy.model.runtime import ALL_LOGITS_GRAPH, load_genai_model, session_options
 from slmdeploy.model.sources import prepare_source
 from slmdeploy.model.templating import PARITY_CONVERSATIONS, ChatTemplateFamily, FamilyOptions, PromptTemplate
 from slmdeploy.model.tokenizer import TokenizerFiles, render_chat_template
@@ -87,6 +87,7 @@ hookimpl = pluggy.HookimplMarker("slmdeploy")
 """Marks a plugin's hook implementations: ``@hookimpl``, ``@hookimpl(trylast=True)``."""
 
 __all__ = [
+    "ALL_LOGITS_GRAPH",
     "PARITY_CONVERSATIONS",
     "Artifact",
     "Candidate",

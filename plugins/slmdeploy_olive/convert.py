@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import attrs
 
-from slmdeploy.plugin import Converter, OnnxModel, SourceModel, option, prepare_source, run_in_worker
+from slmdeploy.plugin import ALL_LOGITS_GRAPH, Converter, OnnxModel, SourceModel, option, prepare_source, run_in_worker
 from slmdeploy_olive.workflow import OLIVE_ENVIRONMENT, LibraryVersioned
 
 
@@ -53,6 +53,7 @@ class OliveConverter(LibraryVersioned, Converter):
 
 def convert_in_worker(task: dict[str, Any], progress: Callable[[str], None]) -> dict[str, Any]:
     from slmdeploy_olive import architectures
+    from slmdeploy_olive.logits import write_all_logits_twin
     from slmdeploy_olive.verify import FIXES, verify
     from slmdeploy_olive.workflow import run_workflow
 
@@ -98,5 +99,7 @@ def convert_in_worker(task: dict[str, Any], progress: Callable[[str], None]) -> 
     for name in ("config.json", "generation_config.json"):
         if (hf_folder / name).is_file():
             shutil.copy2(hf_folder / name, out / name)
+    if write_all_logits_twin(out):
+        progress(f"the lm_head reads the last position only; {ALL_LOGITS_GRAPH} has every position's logits")
     progress("verifying the float32 export")
     return {"verified": verify(out, runnable_here=task["device"] == "cpu", stage="convert")}

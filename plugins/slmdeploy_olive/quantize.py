@@ -181,6 +181,7 @@ ALGORITHM_PASSES = {"rtn": "OnnxBlockWiseRtnQuantization", "k_quant": "OnnxKQuan
 
 
 def quantize_in_worker(task: dict[str, Any], progress: Callable[[str], None]) -> dict[str, Any]:
+    from slmdeploy_olive.logits import write_all_logits_twin
     from slmdeploy_olive.verify import verify
     from slmdeploy_olive.workflow import copy_support_files
 
@@ -203,6 +204,7 @@ def quantize_in_worker(task: dict[str, Any], progress: Callable[[str], None]) ->
 
         (out / REPORT).write_text(json.dumps({"carried": {}, "note": task["gguf_note"]}, indent=2) + "\n", "utf-8")
         progress(task["gguf_note"])
+    write_all_logits_twin(out)
     progress("verifying the quantized model")
     return {"verified": verify(out, runnable_here=task["device"] == "cpu")}
 

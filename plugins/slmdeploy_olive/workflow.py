@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from slmdeploy.plugin import StageError
+from slmdeploy.plugin import ALL_LOGITS_GRAPH, StageError
 
 LIBRARIES = ("olive-ai", "onnxruntime-genai", "onnxruntime", "onnx", "torch", "transformers", "peft", "gguf")
 
@@ -125,7 +125,8 @@ def _model_folder(olive_out: Path) -> Path | None:
 
 
 def copy_support_files(source: Path, out: Path) -> None:
-    """Copy what is not the ONNX graph (genai_config.json, tokenizer, chat template, config.json)."""
+    """Copy what is not an ONNX graph (genai_config.json, tokenizer, chat template, config.json)."""
     for item in source.iterdir():
-        if item.is_file() and not item.name.startswith("model.onnx") and not (out / item.name).exists():
+        graph = item.name.startswith("model.onnx") or item.name == ALL_LOGITS_GRAPH
+        if item.is_file() and not graph and not (out / item.name).exists():
             shutil.copy2(item, out / item.name)

@@ -81,10 +81,10 @@ def test_options_that_cannot_be_honoured_are_refused(run_stage, tmp_path, option
         run_stage(OliveQuantizer, SourceModel(tmp_path), options)
 
 
-def logits_shape(folder):
+def logits_shape(folder, graph_file="model.onnx"):
     import onnx
 
-    graph = onnx.load(str(folder / "model.onnx"), load_external_data=False).graph
+    graph = onnx.load(str(folder / graph_file), load_external_data=False).graph
     logits = next(output for output in graph.output if output.name == "logits")
     return [dim.dim_value or dim.dim_param for dim in logits.type.tensor_type.shape.dim]
 
@@ -96,12 +96,17 @@ def test_the_lm_head_runs_for_the_last_position_unless_all_logits(source, run_st
     import numpy as np
     import onnxruntime_genai as og
 
-    from slmdeploy.plugin import load_genai_model
+    from slmdeploy.plugin import ALL_LOGITS_GRAPH, load_genai_model
 
     exported = run_stage(OliveConverter, SourceModel(source), {"all_logits": all_logits})
     made = run_stage(OliveQuantizer, exported, {"precision": "int4"})
     for folder in (exported.path, made.path):
         assert logits_shape(folder)[1] == ("sequence_length" if all_logits else 1)
+        twin = folder / ALL_LOGITS_GRAPH  # for the batching Engine: every position's logits, the same weights
+        assert twin.is_file() != all_logits
+        if twin.is_file():
+            assert logits_shape(folder, twin.name)[1] == "sequence_length"
+            assert twin.stat().st_size < 1_000_000  # the graph alone: its tensors are in model.onnx.data
     model = load_genai_model(made.path)
     ids = ids_of(source)
     params = og.GeneratorParams(model)
@@ -112,3 +117,16 @@ def test_the_lm_head_runs_for_the_last_position_unless_all_logits(source, run_st
     last = np.asarray(generator.get_logits()).reshape(-1)
     reference = torch_logits(source, ids)[-1]
     assert int(last[: reference.shape[0]].argmax()) == int(reference.argmax())  # the prompt's last position
+    if not all_logits:  # the twin, loaded as the server loads it: a batch of two prompts of different lengths
+        engine = og.Engine(load_genai_model(made.path, all_logits=True))
+        requests = [engine.create_request() for _ in range(2)]
+        for request, prompt in zip(requests, (ids, ids[: len(ids) // 2]), strict=True):
+            options = og.TurnOptions(request)
+            options.set_max_generated_tokens(3)
+            options.set_do_sample(False)
+            request.begin_turn(np.array(prompt, dtype=np.int32), options)
+        events = [event for _ in range(10) for event in engine.run(engine.create_event_buffer(8))]
+        answered = [event.request for event in events if int(event.flags) & 1]  # TOKEN events
+        assert len(answered) == 6 and len(set(map(id, answered))) <= 2, events
+        first = next(event.token for event in events if int(event.flags) & 1 and event.request == requests[0])
+        assert first == int(reference.argmax())  # the longer prompt's own last position, in a padded batch

@@ -105,11 +105,19 @@ def load(spec: ModelSpec, threads: int, max_batch: int) -> LoadedModel:
     """Load `spec`'s package with `threads` intra-op threads, for an Engine of at most `max_batch` requests."""
     import onnxruntime_genai as og
 
-    from slmdeploy.model.runtime import load_genai_model
+    from slmdeploy.model.runtime import ALL_LOGITS_GRAPH, last_position_logits_only, load_genai_model
 
     config = json.loads((spec.folder / PACKAGE_FILE).read_text(encoding="utf-8"))
     search = config.get("search", {})
-    model = load_genai_model(spec.folder, threads, {"engine": {"static_batching": {"max_batch_size": max_batch}}})
+    if last_position_logits_only(spec.folder) and not (spec.folder / ALL_LOGITS_GRAPH).is_file():
+        raise InputError(
+            f"{spec.name}'s graph computes the logits of the last position only, and the package has no "
+            f"{ALL_LOGITS_GRAPH}: the batching engine reads each request's own last position in a padded batch",
+            where=str(spec.folder),
+            fix="Rebuild it with the current olive plugin (which writes both), or with [convert] all_logits = true.",
+        )
+    engine = {"engine": {"static_batching": {"max_batch_size": max_batch}}}
+    model = load_genai_model(spec.folder, threads, engine, all_logits=True)
     eos = config["model"].get("eos_token_id", [])
     return LoadedModel(
         spec=spec,
