@@ -56,7 +56,7 @@ class QuantizeOptions:
         "rtn",
         help="rtn: round to nearest; k_quant: llama.cpp's search for each block's scale and offset; gptq (int4): "
         "onnxruntime's GPTQ, calibrated on [quantize] calibration; hqq (int4): half-quadratic scales and float zero "
-        "points, no data: closer to the source, but onnxruntime 1.31's CPU MatMulNBits decodes about 7x slower with "
+        "points, no data: closer to the source, but onnxruntime 1.31's CPU MatMulNBits decodes about 12x slower with "
         "float zero points (README)",
     )
     calibration: str = option(

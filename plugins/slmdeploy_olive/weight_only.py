@@ -83,9 +83,13 @@ def _gptq(
             where="[quantize] algorithm",
             fix='Use algorithm = "rtn", "k_quant" or "hqq" for a model of this size.',
         )
+    from onnxruntime.quantization.neural_compressor import weight_only
+
     feeds = calibration_feeds(model, tokenizer, task["calibration"])
     progress(f"gptq: calibrating on {len(feeds)} sequences of up to {MAX_TOKENS} tokens")
     matmuls = [node.name for node in model.graph.node if node.op_type == "MatMul"]
+    # onnxruntime 1.31's gptq never passes a rounding error on, and its packing picks new scales (see gptq_columns)
+    weight_only.gptq, weight_only.quant_tensor = gptq_columns, _on_grid(weight_only.quant_tensor)
     quantized = gptq_quantize(
         model,
         dataloader=((feed, None) for feed in feeds),
@@ -101,6 +105,73 @@ def _gptq(
         perchannel=True,
     )
     return quantized.model
+
+
+def gptq_columns(  # type: ignore[no-untyped-def]
+    W, H, num_bits=4, group_size=32, scheme="asym", blocksize=128, percdamp=0.01, **_ignored
+):
+    """GPTQ of a [K, N] MatMul weight given the Hessian `H` of its K inputs: the fake-quantized weight.
+
+    onnxruntime 1.31's ``neural_compressor.weight_only.gptq`` takes the inverse Hessian's Cholesky factor U (upper
+    triangular) and spreads row i's rounding error with ``U[i:, i]`` and ``U[i2:, i1:i2]``, which are zero below the
+    diagonal: no error reaches a later row, and its output does not depend on the calibration data at all (it is
+    round to nearest with its own scales). This is the same algorithm with the rows of U (Frantar et al. 2022)."""
+    import numpy as np
+    from onnxruntime.quantization.neural_compressor.weight_only import quant_tensor
+
+    W = W.astype(np.float64).copy()
+    rows = W.shape[0]
+    dead = np.diag(H) == 0
+    H[dead, dead] = 1
+    W[dead, :] = 0
+    H[np.diag_indices(rows)] += percdamp * np.mean(np.diag(H))
+    U = np.linalg.cholesky(np.linalg.inv(H)).T
+    Q = np.zeros_like(W)
+    maxq = 2**num_bits - 1
+    grid: list[tuple[Any, Any]] = []
+    for i1 in range(0, rows, blocksize):
+        i2 = min(i1 + blocksize, rows)
+        errors = np.zeros((i2 - i1, W.shape[1]))
+        for i in range(i1, i2):
+            if i % group_size == 0:
+                grid.append(_group_params(W[i : i + group_size], num_bits, scheme, quant_tensor))
+            scale, zero = grid[-1]
+            Q[i] = scale * (np.clip(np.round(W[i] / scale) + zero, 0, maxq) - zero)
+            errors[i - i1] = (W[i] - Q[i]) / U[i, i]
+            W[i + 1 : i2] -= np.outer(U[i, i + 1 : i2], errors[i - i1])
+        W[i2:] -= U[i1:i2, i2:].T @ errors
+    _GRID.append(grid)
+    return Q
+
+
+# The scales and zero points of the last weight `gptq_columns` made, for the packing that follows it.
+_GRID: list[list[tuple[Any, Any]]] = []
+
+
+def _group_params(rows, num_bits, scheme, quant_tensor):  # type: ignore[no-untyped-def]
+    """Each column's scale and zero point over one group of rows, as onnxruntime's packing computes them."""
+    import numpy as np
+
+    _, scale, zero = quant_tensor(np.ascontiguousarray(rows.T), num_bits, rows.shape[0], scheme, "uint")
+    return scale.reshape(-1), zero.reshape(-1).astype(np.float64)
+
+
+def _on_grid(quant_tensor):  # type: ignore[no-untyped-def]
+    """onnxruntime's packing of a GPTQ weight, with the scales GPTQ rounded to (its own would be taken from the
+    rounded weight's range, and move every value off the grid)."""
+
+    def pack(data, num_bits=4, group_size=32, scheme="asym", dtype="int", ratio=1.0):  # type: ignore[no-untyped-def]
+        import numpy as np
+
+        if not _GRID:
+            return quant_tensor(data, num_bits, group_size, scheme, dtype, ratio)
+        grid = _GRID.pop()
+        scale = np.stack([group[0] for group in grid], axis=1).reshape(-1, 1)  # [N x groups, 1], as data's rows
+        zero = np.stack([group[1] for group in grid], axis=1).reshape(-1, 1)
+        blocks = np.reshape(data, (-1, group_size))
+        return np.clip(np.round(blocks / scale) + zero, 0, 2**num_bits - 1), scale, zero.astype(np.uint8)
+
+    return pack
 
 
 def _hqq(model: Any, task: dict[str, Any], excluded: set[str]) -> Any:
