@@ -55,9 +55,9 @@ class QuantizeOptions:
     algorithm: Literal["rtn", "k_quant", "gptq", "hqq"] = option(
         "rtn",
         help="rtn: round to nearest; k_quant: llama.cpp's search for each block's scale and offset; gptq (int4): "
-        "onnxruntime's GPTQ, calibrated on [quantize] calibration; hqq (int4): half-quadratic scales and float zero "
-        "points, no data: closer to the source, but onnxruntime 1.31's CPU MatMulNBits decodes about 12x slower with "
-        "float zero points (README)",
+        "GPTQ (onnxruntime's, corrected), calibrated on [quantize] calibration, for experiments (below rtn on the "
+        "demo); hqq (int4): half-quadratic scales and float zero points, no data: closer to the source, but "
+        "onnxruntime 1.31's CPU MatMulNBits decodes about 12x slower with float zero points (README)",
     )
     calibration: str = option(
         "",
