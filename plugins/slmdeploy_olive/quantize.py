@@ -4,8 +4,11 @@ Each precision is an Olive workflow over the converted ONNX model:
 
 - int4 / int8: ``OnnxBlockWiseRtnQuantization`` (round to nearest, MatMulNBits) or ``OnnxKQuantQuantization``;
   int4 also turns the embedding table into a GatherBlockQuantized one (k-quant: with the k-quant pass's own
-  blocks, `kquant_embeddings`). Olive 0.13's ``OnnxHqqQuantization`` is not offered: on the demo model it made a
-  755 MB model with top-1 agreement 0.0 (README, "Choosing a quantization");
+  blocks, `kquant_embeddings`);
+- int4 with ``gptq`` (calibrated on ``[quantize] calibration``) or ``hqq``: onnxruntime's own quantizers on the
+  MatMuls first (`weight_only`), then the round-to-nearest pass on what they leave (the embedding, a tied lm_head).
+  Olive 0.13's ``OnnxHqqQuantization`` is not used: on the demo model it made a 755 MB model with top-1 agreement
+  0.0 (README, "Choosing a quantization");
 - ``keep_int8``: a round-to-nearest 8-bit pass over the named parts runs first, and the 4-bit pass skips them;
 - fp16: ``OnnxFloatToFloat16``, for GPU execution providers only (built and checked here, never run: this
   machine has no GPU);
@@ -28,6 +31,7 @@ import attrs
 
 from slmdeploy.plugin import ConfigError, OnnxModel, QuantizedModel, Quantizer, option, run_in_worker
 from slmdeploy_olive.nodes import check_keep_float
+from slmdeploy_olive.weight_only import MAX_SEQUENCES, MAX_TOKENS, read_calibration
 from slmdeploy_olive.workflow import OLIVE_ENVIRONMENT, LibraryVersioned
 
 BLOCK_SIZES = (16, 32, 64, 128, 256)
@@ -48,8 +52,18 @@ class QuantizeOptions:
     symmetric: bool = option(
         True, help="rtn: symmetric blocks (no zero points); false stores a zero point per block. k_quant is asymmetric"
     )
-    algorithm: Literal["rtn", "k_quant"] = option(
-        "rtn", help="rtn: round to nearest; k_quant: llama.cpp's search for each block's scale and offset"
+    algorithm: Literal["rtn", "k_quant", "gptq", "hqq"] = option(
+        "rtn",
+        help="rtn: round to nearest; k_quant: llama.cpp's search for each block's scale and offset; gptq (int4): "
+        "GPTQ (onnxruntime's, corrected), calibrated on [quantize] calibration, for experiments (below rtn on the "
+        "demo); hqq (int4): half-quadratic scales and float zero points, no data: closer to the source, but "
+        "onnxruntime 1.31's CPU MatMulNBits decodes about 12x slower with float zero points (README)",
+    )
+    calibration: str = option(
+        "",
+        path=True,
+        help="gptq: a UTF-8 text file of your own texts or prompts, passages separated by blank lines; tokenized "
+        f"into at most {MAX_SEQUENCES} sequences of at most {MAX_TOKENS} tokens (a longer passage makes several)",
     )
     accuracy_level: int = option(
         4,
@@ -98,12 +112,28 @@ class OliveQuantizer(LibraryVersioned, Quantizer):
             "keep_embeddings_float": not embeddings,
             "keep_int8": options.keep_int8 if options.precision == "int4" else [],
             "kquant_embeddings": embeddings and options.algorithm == "k_quant",
+            "weight_only": self._weight_only() if options.algorithm in WEIGHT_ONLY else None,
             "scratch": str(self.context.scratch),
             "out": str(output_dir / "model"),
         }
         task["gguf"], task["gguf_note"] = self._gguf_blocks()
         run_in_worker("slmdeploy_olive.quantize:quantize_in_worker", task, self.context, "quantize", OLIVE_ENVIRONMENT)
         return QuantizedModel(output_dir / "model", precision=self.options.precision, execution_provider=device)
+
+    def _weight_only(self) -> dict[str, Any]:
+        """What the worker's gptq or hqq step needs; the calibration passages are read here, so that a bad file is
+        a `ConfigError` before any work."""
+        options = self.options
+        calibration = options.calibration and options.algorithm == "gptq"
+        return {
+            "algorithm": options.algorithm,
+            "block_size": options.block_size,
+            "symmetric": options.symmetric,
+            "accuracy_level": options.accuracy_level,
+            "exclude": options.keep_float,
+            "keep_embeddings_float": not embeds(options),
+            "calibration": read_calibration(self.context.project_dir / options.calibration) if calibration else [],
+        }
 
     def _gguf_blocks(self) -> tuple[str | None, str]:
         """The GGUF file whose blocks to carry, or None and why not."""
@@ -114,7 +144,7 @@ class OliveQuantizer(LibraryVersioned, Quantizer):
             "gguf_blocks = false": not options.gguf_blocks,
             f"precision {options.precision} (carried for int4)": options.precision != "int4",
             f"block_size {options.block_size} (GGUF blocks hold 32)": options.block_size != 32,
-            f"algorithm {options.algorithm}": options.algorithm != "rtn",
+            f"algorithm {options.algorithm} (they are carried for rtn)": options.algorithm != "rtn",
             "keep_int8": bool(options.keep_int8),
             "symmetric = false": not options.symmetric,
             "a LoRA adapter changes the weights": source.adapter is not None,
@@ -135,6 +165,19 @@ def _refusals(options: QuantizeOptions) -> list[tuple[str, str]]:
     if options.keep_int8 and options.precision != "int4":
         problem = f"keep_int8 keeps parts of an int4 model at 8 bits; precision is {options.precision}"
         return [(problem, 'Use precision = "int4", or leave out keep_int8.')]
+    if options.algorithm in WEIGHT_ONLY and options.precision == "int8":
+        problem = (
+            f"algorithm {options.algorithm} makes int4 only; precision is int8 (onnxruntime's GPTQ stores 8-bit "
+            "weights as float, and 8-bit HQQ is not offered by this plugin)"
+        )
+        return [(problem, 'Use precision = "int4" with it, or algorithm = "rtn" for int8.')]
+    if options.algorithm == "gptq" and not options.calibration:
+        problem = "algorithm gptq needs calibration text, and calibration is not set"
+        fix = (
+            'Add calibration = "evaluation/calibration.txt" (relative to slmdeploy.toml): a UTF-8 file of texts '
+            "and prompts like the ones the model will see, passages separated by blank lines."
+        )
+        return [(problem, fix)]
     return []
 
 
@@ -162,7 +205,7 @@ def passes(options: QuantizeOptions) -> dict[str, Any]:
             **external,
         }
         chain["quantize"]["bits"] = bits
-        if options.algorithm == "rtn":
+        if options.algorithm != "k_quant":
             chain["quantize"]["is_symmetric"] = options.symmetric
     elif options.precision == "fp16":
         chain["quantize"] = {"type": "OnnxFloatToFloat16", "keep_io_types": False, **external}
@@ -177,7 +220,14 @@ def passes(options: QuantizeOptions) -> dict[str, Any]:
     return chain
 
 
-ALGORITHM_PASSES = {"rtn": "OnnxBlockWiseRtnQuantization", "k_quant": "OnnxKQuantQuantization"}
+# gptq and hqq run onnxruntime's quantizers first (`weight_only`); rtn then quantizes what they leave (the embedding).
+ALGORITHM_PASSES = {
+    "rtn": "OnnxBlockWiseRtnQuantization",
+    "k_quant": "OnnxKQuantQuantization",
+    "gptq": "OnnxBlockWiseRtnQuantization",
+    "hqq": "OnnxBlockWiseRtnQuantization",
+}
+WEIGHT_ONLY = ("gptq", "hqq")
 
 
 def quantize_in_worker(task: dict[str, Any], progress: Callable[[str], None]) -> dict[str, Any]:
@@ -191,6 +241,8 @@ def quantize_in_worker(task: dict[str, Any], progress: Callable[[str], None]) ->
     out.mkdir()
     if task.get("kquant_embeddings"):
         _run_kquant_with_embeddings(task, source, chain, out, progress)
+    elif task.get("weight_only"):
+        _run_weight_only(task, source, chain, out, progress)
     else:
         _run(task, source, chain, out)
     copy_support_files(source, out)
@@ -266,6 +318,23 @@ def _run_kquant_with_embeddings(
     from slmdeploy_olive.workflow import run_workflow
 
     run_workflow(model, surgery, task["device"], Path(task["scratch"]) / "surgery", out)
+
+
+def _run_weight_only(
+    task: dict[str, Any], source: Path, chain: dict[str, Any], out: Path, progress: Callable[[str], None]
+) -> None:
+    """gptq or hqq: keep_int8's pass (if any), then onnxruntime's quantizer on the MatMuls still float, then the
+    round-to-nearest pass on what it leaves (the embedding table, a tied lm_head) and the surgery."""
+    from slmdeploy_olive.weight_only import quantize_matmuls
+
+    scratch, model = Path(task["scratch"]), source
+    if "keep_int8" in chain:
+        model = scratch / "int8"
+        model.mkdir()
+        _run(task, source, {"keep_int8": chain.pop("keep_int8")}, model)
+    progress(f"{task['weight_only']['algorithm']}: onnxruntime's weight-only quantizer on the MatMuls")
+    quantize_matmuls(task["weight_only"], model, source, scratch / "weight_only", progress)
+    _run(task, scratch / "weight_only", chain, out)
 
 
 def _embeddings(folder: Path) -> list[str]:

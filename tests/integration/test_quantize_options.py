@@ -72,7 +72,7 @@ def test_keep_int8_puts_the_named_parts_at_8_bits(export, run_stage):
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"algorithm": "hqq"}, "algorithm"),
+        ({"algorithm": "hqq", "precision": "int8"}, "algorithm hqq makes int4 only"),
         ({"keep_int8": ["lm_head"], "precision": "int8"}, "keep_int8 keeps parts of an int4 model"),
     ],
 )
