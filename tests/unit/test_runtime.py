@@ -27,7 +27,7 @@ def test_automatic_threads_are_the_cores_this_process_may_use(monkeypatch):
 
 def test_session_options_name_both_pools(monkeypatch):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
-    assert session_options(0) == {"intra_op_num_threads": 2, "inter_op_num_threads": 1}
+    assert session_options(0) == {"intra_op_num_threads": 2, "inter_op_num_threads": 1, "enable_mem_pattern": False}
     assert session_options(4)["intra_op_num_threads"] == 4
 
 
@@ -48,6 +48,7 @@ def test_the_template_stage_writes_the_thread_count(threads, expected, run_stage
         "log_id": "onnxruntime-genai",  # the builder's options are kept
         "intra_op_num_threads": 6 if expected == "auto" else expected,
         "inter_op_num_threads": 1,
+        "enable_mem_pattern": False,
     }
 
 
