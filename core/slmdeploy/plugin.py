@@ -57,6 +57,7 @@ from slmdeploy.artifacts import (
 )
 from slmdeploy.candidates import Candidate, QuantizeSearch
 from slmdeploy.config.project import Project
+from slmdeploy.config.syntax import read_text_file
 from slmdeploy.deploy.reports import format_figure
 from slmdeploy.deployed import ChatBackend, DeployedModel
 from slmdeploy.errors import ConfigError, GateFailed, InputError, StageError, WorkerTimeout
@@ -135,6 +136,7 @@ __all__ = [
     "model_config",
     "option",
     "prepare_source",
+    "read_text_file",
     "render_chat_template",
     "resolve_threads",
     "run_in_worker",

@@ -12,28 +12,6 @@ from slmdeploy.plugin import ConfigError
 EXPECTATIONS = ("contains", "regex", "exact", "json_schema")
 
 
-def read_text_file(file: Path, key: str) -> str:
-    """A file the project names as text: readable UTF-8 with no NUL bytes, or a `ConfigError` naming the file and
-    the key (never the file's content)."""
-    try:
-        data = file.read_bytes()
-        text = data.decode("utf-8")
-    except OSError as error:
-        raise ConfigError(f"{file} cannot be read ({error.strerror})", where=key, fix="Make it readable.") from None
-    except UnicodeDecodeError as error:
-        line = data.count(b"\n", 0, error.start) + 1
-        raise ConfigError(
-            f"{file} is not UTF-8 text (byte 0x{data[error.start]:02x} at line {line})",
-            where=key,
-            fix="Name a plain text file saved as UTF-8.",
-        ) from None
-    if "\x00" in text:
-        raise ConfigError(
-            f"{file} is not text: it holds NUL bytes (a binary file?)", where=key, fix="Name a plain text file."
-        )
-    return text
-
-
 def read_domain(file: Path) -> list[dict[str, Any]]:
     """The domain set: one JSON object a line, ``prompt`` and at least one expectation."""
     items = []

@@ -20,6 +20,7 @@ from slmdeploy.plugin import (
     fidelity_figures,
     fidelity_sums,
     option,
+    read_text_file,
     run_in_worker,
 )
 from slmdeploy_evaluate import checks
@@ -75,7 +76,7 @@ class Quality(MeasuringEvaluator):
     def _texts(self) -> list[str]:
         texts = list(ENGLISH)
         if self.options.texts:
-            extra = checks.read_text_file(self.context.project_dir / self.options.texts, "[evaluate.quality] texts")
+            extra = read_text_file(self.context.project_dir / self.options.texts, "[evaluate.quality] texts")
             texts += [passage.strip() for passage in extra.split("\n\n") if passage.strip()]
         return texts
 

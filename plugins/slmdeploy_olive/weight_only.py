@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from slmdeploy.plugin import ConfigError
+from slmdeploy.plugin import ConfigError, read_text_file
 
 MODEL = "model.onnx"
 DATA = "model.onnx.data"
@@ -31,22 +31,11 @@ MAX_GPTQ_BYTES = 2 * 1024**3
 
 def read_calibration(file: Path) -> list[str]:
     """The blank-line separated passages of `file`, or a `ConfigError` naming it and the key."""
-    try:
-        data = file.read_bytes()
-        text = data.decode("utf-8")
-    except OSError as error:
-        raise ConfigError(f"{file} cannot be read ({error.strerror})", where=KEY, fix="Name a readable file.") from None
-    except UnicodeDecodeError as error:
+    fix = "Name a plain text file saved as UTF-8: passages of your own domain, separated by blank lines."
+    passages = [passage.strip() for passage in read_text_file(file, KEY, fix).split("\n\n") if passage.strip()]
+    if not passages:
         raise ConfigError(
-            f"{file} is not UTF-8 text (byte 0x{data[error.start]:02x} at offset {error.start})",
-            where=KEY,
-            fix="Name a plain text file saved as UTF-8: passages of your own domain, separated by blank lines.",
-        ) from None
-    passages = [passage.strip() for passage in text.split("\n\n") if passage.strip()]
-    if "\x00" in text or not passages:
-        problem = "holds NUL bytes (a binary file?)" if "\x00" in text else "holds no text"
-        raise ConfigError(
-            f"{file} {problem}",
+            f"{file} holds no text",
             where=KEY,
             fix="Name a UTF-8 text file of passages like the ones the model will see, separated by blank lines.",
         )

@@ -1,4 +1,5 @@
-"""Reading the project file's text, and saying what is wrong with it when it is not UTF-8 or not TOML."""
+"""Reading the project file's text, and saying what is wrong with it when it is not UTF-8 or not TOML; reading the
+text files a project names (a plugin's texts, prompts, calibration), with the same care."""
 
 from __future__ import annotations
 
@@ -34,6 +35,24 @@ def read_project_text(file: Path) -> str:
             where=f"{file.name}:{line}",
             fix="Save the file as UTF-8 (TOML files are UTF-8), or retype that character.",
         ) from None
+
+
+def read_text_file(file: Path, key: str, fix: str = "Name a plain text file saved as UTF-8.") -> str:
+    """A file the project names as text: readable UTF-8 with no NUL bytes, or a `ConfigError` naming the file and
+    `key` (never the file's content); `fix` says what the file should be."""
+    try:
+        data = file.read_bytes()
+        text = data.decode("utf-8")
+    except OSError as error:
+        raise ConfigError(f"{file} cannot be read ({error.strerror})", where=key, fix="Make it readable.") from None
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise ConfigError(
+            f"{file} is not UTF-8 text (byte 0x{data[error.start]:02x} at line {line})", where=key, fix=fix
+        ) from None
+    if "\x00" in text:
+        raise ConfigError(f"{file} is not text: it holds NUL bytes (a binary file?)", where=key, fix=fix)
+    return text
 
 
 def syntax_error(
