@@ -12,6 +12,8 @@ from typing import Any, Protocol
 
 import attrs
 
+from slmdeploy.files import tree_size
+
 
 @attrs.frozen
 class DeployedModel:
@@ -29,7 +31,7 @@ class DeployedModel:
 
     @property
     def size_bytes(self) -> int:
-        return sum(file.stat().st_size for file in self.folder.rglob("*") if file.is_file())
+        return tree_size(self.folder)
 
     def as_json(self) -> dict[str, Any]:
         return {**attrs.asdict(self), "folder": str(self.folder), "size_bytes": self.size_bytes}

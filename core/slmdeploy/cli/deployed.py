@@ -70,8 +70,9 @@ def _current(model: DeployedModel, stale: frozenset[str]) -> bool | None:
 
 
 def _size(folder: Path) -> str:
-    size = sum(file.stat().st_size for file in folder.rglob("*") if file.is_file())
-    return f"{size / 1e6:.1f} MB"
+    from slmdeploy.files import tree_size
+
+    return f"{tree_size(folder) / 1e6:.1f} MB"
 
 
 def _ls_row(model: DeployedModel, stale: frozenset[str]) -> tuple[str, ...]:

@@ -32,6 +32,7 @@ from slmdeploy.errors import (
 )
 from slmdeploy.execute.cache import STATE_DIR, Entry, Store, output_digest
 from slmdeploy.execute.records import dump_artifact
+from slmdeploy.files import tree_size
 from slmdeploy.plan.digests import DigestCache, source_digest
 from slmdeploy.plan.steps import Step
 from slmdeploy.stages import Stage, StageContext
@@ -151,12 +152,6 @@ def call_stage(step: Step, stage: Stage, artifact: Artifact, output_dir: Path) -
 def _lasting(folder: Path) -> Path:
     """The project's state folder for a staging folder (removed when the stage fails), to name in a message."""
     return next((parent for parent in (folder, *folder.parents) if parent.name == STATE_DIR), folder)
-
-
-def tree_size(path: Path) -> int:
-    if path.is_file():
-        return path.stat().st_size
-    return sum(file.stat().st_size for file in path.rglob("*") if file.is_file())
 
 
 def _record(step: Step, input_digest: str, artifact: Artifact, out: Path, duration: float) -> dict[str, Any]:

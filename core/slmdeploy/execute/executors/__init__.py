@@ -17,6 +17,7 @@ from slmdeploy.execute.cache import Entry, Store
 from slmdeploy.execute.jobs import Job
 from slmdeploy.execute.progress import Reporter
 from slmdeploy.execute.results import Outcome, StepResult, Task
+from slmdeploy.files import tree_size
 from slmdeploy.stages import Needs
 
 
@@ -61,10 +62,4 @@ def nothing_to_start(store: Store, inputs: Sequence[Path]) -> Iterator[None]:
 def needs(task: Task) -> Needs:
     """What a task's step needs to run, from its stage and the size of its input."""
     assert task.step.provided is not None
-    return task.step.provided.cls.needs(task.step.options, _size(Path(task.artifact.path)))
-
-
-def _size(path: Path) -> int:
-    if path.is_file():
-        return path.stat().st_size
-    return sum(file.stat().st_size for file in path.rglob("*") if file.is_file())
+    return task.step.provided.cls.needs(task.step.options, tree_size(Path(task.artifact.path)))
