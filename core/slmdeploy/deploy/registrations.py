@@ -16,7 +16,7 @@ from slmdeploy.deployed import DeployedModel
 from slmdeploy.errors import SlmdeployError, plugin_code
 from slmdeploy.execute.cache import Store
 from slmdeploy.execute.progress import Reporter
-from slmdeploy.execute.records import load_artifact
+from slmdeploy.execute.records import converter, load_artifact
 from slmdeploy.execute.steps import instantiate
 from slmdeploy.host.registry import Registry
 from slmdeploy.plan.digests import stable_json
@@ -108,13 +108,8 @@ def _entries(store: Store) -> list[Any]:
 
 
 def _registration(artifact: dict[str, Any]) -> Registration:
-    data = dict(artifact)
-    return Registration(
-        Path(str(data.get("path", ""))),
-        registry=str(data.get("registry", "")),
-        model_id=str(data.get("model_id", "")),
-        details=dict(data.get("details") or {}),
-    )
+    """A recorded registration (a cache entry's or a manifest's artifact) as the registrar's own class reads it."""
+    return converter.structure(artifact, Registration)
 
 
 def _registrar(project: Project, registry: Registry, store: Store, name: str, options: Any, scratch: Path) -> Any:
