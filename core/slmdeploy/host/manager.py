@@ -71,6 +71,8 @@ def get_plugin_manager(project_dir: Path | None = None, disabled: Iterable[str] 
 
 def _warn_unknown_blocked(manager: PluginManager) -> None:
     """A blocked name that no installed plugin has blocks nothing: say so (a typo would leave the plugin on)."""
+    if not manager.disabled:
+        return
     import importlib.metadata
 
     installed = sorted({entry.name for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)})
