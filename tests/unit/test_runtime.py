@@ -21,8 +21,8 @@ def test_automatic_threads_are_the_cores_this_process_may_use(monkeypatch):
     assert available_cores() == 3
     assert resolve_threads(0) == resolve_threads(None) == 3
     assert resolve_threads(1) == 1
-    assert RuntimeTable().resolved() == {"threads": 3}
-    assert RuntimeTable(threads=7).resolved() == {"threads": 7}
+    assert RuntimeTable().resolved() == {"threads": 3, "prefill_chunk": 256}
+    assert RuntimeTable(threads=7, prefill_chunk=0).resolved() == {"threads": 7, "prefill_chunk": 0}
 
 
 def test_session_options_name_both_pools(monkeypatch):
@@ -50,6 +50,23 @@ def test_the_template_stage_writes_the_thread_count(threads, expected, run_stage
         "inter_op_num_threads": 1,
         "enable_mem_pattern": False,
     }
+
+
+@pytest.mark.parametrize(("chunk", "expected"), [(None, 256), (64, 64), (0, None)])
+def test_the_template_stage_writes_the_prefill_chunk(chunk, expected, run_stage, tmp_path):
+    """[runtime] prefill_chunk is onnxruntime-genai's search.chunk_size; 0 leaves none (one step per prompt), also
+    when the model builder had written one."""
+    from test_templates import fixture, model_folder
+
+    folder = model_folder(tmp_path, fixture("qwen2.5"))
+    config = json.loads((folder / "genai_config.json").read_text())
+    config["search"] = {**config.get("search", {}), "chunk_size": 512}
+    (folder / "genai_config.json").write_text(json.dumps(config))
+    family = Registry(get_plugin_manager(disabled=["mistral"])).get("template", "qwen").cls
+    tables = {"runtime": RuntimeTable(threads=1, **({} if chunk is None else {"prefill_chunk": chunk})).resolved()}
+    package = run_stage(family, OnnxModel(folder), tables=tables)
+    written = json.loads((package.path / "genai_config.json").read_text())["search"]
+    assert written.get("chunk_size") == expected
 
 
 def test_a_negative_thread_count_is_refused_at_its_line(fake_project):

@@ -195,6 +195,11 @@ class ChatTemplateFamily(TemplateFamily):
         ids = [token_id for _, token_id in stops]
         genai["model"]["eos_token_id"] = ids[0] if len(ids) == 1 else ids
         genai["search"] = {**genai.get("search", {}), **generation_search(generation)}
+        chunk = int(self.context.tables["runtime"].get("prefill_chunk", 0))
+        if chunk > 0:
+            genai["search"]["chunk_size"] = chunk
+        else:
+            genai["search"].pop("chunk_size", None)
         decoder = genai["model"].setdefault("decoder", {})
         decoder["session_options"] = {
             **decoder.get("session_options", {}),

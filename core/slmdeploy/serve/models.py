@@ -116,7 +116,9 @@ def load(spec: ModelSpec, threads: int, max_batch: int) -> LoadedModel:
             where=str(spec.folder),
             fix="Rebuild it with the current olive plugin (which writes both), or with [convert] all_logits = true.",
         )
-    engine = {"engine": {"static_batching": {"max_batch_size": max_batch}}}
+    # The static batch scheduler cannot read a prompt in chunks ([runtime] prefill_chunk): it refuses a package
+    # whose search.chunk_size is set, so the server reads each prompt in one step.
+    engine = {"engine": {"static_batching": {"max_batch_size": max_batch}}, "search": {"chunk_size": 0}}
     model = load_genai_model(spec.folder, threads, engine, all_logits=True)
     eos = config["model"].get("eos_token_id", [])
     return LoadedModel(
