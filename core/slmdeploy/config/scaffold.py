@@ -41,6 +41,10 @@ temperature = 0.7
 top_p = 0.9
 repetition_penalty = 1.0
 
+# [runtime]
+# threads = 0              # intra-op threads; 0: every core the process may use, read when the model is loaded
+# prefill_chunk = 256      # a long prompt is read this many tokens per step; 0: in one step
+
 # [evaluate]
 # plugins = ["benchmark", "quality"]
 
