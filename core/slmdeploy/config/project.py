@@ -113,7 +113,8 @@ class RuntimeTable:
     )
 
     def resolved(self) -> dict[str, Any]:
-        """What stages see: `threads` as a count for this machine (0 resolved), part of their cache keys."""
+        """What stages see, part of their cache keys: `threads` as a count for this machine (0 resolved), and
+        `prefill_chunk`."""
         return {"threads": resolve_threads(self.threads), "prefill_chunk": self.prefill_chunk}
 
 
