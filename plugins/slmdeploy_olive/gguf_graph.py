@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from slmdeploy_olive.gguf_blocks import BLOCK, Blocks
+from slmdeploy_olive.nodes import drop_shapes
 
 
 def quantized_nodes(graph: Any) -> list[Any]:
@@ -64,9 +65,7 @@ def apply(model: Any, chosen: dict[str, Blocks]) -> None:
         _set_initializer(graph, node.input[2], blocks.scales)
     _add_offset_terms(graph, chosen)
     # Shapes recorded for the old precision stop constant folding (the head is then not prepacked).
-    kept = [info for info in graph.value_info if info.name not in stale]
-    del graph.value_info[:]
-    graph.value_info.extend(kept)
+    drop_shapes(graph, lambda info: info.name in stale)
 
 
 def save(model: Any, folder: Path) -> None:

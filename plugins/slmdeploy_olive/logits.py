@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from slmdeploy.plugin import ALL_LOGITS_GRAPH
+from slmdeploy_olive.nodes import drop_shapes
 
 PRUNING = ("/lm_head/prune/Gather", "/lm_head/prune/Unsqueeze")
 
@@ -35,29 +36,17 @@ def write_all_logits_twin(folder: Path) -> bool:
     kept = [node for node in graph.node if node.name not in PRUNING]
     del graph.node[:]
     graph.node.extend(kept)
-    _drop_stale_shapes(graph, {gather.output[0], pruned})
     for output in graph.output:
         if output.name == "logits":
             output.type.tensor_type.shape.dim[1].Clear()
             output.type.tensor_type.shape.dim[1].dim_param = "sequence_length"
-    _stale_logits_shapes(graph)
+    removed = {gather.output[0], pruned}
+    drop_shapes(graph, lambda info: info.name in removed or _one_position_head_value(info))
     onnx.save_model(model, str(folder / ALL_LOGITS_GRAPH))
     return True
 
 
-def _drop_stale_shapes(graph: Any, names: set[str]) -> None:
-    kept = [info for info in graph.value_info if info.name not in names]
-    del graph.value_info[:]
-    graph.value_info.extend(kept)
-
-
-def _stale_logits_shapes(graph: Any) -> None:
-    """Intermediate values between the head and ``logits`` recorded with a sequence dimension of 1."""
-    kept = []
-    for info in graph.value_info:
-        dims = info.type.tensor_type.shape.dim
-        if len(dims) == 3 and dims[1].HasField("dim_value") and dims[1].dim_value == 1 and "lm_head" in info.name:
-            continue
-        kept.append(info)
-    del graph.value_info[:]
-    graph.value_info.extend(kept)
+def _one_position_head_value(info: Any) -> bool:
+    """An intermediate value between the head and ``logits`` recorded with a sequence dimension of 1."""
+    dims = info.type.tensor_type.shape.dim
+    return len(dims) == 3 and dims[1].HasField("dim_value") and dims[1].dim_value == 1 and "lm_head" in info.name

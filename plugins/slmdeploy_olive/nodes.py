@@ -1,17 +1,27 @@
 """``[quantize] keep_float``: every name must be a MatMul or Gather node of the converted model, checked before the
-Olive workflow runs (Olive ignores a name that matches nothing, and the node would be quantized silently)."""
+Olive workflow runs (Olive ignores a name that matches nothing, and the node would be quantized silently). And
+`drop_shapes`, for the graph edits that leave recorded shapes stale."""
 
 from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from slmdeploy.plugin import ConfigError
 
 QUANTIZABLE = ("MatMul", "Gather")
 KEY = "[quantize] keep_float"
+
+
+def drop_shapes(graph: Any, stale: Callable[[Any], bool]) -> None:
+    """Remove the graph's recorded intermediate shapes (``value_info``) that `stale` picks: an edit leaves them
+    describing values that changed, and onnxruntime would trust them."""
+    kept = [info for info in graph.value_info if not stale(info)]
+    del graph.value_info[:]
+    graph.value_info.extend(kept)
 
 
 def quantizable_nodes(model_file: Path) -> list[str]:
