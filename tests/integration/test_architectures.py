@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from test_prefill_chunks import prefill_then_greedy
 
 from slmdeploy.plugin import OnnxModel, QuantizedModel, SourceModel
 from slmdeploy.testing.fidelity import compare, genai_logits, torch_logits
@@ -52,22 +53,6 @@ def generate(folder, new_tokens=8):
     return produced
 
 
-def prompt_logits(folder, ids, chunk):
-    """The next-token logits after `ids` given as one prompt, read `chunk` tokens a step (0: in one step), as a
-    package with `[runtime] prefill_chunk` reads it."""
-    import numpy as np
-    import onnxruntime_genai as og
-
-    from slmdeploy.plugin import load_genai_model
-
-    model = load_genai_model(folder, 1, {"search": {"chunk_size": chunk}})
-    params = og.GeneratorParams(model)
-    params.set_search_options(do_sample=False, max_length=len(ids) + 1)
-    generator = og.Generator(model, params)
-    generator.append_tokens(np.array(ids, dtype=np.int32))
-    return np.asarray(generator.get_logits(), dtype=np.float32).reshape(-1)
-
-
 @pytest.mark.parametrize("architecture", sorted(architectures.CONVERTS))
 def test_converts_quantizes_and_answers(architecture, tiny_model, run_stage, record_property):
     folder = tiny_model(architectures.CONVERTS[architecture])
@@ -89,7 +74,7 @@ def test_converts_quantizes_and_answers(architecture, tiny_model, run_stage, rec
     assert len(generate(quantized.path)) == 8
     assert (quantized.path / "tokenizer.json").is_file()
     # A long prompt read in chunks (past the tiny Gemmas' 64-token window) computes what one step does.
-    whole, chunked = prompt_logits(quantized.path, ids, 0), prompt_logits(quantized.path, ids, 24)
+    (whole, _), (chunked, _) = prefill_then_greedy(quantized.path, 0, ids), prefill_then_greedy(quantized.path, 24, ids)
     assert abs(chunked - whole).max() < 1e-3 * max(1.0, float(abs(whole).max())), architecture
 
 

@@ -18,19 +18,21 @@ def package(tmp_path_factory):
     return tiny_project(tmp_path_factory.mktemp("tiny"), CONTEXT) / "build" / "int4" / "model"
 
 
-def prefill_then_greedy(package, chunk: int, prompt: list[int], new_tokens: int):
+def prefill_then_greedy(package, chunk: int, prompt: list[int], new_tokens: int = 0):
+    """The next-token logits after `prompt` read `chunk` tokens a step (0: in one step), as a package with
+    `[runtime] prefill_chunk` reads it, and the `new_tokens` greedy tokens that follow."""
     import onnxruntime_genai as og
 
     from slmdeploy.model.runtime import load_genai_model
 
     model = load_genai_model(package, 1, {"search": {"chunk_size": chunk}})
     params = og.GeneratorParams(model)
-    params.set_search_options(do_sample=False, max_length=len(prompt) + new_tokens)
+    params.set_search_options(do_sample=False, max_length=len(prompt) + max(new_tokens, 1))
     generator = og.Generator(model, params)
     generator.append_tokens(np.array(prompt, dtype=np.int32))
     first = np.asarray(generator.get_logits(), dtype=np.float32).reshape(-1)
     tokens = []
-    while not generator.is_done():
+    for _ in range(new_tokens):
         generator.generate_next_token()
         tokens.append(int(generator.get_next_tokens()[0]))
     return first, tokens
