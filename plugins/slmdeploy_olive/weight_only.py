@@ -63,7 +63,7 @@ def quantize_matmuls(
 def _gptq(
     model: Any, tokenizer: Path, task: dict[str, Any], excluded: set[str], progress: Callable[[str], None]
 ) -> Any:
-    from onnxruntime.quantization.neural_compressor import gptq_quantize
+    from onnxruntime.quantization.neural_compressor import gptq_quantize, weight_only
 
     if model.ByteSize() >= MAX_GPTQ_BYTES:
         raise ConfigError(
@@ -72,8 +72,6 @@ def _gptq(
             where="[quantize] algorithm",
             fix='Use algorithm = "rtn", "k_quant" or "hqq" for a model of this size.',
         )
-    from onnxruntime.quantization.neural_compressor import weight_only
-
     feeds = calibration_feeds(model, tokenizer, task["calibration"])
     progress(f"gptq: calibrating on {len(feeds)} sequences of up to {MAX_TOKENS} tokens")
     matmuls = [node.name for node in model.graph.node if node.op_type == "MatMul"]
@@ -233,8 +231,10 @@ def _set_accuracy_level(model: Any, level: int) -> None:
     """HQQ's nodes carry no accuracy level (and GPTQ's only when asked): give every new node the option's."""
     from onnx import helper
 
+    if not level:
+        return
     for node in model.graph.node:
-        if node.op_type == "MatMulNBits" and level:
+        if node.op_type == "MatMulNBits":
             kept = [attribute for attribute in node.attribute if attribute.name != "accuracy_level"]
             del node.attribute[:]
             node.attribute.extend([*kept, helper.make_attribute("accuracy_level", level)])
