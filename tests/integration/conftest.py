@@ -8,7 +8,7 @@ import pytest
 
 from slmdeploy.testing import run_slmdeploy
 
-from demo_build import demo_environment
+from demo_build import demo_environment, demo_foundry_cache
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -30,6 +30,12 @@ def demo_project(tmp_path_factory):
     project = tmp_path_factory.mktemp("demo")
     shutil.copy(ROOT / "slmdeploy.toml", project / "slmdeploy.toml")
     shutil.copytree(ROOT / "evaluation", project / "evaluation")
-    result = run_slmdeploy(project, "build", env=demo_environment(project))
-    assert result.returncode == 0, result.stderr
-    return project
+    try:
+        result = run_slmdeploy(project, "build", env=demo_environment(project))
+        assert result.returncode == 0, result.stderr
+        yield project
+    finally:
+        # 1.3 GB of models (the fp32 conversion, the PyTorch reference, the variants): removed when the session ends,
+        # also when it failed (pytest keeps a failed session's folders, and CI disks are not large)
+        shutil.rmtree(project, ignore_errors=True)
+        shutil.rmtree(demo_foundry_cache(project), ignore_errors=True)

@@ -150,8 +150,9 @@ def test_demo_interactive_run_holds_two_turns(demo):
     assert child.exitstatus == 0
 
 
-def test_changing_only_quantize_reuses_the_conversion(demo):
-    # last in this module: it leaves the demo built without evaluation
+def test_changing_only_quantize_reuses_the_conversion_and_says_why_blocks_are_not_kept(demo):
+    # last in this module: it builds the demo with other options, then builds it back (every stage cached) for the
+    # modules after this one
     project = demo
     text = (project / "slmdeploy.toml").read_text()
     # without the evaluation tables: this test is about the conversion's cache, not minutes of measuring
@@ -166,5 +167,12 @@ def test_changing_only_quantize_reuses_the_conversion(demo):
         convert, quantize = manifest["stages"][:2]
         assert convert["cached"] is True and quantize["cached"] is False
         assert quantize["options"]["block_size"] == 64
+        # the GGUF's 32-weight blocks cannot be carried into 64-weight ones: requantized, and the package says why
+        report = json.loads((project / "build" / "int4" / "model" / "quantization.json").read_text())
+        assert report["carried"] == {}
+        assert "block_size 64" in report["note"]
     finally:
         (project / "slmdeploy.toml").write_text(text)
+        restored = slmdeploy(project, "build")
+    assert restored.returncode == 0, restored.stderr
+    assert "int4: quantize (olive): cached" in restored.stderr

