@@ -195,7 +195,7 @@ class ChatTemplateFamily(TemplateFamily):
         ids = [token_id for _, token_id in stops]
         genai["model"]["eos_token_id"] = ids[0] if len(ids) == 1 else ids
         genai["search"] = {**genai.get("search", {}), **generation_search(generation)}
-        chunk = int(self.context.tables["runtime"].get("prefill_chunk", 0))
+        chunk = int(self.context.tables["runtime"]["prefill_chunk"])
         if chunk > 0:
             genai["search"]["chunk_size"] = chunk
         else:
