@@ -80,7 +80,7 @@ def _ls_row(model: DeployedModel, stale: frozenset[str]) -> tuple[str, ...]:
     if model.registration:
         where = f"{model.registration['registry']}: {model.registration['model_id']}"
         where += " (not current)" if model.name in stale else ""
-    size = f"{model.size_bytes / 1e6:.1f} MB"
+    size = _size(model.folder)
     return (model.name, str(model.version), model.precision, size, model.gates or "-", where, model.built_at)
 
 
