@@ -88,6 +88,20 @@ REFUSED: dict[str, tuple[str, str]] = {
     ),
 }
 
+_BIDIRECTIONAL = ("use_bidirectional_attention", False, "lets every token attend to later tokens (an embedding model)")
+# Settings of a converting architecture that change what the model computes but that the 0.18 builder does not
+# read (found by reading every config key against the builder's source; the docs' architecture table lists them):
+# architecture -> (key, the value the builder's graph computes, what another value would do); an absent or null
+# key is the default, which is what the builder computes.
+UNREAD_SETTINGS: dict[str, tuple[tuple[str, Any, str], ...]] = {
+    "OlmoForCausalLM": (("clip_qkv", None, "clamps the query, key and value projections to +-clip_qkv"),),
+    "PhiForCausalLM": (("qk_layernorm", False, "normalizes queries and keys with a LayerNorm of their own"),),
+    "GemmaForCausalLM": (_BIDIRECTIONAL,),
+    "Gemma2ForCausalLM": (_BIDIRECTIONAL,),
+    "Gemma3ForCausalLM": (_BIDIRECTIONAL,),
+    "GptOssForCausalLM": (("swiglu_alpha", 1.702, "scales the gate inside the SwiGLU's sigmoid"),),
+}
+
 
 @functools.cache
 def supported() -> tuple[str, ...]:
@@ -103,6 +117,7 @@ def check(config: dict[str, Any], where: str, located: str | None = None) -> str
     (`located`: the project file's line that names the model)."""
     architecture = (config.get("architectures") or ["?"])[0]
     if architecture in CONVERTS:
+        _check_settings(architecture, config, where, located)
         return architecture
     described = f"the model in {where} is a {architecture} (model_type {config.get('model_type', '?')!r})"
     if architecture in REFUSED:
@@ -115,6 +130,19 @@ def check(config: dict[str, Any], where: str, located: str | None = None) -> str
         fix="Convert it with a converter plugin that supports it (a slmdeploy_register_converters hook selected "
         'by [convert] plugin = "<name>"), or fine-tune a supported architecture.',
     )
+
+
+def _check_settings(architecture: str, config: dict[str, Any], where: str, located: str | None) -> None:
+    for key, computed, effect in UNREAD_SETTINGS.get(architecture, ()):
+        value = config.get(key)
+        if value is not None and value != computed:
+            raise InputError(
+                f"the model in {where} is a {architecture} with {key} = {value!r}, which {effect}; the ONNX Runtime "
+                f"GenAI {_builder_version()} model builder ignores {key} (its graph computes {key} = {computed!r}), "
+                "so the converted model would answer differently from the fine-tune",
+                where=located,
+                fix=f"Convert a model with {key} = {computed!r}, or a converter plugin that supports {key}.",
+            )
 
 
 def _builder_version() -> str:

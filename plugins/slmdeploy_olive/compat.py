@@ -12,7 +12,12 @@ Three mismatches, fixed in-process (site-packages are never edited), each checke
    silently ignores. The wrapper passes them under their 0.18 names.
 
 The wrapper also hands the builder a config adapted where transformers 5 and the builder disagree
-(`slmdeploy_olive.configs`: Gemma 3's rotary settings).
+(`slmdeploy_olive.configs`: Gemma 3's rotary settings, the norms' epsilon), and one builder class is corrected:
+
+4. ``OLMoModel`` keeps the base class's ``layernorm_attrs["simple"] = True``, so OLMo's LayerNorm (mean
+   subtracted, no weight or bias) would be exported as an RMSNorm (``SimplifiedLayerNormalization``). Its
+   ``__init__`` is wrapped to ask for LayerNorm, as the builder's Phi and Nemotron classes do; the builder already
+   gives it weight ones and bias zeros.
 """
 
 from __future__ import annotations
@@ -60,6 +65,7 @@ def apply() -> None:
     from slmdeploy_olive import configs
 
     ModelBuilder.maybe_patch_quant = staticmethod(lambda: None)  # type: ignore[method-assign]
+    _olmo_layernorm(builder.OLMoModel)
     if getattr(builder.create_model, "slmdeploy_compat", False):
         return
     original = builder.create_model
@@ -91,3 +97,18 @@ def apply() -> None:
     create_model.slmdeploy_compat = True  # type: ignore[attr-defined]
     # Olive imports create_model inside the pass's run, so replacing the module attribute is enough.
     builder.create_model = create_model
+
+
+def _olmo_layernorm(OLMoModel: Any) -> None:
+    """`OLMoModel` as the builder module names it: the builder imports its classes from a top-level ``builders``
+    package (its own folder on sys.path), not from ``onnxruntime_genai.models.builders``."""
+    if getattr(OLMoModel.__init__, "slmdeploy_compat", False):
+        return
+    original = OLMoModel.__init__
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        self.layernorm_attrs["simple"] = False  # OlmoLayerNorm subtracts the mean: LayerNormalization
+
+    __init__.slmdeploy_compat = True  # type: ignore[attr-defined]
+    OLMoModel.__init__ = __init__  # type: ignore[method-assign]

@@ -117,7 +117,8 @@ def test_benchmark_measures_package_and_source_at_each_length(built):
     expected = min(r["decode_tokens_per_s"] for r in package) / min(r["decode_tokens_per_s"] for r in source)
     assert metrics["decode_speedup"] == pytest.approx(expected)
     assert metrics["memory_ratio"] == pytest.approx(bench["package"]["peak_rss_mb"] / bench["source"]["peak_rss_mb"])
-    assert 0 <= metrics["decode_drop"] < 1 or metrics["decode_drop"] < 0
+    decode = [row["decode_tokens_per_s"] for row in package]
+    assert metrics["decode_drop"] == pytest.approx(max(1 - speed / decode[0] for speed in decode))
 
 
 def test_quality_checklist_on_each_variant(built):
@@ -131,7 +132,8 @@ def test_quality_checklist_on_each_variant(built):
         assert domain["capital"]["problems"] == ["does not contain 'Paris'"]  # a random-weight model
         assert domain["json"]["problems"] == ["is not JSON"]
         assert domain["anything"]["problems"] == []
-        assert all(item["finish"] in ("stop", "length") for item in domain.values())
+        for item in domain.values():  # max_new_tokens = 16: an answer cut at 16 tokens, or one its stop token ended
+            assert (item["finish"], item["tokens"] == 16) in {("length", True), ("stop", False)}, item
         assert len(quality["soak"]["rss_mb"]) == 30 and math.isfinite(quality["soak"]["growth_mb"])
         cases = {case["case"]: case for case in quality["edge_cases"]}
         assert set(cases) == EDGE_CASES
@@ -272,7 +274,10 @@ def test_an_edge_case_that_crashes_or_hangs_the_runtime_is_caught(tmp_path, monk
     context = StageContext(
         tmp_path, "planted", 1, "int4", {}, lambda line: None, tmp_path / "scratch", tmp_path / "logs"
     )
-    found = Planted(QualityOptions(edge_timeout_s=3.0), context).run_edge_case({"content": "hello"})
+    # The timeout counts from the worker's start, interpreter included: a hang is a hang whatever the machine's
+    # start-up time, but a crash needs room to start and crash before it would be taken for a hang.
+    timeout = 3.0 if function == "hang" else 120.0
+    found = Planted(QualityOptions(edge_timeout_s=timeout), context).run_edge_case({"content": "hello"})
     assert found["outcome"] == outcome
     assert problem in edge_verdict(found["outcome"], None)
 
