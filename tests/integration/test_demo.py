@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -122,10 +123,15 @@ def test_demo_int4_is_registered_in_foundry_local_and_answers_there(demo):
 def test_demo_ls_and_run(demo):
     listing = slmdeploy(demo, "ls").stdout
     assert "foundry: smollm2-demo-int4:1" in listing and "int8" not in listing
-    run = slmdeploy(demo, "run", "smollm2-demo-int4", "--prompt", "What is the capital of France?")
+    question = ("--prompt", "What is the capital of France?", "--max-tokens", "24")
+    run = slmdeploy(demo, "run", "smollm2-demo-int4", *question)
     assert run.returncode == 0, run.stderr
-    # `run` samples as the deployed model does (temperature 0.7): any answer, not a fixed one
-    assert run.stdout.strip() and "running with Foundry Local" in run.stderr
+    assert "smollm2-demo-int4: running with Foundry Local" in run.stderr
+    # `run` samples as the deployed model does (temperature 0.7), so the words vary; what it says of them does not:
+    # an answer cut at the 24 tokens asked for, or one that its stop token ended sooner
+    tokens, finish = re.search(r"\[(\d+) tokens, .* finish: (\w+)\]", run.stdout + run.stderr).groups()
+    assert (finish, int(tokens) == 24) in {("length", True), ("stop", False)}, run.stdout
+    assert 0 < int(tokens) <= 24 and run.stdout.split("[")[0].strip(), run.stdout
 
 
 def test_demo_interactive_run_holds_two_turns(demo):

@@ -14,7 +14,6 @@ import socket
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -167,12 +166,13 @@ def test_a_node_lost_mid_step_is_retried_elsewhere_and_leaves_no_partial_entry(c
     cache = shared / "cache-lost"
     folder = project(tmp_path / "lost", shared, adapters=("support",), precisions=("int4",), cache=cache)
     child = slmdeploy(folder, "build", "--address", cluster.address)
-    lines = []
-    for line in child.stderr:
+    lines, match = [], None
+    for line in child.stderr:  # ends when the build does: the line is awaited with no fixed wait
         lines.append(line)
-        if match := re.search(r"convert \(olive\) on node (\w{8}) .*: running", line):
-            break
-    time.sleep(2.0)  # the conversion is under way in its worker process
+        match = match or re.search(r"convert \(olive\) on node (\w{8}) .*: running", line)
+        if match and re.search(r"convert \(olive\) on node .*: exporting \w+ to ONNX", line):
+            break  # the conversion is under way in its worker process on that node
+    assert match, "".join(lines)
     (lost,) = [node for node in cluster.worker_nodes if node.node_id.startswith(match.group(1))]
     cluster.remove_node(lost)
     stdout, stderr = child.communicate(timeout=600)
