@@ -18,8 +18,9 @@ from slmdeploy.testing import run_slmdeploy
 
 from serving import ServerProcess, client, tiny_project
 
-LONG = 6000  # tokens: an answer long enough to still be running when the test acts (seconds)
-CONTEXT = 8192
+CONTEXT = 32768
+LONG = CONTEXT - 64  # tokens: the whole context after a short prompt, an answer still running when the test acts
+QUEUED_WAIT_S = 60  # at most, for a request to reach the queue (polled: it usually takes milliseconds)
 
 
 @pytest.fixture(scope="module")
@@ -43,38 +44,39 @@ def ask(server, **fields):
 def test_models_health_and_a_plain_answer_with_usage(server):
     assert [model.id for model in client(server).models.list()] == ["tiny-int4"]
     assert httpx.get(f"{server.url}/health").json()["status"] == "ok"
-    answer = ask(server, max_tokens=6, temperature=0)
-    assert answer.object == "chat.completion"
+    answer = ask(server, max_tokens=6, temperature=0, extra_body={"min_tokens": 6})
+    assert answer.object == "chat.completion" and answer.model == "tiny-int4"
     assert answer.choices[0].message.role == "assistant"
-    assert answer.choices[0].finish_reason in ("stop", "length")
+    assert answer.choices[0].finish_reason == "length"
     assert answer.usage.prompt_tokens > 0
-    assert answer.usage.completion_tokens <= 6
+    assert answer.usage.completion_tokens == 6
     assert answer.usage.total_tokens == answer.usage.prompt_tokens + answer.usage.completion_tokens
 
 
 def test_max_completion_tokens_ends_with_length(server):
-    answer = ask(server, max_completion_tokens=3, temperature=0, messages=[{"role": "system", "content": "Be brief."},
-                 {"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"},
-                 {"role": "user", "content": "more"}])  # fmt: skip
-    if answer.choices[0].finish_reason == "length":
-        assert answer.usage.completion_tokens == 3
+    answer = ask(server, max_completion_tokens=3, temperature=0, extra_body={"min_tokens": 3},
+                 messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"},
+                           {"role": "assistant", "content": "hello"}, {"role": "user", "content": "more"}])  # fmt: skip
+    assert answer.choices[0].finish_reason == "length"
+    assert answer.usage.completion_tokens == 3
 
 
 def test_a_streamed_answer_is_the_plain_one_and_ends_with_usage(server):
-    plain = ask(server, temperature=0).choices[0].message.content
-    chunks = list(ask(server, temperature=0, stream=True, stream_options={"include_usage": True}))
+    fields = {"temperature": 0, "extra_body": {"min_tokens": 8}}  # ask's max_tokens: exactly 8 tokens
+    plain = ask(server, **fields).choices[0].message.content
+    chunks = list(ask(server, **fields, stream=True, stream_options={"include_usage": True}))
     text = "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices)
     assert text == plain
-    assert [chunk.choices[0].finish_reason for chunk in chunks if chunk.choices][-1] in ("stop", "length")
-    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens > 0
+    assert [chunk.choices[0].finish_reason for chunk in chunks if chunk.choices][-1] == "length"
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == 8
 
 
 def test_stop_text_is_not_returned(server):
-    whole = ask(server, temperature=0, max_tokens=24).choices[0].message.content
-    if len(whole) < 6:
-        pytest.skip(f"the tiny model's greedy answer is too short to cut: {whole!r}")
+    fields = {"temperature": 0, "max_tokens": 24, "extra_body": {"min_tokens": 24}}  # 24 tokens: text to cut
+    whole = ask(server, **fields).choices[0].message.content
+    assert len(whole) >= 6, whole
     stop = whole[len(whole) // 2 : len(whole) // 2 + 3]
-    cut = ask(server, temperature=0, max_tokens=24, stop=[stop, "never-seen-text"])
+    cut = ask(server, **fields, stop=[stop, "never-seen-text"])
     assert cut.choices[0].message.content == whole[: whole.index(stop)]
     assert cut.choices[0].finish_reason == "stop"
 
@@ -134,17 +136,28 @@ def test_overload_is_429_with_retry_after_and_a_client_that_leaves_frees_its_slo
     running = ask(server, stream=True, max_tokens=LONG, temperature=0.8, top_p=0.9, extra_body={"min_tokens": LONG})
     next(iter(running))  # it holds the one batch slot
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        waiting = pool.submit(lambda: ask(server, max_tokens=2))  # the one waiting place
-        time.sleep(0.5)
+        waiting = pool.submit(lambda: ask(server, max_tokens=2, extra_body={"min_tokens": 2}))  # the waiting place
+        wait_until_queued(server, 1)
         with pytest.raises(openai.RateLimitError) as raised:
             ask(server, max_tokens=2)
         assert int(raised.value.response.headers["Retry-After"]) >= 1
         running.close()  # the client leaves mid-stream: its slot frees, and the waiting request runs
-        assert waiting.result(timeout=60).usage.completion_tokens <= 2
+        assert waiting.result(timeout=60).usage.completion_tokens == 2
     metrics = httpx.get(f"{server.url}/metrics").text
     assert 'slmdeploy_requests_total{model="tiny-int4",status="429"}' in metrics
     assert 'slmdeploy_requests_total{model="tiny-int4",status="499"} 1.0' in metrics  # left before its end
     assert 'slmdeploy_requests_active{model="tiny-int4"} 0.0' in metrics
+
+
+def wait_until_queued(server, depth):
+    """Poll /metrics until `depth` requests wait for a batch slot (the queue's own count, not a guess in seconds)."""
+    line = f'slmdeploy_queue_depth{{model="tiny-int4"}} {float(depth)}'
+    deadline = time.monotonic() + QUEUED_WAIT_S
+    while time.monotonic() < deadline:
+        if line in httpx.get(f"{server.url}/metrics").text.splitlines():
+            return
+        time.sleep(0.02)
+    pytest.fail(f"no request reached the queue in {QUEUED_WAIT_S} s")
 
 
 def test_metrics_count_requests_tokens_and_latency(server):

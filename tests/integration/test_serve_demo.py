@@ -9,12 +9,13 @@ import pytest
 
 from serving import ServerProcess, client
 
-SCHEMA = {
+SCHEMA = {  # bounded strings: the grammar itself ends the answer well inside max_tokens, so it always parses
     "type": "object",
-    "properties": {"city": {"type": "string"}, "country": {"type": "string"}},
+    "properties": {"city": {"type": "string", "maxLength": 40}, "country": {"type": "string", "maxLength": 40}},
     "required": ["city", "country"],
     "additionalProperties": False,
 }
+JSON_ROOM = 200  # tokens: more than the schema's longest answer (two 40-character strings and the keys)
 
 
 @pytest.fixture(scope="module")
@@ -57,15 +58,25 @@ def test_the_demo_answers_its_domain_questions(demo):
 
 def test_json_mode_against_a_schema(demo):
     response_format = {"type": "json_schema", "json_schema": {"name": "capital", "schema": SCHEMA, "strict": True}}
-    answer = ask(demo, temperature=0, max_tokens=60, response_format=response_format)
+    answer = ask(demo, temperature=0, max_tokens=JSON_ROOM, response_format=response_format)
+    assert answer.model == "smollm2-demo-int4" and answer.choices[0].finish_reason == "stop", answer
+    assert answer.usage.total_tokens == answer.usage.prompt_tokens + answer.usage.completion_tokens
     data = json.loads(answer.choices[0].message.content)
     assert set(data) == {"city", "country"} and all(isinstance(value, str) for value in data.values())
+    assert "paris" in data["city"].lower(), data
 
 
-def test_json_object_mode_and_a_seeded_json_answer_repeat(demo):
-    fields = {"temperature": 0.9, "seed": 11, "max_tokens": 60, "response_format": {"type": "json_object"}}
-    first, again = ask(demo, **fields), ask(demo, **fields)
+def test_json_object_mode_answers_an_object(demo):
+    answer = ask(demo, temperature=0, max_tokens=JSON_ROOM, response_format={"type": "json_object"})
+    assert answer.choices[0].finish_reason == "stop", answer
+    assert isinstance(json.loads(answer.choices[0].message.content), dict)
+
+
+def test_a_seeded_json_answer_repeats_and_parses(demo):
+    response_format = {"type": "json_schema", "json_schema": {"name": "capital", "schema": SCHEMA}}
+    fields = {"temperature": 0.9, "seed": 11, "max_tokens": JSON_ROOM, "response_format": response_format}
+    first, again, other = ask(demo, **fields), ask(demo, **fields), ask(demo, **{**fields, "seed": 12})
     assert first.choices[0].message.content == again.choices[0].message.content
-    assert first.choices[0].message.content.lstrip().startswith("{")
-    if first.choices[0].finish_reason == "stop":  # else cut at max_tokens, as OpenAI cuts it
-        assert isinstance(json.loads(first.choices[0].message.content), dict)
+    for answer in (first, other):
+        assert answer.choices[0].finish_reason == "stop", answer
+        assert set(json.loads(answer.choices[0].message.content)) == {"city", "country"}

@@ -41,12 +41,34 @@ class Sampling:
     seed: int | None = None
     stops: tuple[str, ...] = ()
     guidance: tuple[str, str] | None = None
-    """(``json_schema``, the schema as JSON text), handed to onnxruntime-genai's guidance."""
+    """(kind, text): ``json_schema`` with the schema as JSON text, or ``lark_grammar`` with a llguidance grammar (a
+    tool call's shape); the answer is constrained to it."""
+    top_k: int | None = None
+    repetition_penalty: float | None = None
+    frequency_penalty: float = 0.0
+    """OpenAI's: subtracted from a token's logit once per time it was generated."""
+    presence_penalty: float = 0.0
+    """OpenAI's: subtracted from a token's logit once if it was generated at all."""
+    logit_bias: tuple[tuple[int, float], ...] = ()
+    """(token id, bias) pairs added to the logits before sampling."""
+    logprobs: int | None = None
+    """None: no log-probabilities; 0: the chosen token's; k: and the k likeliest alternatives (``top_logprobs``)."""
+
+
+@attrs.frozen
+class TokenLogprob:
+    """One generated token's log-probability, and the likeliest alternatives' (OpenAI's ``logprobs.content``)."""
+
+    token: str
+    logprob: float
+    top: tuple[tuple[str, float], ...] = ()
 
 
 @attrs.frozen
 class Delta:
     text: str
+    logprobs: tuple[TokenLogprob, ...] = ()
+    """The tokens behind `text`, when the request asked for ``logprobs``."""
 
 
 @attrs.frozen
