@@ -9,6 +9,7 @@ import pytest
 from slmdeploy.testing import run_slmdeploy
 
 from demo_build import demo_environment, demo_foundry_cache
+from serving import TINY_CONTEXT, tiny_project
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -42,3 +43,9 @@ def demo_project(tmp_path_factory):
         # also when it failed (pytest keeps a failed session's folders, and CI disks are not large)
         shutil.rmtree(project, ignore_errors=True)
         shutil.rmtree(demo_foundry_cache(project), ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_serving_project(tmp_path_factory):
+    """A tiny Llama's int4 deployed in a project, context `TINY_CONTEXT`: the servers of the serve tests load it."""
+    return tiny_project(tmp_path_factory.mktemp("tiny"), TINY_CONTEXT)

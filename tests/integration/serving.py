@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 STARTUP_S = 90
+TINY_CONTEXT = 32768  # tokens: an answer can run long enough to be caught mid-way
 SHUTDOWN_S = 30
 
 

@@ -16,16 +16,16 @@ import pytest
 
 from slmdeploy.testing import run_slmdeploy
 
-from serving import ServerProcess, client, tiny_project
+from serving import TINY_CONTEXT as CONTEXT
+from serving import ServerProcess, client
 
-CONTEXT = 32768
 LONG = CONTEXT - 64  # tokens: the whole context after a short prompt, an answer still running when the test acts
 QUEUED_WAIT_S = 60  # at most, for a request to reach the queue (polled: it usually takes milliseconds)
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    return tiny_project(tmp_path_factory.mktemp("tiny"), CONTEXT)
+def project(tiny_serving_project):
+    return tiny_serving_project
 
 
 @pytest.fixture(scope="module")
@@ -204,11 +204,14 @@ def test_shutdown_ends_requests_in_flight_with_an_error_and_exits_cleanly(projec
 
 
 def test_a_request_past_its_timeout_ends_with_504_and_a_stream_with_an_error(project):
-    hurried = ServerProcess(project, "--threads", "1", "--timeout", "1")
+    hurried = ServerProcess(project, "--threads", "1", "--timeout", "1", "--max-batch", "1")
     try:
         with pytest.raises(openai.APIStatusError) as raised:
             ask(hurried, max_tokens=LONG, extra_body={"min_tokens": LONG})
         assert raised.value.status_code == 504 and "1 s limit" in raised.value.message
+        # its one row was freed: a short request gets it at once (were the long answer still generating, this one
+        # would wait behind it past its own 1 s limit)
+        assert ask(hurried, max_tokens=2, extra_body={"min_tokens": 2}).usage.completion_tokens == 2
         with pytest.raises(openai.APIError, match="1 s limit"):
             for _ in ask(hurried, stream=True, max_tokens=LONG, extra_body={"min_tokens": LONG}):
                 pass

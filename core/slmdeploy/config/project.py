@@ -1,7 +1,7 @@
 """The project file, ``slmdeploy.toml``: parsed with tomlkit, structured with cattrs into attrs classes.
 
-The core owns ``[project]``, ``[source]``, ``[generation]``, ``[runtime]`` and ``[build]``. The stage tables
-(``[convert]``, ``[quantize]``, ``[template]``, ``[evaluate]``, ``[register]``) are kept raw here and validated
+The core owns ``[project]``, ``[source]``, ``[generation]``, ``[runtime]``, ``[build]`` and ``[serve]``. The stage
+tables (``[convert]``, ``[quantize]``, ``[template]``, ``[evaluate]``, ``[register]``) are kept raw here and validated
 against the selected plugin's `Options` when the pipeline is planned.
 """
 
@@ -20,6 +20,7 @@ import tomlkit.exceptions
 
 from slmdeploy.config.lines import KeyLines
 from slmdeploy.config.options import structure_table
+from slmdeploy.config.serving import ServeTable
 from slmdeploy.config.syntax import read_project_text, syntax_error
 from slmdeploy.errors import ConfigError, InputError, where_in
 from slmdeploy.machine import resolve_threads
@@ -140,6 +141,7 @@ CORE_TABLES: dict[str, type] = {
     "generation": GenerationTable,
     "runtime": RuntimeTable,
     "build": BuildTable,
+    "serve": ServeTable,
 }
 
 
@@ -153,6 +155,7 @@ class Project:
     generation: GenerationTable
     runtime: RuntimeTable
     build: BuildTable
+    serve: ServeTable
     stages: dict[str, dict[str, Any]]
     """The raw stage tables present in the file, by stage name."""
     lines: KeyLines

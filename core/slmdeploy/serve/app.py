@@ -23,7 +23,7 @@ from sse_starlette import EventSourceResponse
 from starlette.exceptions import HTTPException
 
 from slmdeploy.serve.engine import Delta, Failed, Finished, Sampling
-from slmdeploy.serve.pool import Pool, Served
+from slmdeploy.serve.pool import Limits, Pool, Served
 from slmdeploy.serve.schema import ApiError, ChatCompletionRequest, validation_error
 
 STATIC = files("slmdeploy.serve") / "static"
@@ -44,8 +44,12 @@ def make_app(pool: Pool, api_key: str | None = None) -> FastAPI:
     guarded = [Depends(_key_check(api_key))]
 
     @app.get("/health")
-    async def health() -> dict[str, Any]:
-        return {"status": "shutting down" if pool.closing else "ok", "models": [model.name for model in pool.models]}
+    async def health(request: Request) -> dict[str, Any]:
+        """Up or not, for anyone; which models are served, only to a client that may use them."""
+        status: dict[str, Any] = {"status": "shutting down" if pool.closing else "ok"}
+        if api_key is None or _has_key(request, api_key):
+            status["models"] = [model.name for model in pool.models]
+        return status
 
     @app.get("/metrics", dependencies=guarded)
     async def metrics() -> Response:
@@ -61,7 +65,7 @@ def make_app(pool: Pool, api_key: str | None = None) -> FastAPI:
         body = await _parse(request)
         served = pool.find(body.model)
         ids = await asyncio.to_thread(served.loaded.render, [message.as_template_input() for message in body.messages])
-        sampling = _sampling(body, served, len(ids))
+        sampling = _sampling(body, served, len(ids), pool.limits)
         pool.admit(served)
         events = pool.run(served, ids, sampling)
         reply = _Reply(served.name, len(ids))
@@ -88,27 +92,52 @@ async def _parse(request: Request) -> ChatCompletionRequest:
         raise validation_error([dict(item) for item in error.errors()]) from None
 
 
-def _sampling(body: ChatCompletionRequest, served: Served, prompt_tokens: int) -> Sampling:
+def _sampling(body: ChatCompletionRequest, served: Served, prompt_tokens: int, limits: Limits) -> Sampling:
     context = served.loaded.context_tokens
-    if prompt_tokens >= context:
+    _check_prompt(served.name, prompt_tokens, context, limits.max_prompt_tokens)
+    room = context - prompt_tokens
+    asked = body.answer_limit()
+    if asked is not None and limits.max_tokens_cap is not None and asked > limits.max_tokens_cap:
         raise ApiError(
             400,
-            f"the prompt is {prompt_tokens} tokens, and {served.name}'s context is {context} tokens "
-            "(prompt and answer together); shorten the messages",
-            param="messages",
-            code="context_length_exceeded",
+            f"max_tokens is {asked}, more than this server's limit of {limits.max_tokens_cap} (--max-tokens-cap)",
+            param="max_tokens",
         )
-    room = context - prompt_tokens
     guidance = body.response_format.guidance() if body.response_format else None
     return Sampling(
-        max_new=min(body.answer_limit() or room, room),
+        max_new=min(asked or limits.default_max_tokens, room),
         min_new=min(body.min_tokens, room),
         temperature=body.temperature,
         top_p=body.top_p,
         seed=body.seed,
         stops=body.stops(),
         guidance=guidance,
+        top_k=body.top_k or None,
+        repetition_penalty=body.repetition_penalty,
+        frequency_penalty=body.frequency_penalty,
+        presence_penalty=body.presence_penalty,
+        logit_bias=body.token_biases(),
+        logprobs=body.logprob_count(),
     )
+
+
+def _check_prompt(name: str, prompt_tokens: int, context: int, most: int | None) -> None:
+    if prompt_tokens >= context:
+        raise ApiError(
+            400,
+            f"the prompt is {prompt_tokens} tokens, and {name}'s context is {context} tokens "
+            "(prompt and answer together); shorten the messages",
+            param="messages",
+            code="context_length_exceeded",
+        )
+    if most is not None and prompt_tokens > most:
+        raise ApiError(
+            400,
+            f"the prompt is {prompt_tokens} tokens, more than this server's limit of {most} (--max-prompt-tokens); "
+            "shorten the messages",
+            param="messages",
+            code="context_length_exceeded",
+        )
 
 
 def _model_card(served: Served) -> dict[str, Any]:
@@ -185,12 +214,14 @@ def _error_type(status: int) -> str:
     return {400: "invalid_request_error", 504: "timeout_error"}.get(status, "server_error")
 
 
+def _has_key(request: Request, api_key: str) -> bool:
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and secrets.compare_digest(given.strip().encode(), api_key.encode())
+
+
 def _key_check(api_key: str | None) -> Any:
     async def check(request: Request) -> None:
-        if api_key is None:
-            return
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not secrets.compare_digest(given.strip().encode(), api_key.encode()):
+        if api_key is not None and not _has_key(request, api_key):
             raise ApiError(
                 401, "a valid API key is needed: Authorization: Bearer <key>", type="authentication_error",
                 code="invalid_api_key",

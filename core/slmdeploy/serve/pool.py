@@ -23,7 +23,13 @@ class Limits:
     max_queue: int = 32
     """Requests that may wait for a batch slot; beyond them, 429."""
     timeout_s: float = 300.0
-    """Longest a request may take, from admission to its last token."""
+    """Longest a request may take, from admission to its last token; then 504, and the engine stops its answer."""
+    max_prompt_tokens: int | None = None
+    """Longest prompt, in tokens, after the chat template (None: the model's context less one); longer is a 400."""
+    default_max_tokens: int = 1024
+    """An answer's length when the request names none (never more than the context leaves)."""
+    max_tokens_cap: int | None = None
+    """The most ``max_tokens`` a request may ask for (None: what the context leaves); more is a 400."""
 
 
 @attrs.define
@@ -101,7 +107,7 @@ class Pool:
             served.worker.submit(job)
         finished = False
         try:
-            async for event in self._events(job, clock):
+            async for event in self._events(served, job, clock):
                 finished = isinstance(event, Finished | Failed)
                 yield event
         finally:
@@ -109,7 +115,7 @@ class Pool:
                 served.worker.cancel(job)
             clock.stop(served)
 
-    async def _events(self, job: Job, clock: _Clock) -> AsyncIterator[Event]:
+    async def _events(self, served: Served, job: Job, clock: _Clock) -> AsyncIterator[Event]:
         deadline = time.monotonic() + self.limits.timeout_s
         while True:
             try:
@@ -117,6 +123,7 @@ class Pool:
                     event = await job.events.get()
             except TimeoutError:
                 clock.status = "504"
+                served.worker.cancel(job)  # the engine stops generating for it and frees its row
                 yield Failed(f"the request took longer than the server's {self.limits.timeout_s:g} s limit", 504)
                 return
             clock.observe(event)

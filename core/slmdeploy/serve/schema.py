@@ -1,15 +1,17 @@
 """The request body of ``POST /v1/chat/completions`` (pydantic, so every field is checked where it enters), and
 errors in OpenAI's shape: ``{"error": {"message", "type", "param", "code"}}``.
 
-Unknown fields are refused (400, naming the field) rather than ignored: a client that asks for something the server
-does not do hears so."""
+A field this server does not know is refused (400, naming it) rather than dropped: a client that asks for something
+the server does not do hears so. The fields that cannot change a local model's answer (`IGNORED`: who the user is,
+metadata, storage and service tier) are accepted and ignored, as vLLM does, so agent frameworks and chat front-ends
+that always send them work."""
 
 from __future__ import annotations
 
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class ApiError(Exception):
@@ -33,23 +35,49 @@ class ApiError(Exception):
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
 
+IGNORED = ("user", "metadata", "store", "service_tier", "parallel_tool_calls")
+"""Accepted and ignored: none changes what a local model answers (``parallel_tool_calls``: at most one call is made
+per answer whatever it says)."""
+MAX_STOPS = 4
+MAX_LOGIT_BIAS = 300  # OpenAI's own limit on the entries of logit_bias
+MAX_TOP_LOGPROBS = 20  # OpenAI's
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class TextPart(Strict):
-    type: Literal["text"]
-    text: str
-
-
 class Message(Strict):
-    role: Literal["system", "user", "assistant"]
-    content: str | list[TextPart]
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[dict[str, Any]] | None = None
+    """Text, or a list of parts of which only ``text`` parts can be read by a language model."""
     name: str | None = None
 
+    @field_validator("content")
+    @classmethod
+    def _text_parts(cls, value: str | list[dict[str, Any]] | None) -> str | list[dict[str, Any]] | None:
+        for part in value if isinstance(value, list) else ():
+            kind = part.get("type")
+            if kind != "text":
+                raise ValueError(f"this model takes text only; a content part of type {kind!r} cannot be read")
+            if not isinstance(part.get("text"), str) or set(part) - {"type", "text"}:
+                raise ValueError('a text part is {"type": "text", "text": "..."}')
+        return value
+
+    @model_validator(mode="after")
+    def _has_content(self) -> Message:
+        if self.content is None and self.role != "assistant":
+            raise ValueError(f"a {self.role} message needs content")
+        return self
+
+    def text(self) -> str:
+        if isinstance(self.content, list):
+            return "".join(part["text"] for part in self.content)
+        return self.content or ""
+
     def as_template_input(self) -> dict[str, str]:
-        text = self.content if isinstance(self.content, str) else "".join(part.text for part in self.content)
-        return {"role": self.role, "content": text}
+        """The message as a chat template reads it: ``developer`` (OpenAI's newer name) is the system turn."""
+        return {"role": "system" if self.role == "developer" else self.role, "content": self.text()}
 
 
 class StreamOptions(Strict):
@@ -79,7 +107,7 @@ class ResponseFormat(Strict):
 
 
 class ChatCompletionRequest(Strict):
-    """The fields this server honours; any other is a 400 naming it."""
+    """The fields this server honours, and those it ignores (`IGNORED`); any other is a 400 naming it."""
 
     model: str
     messages: list[Message] = Field(min_length=1)
@@ -91,10 +119,24 @@ class ChatCompletionRequest(Strict):
     """Not OpenAI's: vLLM's extension, the least tokens before the end-of-sequence token may end the answer."""
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, gt=0, le=1)
+    top_k: int | None = Field(default=None, ge=0)
+    """Not OpenAI's: vLLM's and llama-server's; 0 or absent: no top-k cut."""
+    repetition_penalty: float | None = Field(default=None, gt=0, le=10)
+    """Not OpenAI's: vLLM's; 1 is none."""
+    frequency_penalty: float = Field(default=0.0, ge=-2, le=2)
+    presence_penalty: float = Field(default=0.0, ge=-2, le=2)
+    logit_bias: dict[str, float] | None = Field(default=None, max_length=MAX_LOGIT_BIAS)
+    logprobs: bool = False
+    top_logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
     seed: int | None = Field(default=None, ge=0, lt=2**63)
     stop: str | list[str] | None = None
     response_format: ResponseFormat | None = None
     n: int = 1
+    user: str | None = None
+    metadata: dict[str, Any] | None = None
+    store: bool | None = None
+    service_tier: str | None = None
+    parallel_tool_calls: bool | None = None
 
     @field_validator("n")
     @classmethod
@@ -107,9 +149,33 @@ class ChatCompletionRequest(Strict):
     @classmethod
     def _stops(cls, value: str | list[str] | None) -> str | list[str] | None:
         stops = [value] if isinstance(value, str) else value or []
-        if len(stops) > 4 or not all(stops):
-            raise ValueError("stop is up to 4 non-empty strings")
+        if len(stops) > MAX_STOPS or not all(stops):
+            raise ValueError(f"stop is up to {MAX_STOPS} non-empty strings")
         return value
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _biases(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        for token, bias in (value or {}).items():
+            if not token.isdigit() or not -100 <= bias <= 100:
+                raise ValueError(f"logit_bias maps token ids to a bias from -100 to 100; {token!r}: {bias} is not")
+        return value
+
+    @model_validator(mode="after")
+    def _coherent(self) -> ChatCompletionRequest:
+        limit = self.answer_limit()
+        if limit is not None and self.min_tokens > limit:
+            raise ValueError(f"min_tokens ({self.min_tokens}) is more than max_tokens ({limit})")
+        if self.top_logprobs is not None and not self.logprobs:
+            raise ValueError("top_logprobs needs logprobs: true")
+        return self
+
+    def logprob_count(self) -> int | None:
+        """None: no log-probabilities; else how many alternatives beside the chosen token."""
+        return (self.top_logprobs or 0) if self.logprobs else None
+
+    def token_biases(self) -> tuple[tuple[int, float], ...]:
+        return tuple((int(token), bias) for token, bias in (self.logit_bias or {}).items())
 
     def stops(self) -> tuple[str, ...]:
         return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())

@@ -16,12 +16,25 @@ from slmdeploy.serve.pool import Limits, Pool
 
 
 @attrs.frozen
+class ConnectionLimits:
+    """What one connection may send and hold, and who may connect (browsers: `allowed_hosts`, `cors_origins`)."""
+
+    max_body_bytes: int = 4 * 1024 * 1024
+    max_connections: int = 512
+    header_timeout_s: float = 10.0
+    keep_alive_s: float = 5.0
+    allowed_hosts: tuple[str, ...] = ()
+    cors_origins: tuple[str, ...] = ()
+
+
+@attrs.frozen
 class ServeOptions:
     host: str = "127.0.0.1"
     port: int = 8000
     threads: int = 0
     api_key_env: str | None = None
     limits: Limits = Limits()
+    connections: ConnectionLimits = ConnectionLimits()
 
 
 def api_key(options: ServeOptions) -> str | None:
@@ -56,6 +69,7 @@ def serve(specs: Sequence[ModelSpec], options: ServeOptions, echo: Callable[[str
     import uvicorn
 
     from slmdeploy.serve.app import make_app
+    from slmdeploy.serve.guard import Guard, HostPolicy, header_timeout_protocol, with_cors
     from slmdeploy.serve.metrics import Metrics
 
     key = api_key(options)
@@ -64,8 +78,21 @@ def serve(specs: Sequence[ModelSpec], options: ServeOptions, echo: Callable[[str
         echo(f"loading {spec.name} from {spec.folder} ({options.threads} threads)")
         loaded.append(load(spec, options.threads, options.limits.max_batch))
     pool = Pool(loaded, options.limits, Metrics())
+    limits = options.connections
+    app = Guard(
+        with_cors(make_app(pool, key), limits.cors_origins),
+        HostPolicy(options.host, limits.allowed_hosts),
+        limits.max_body_bytes,
+    )
     config = uvicorn.Config(
-        make_app(pool, key), host=options.host, port=options.port, log_level="info", timeout_graceful_shutdown=15
+        app,
+        host=options.host,
+        port=options.port,
+        log_level="info",
+        timeout_graceful_shutdown=15,
+        http=header_timeout_protocol(limits.header_timeout_s),
+        limit_concurrency=limits.max_connections,
+        timeout_keep_alive=limits.keep_alive_s,  # type: ignore[arg-type] # a float works: it is call_later's
     )
     echo(f"serving {', '.join(spec.name for spec in specs)} on http://{options.host}:{options.port}/v1 (chat page: /)")
     _Server(config, pool).run()
