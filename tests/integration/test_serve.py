@@ -94,9 +94,15 @@ def test_the_same_seed_gives_the_same_answer_and_min_tokens_holds_off_the_end(se
         (b"{not json", 400, "not valid JSON"),
         (b'{"model": "nope", "messages": [{"role": "user", "content": "hi"}]}', 404, "does not exist"),
         (b'{"model": "tiny-int4", "messages": [{"role": "user", "content": "hi"}], "n": 2}', 400, "n=1"),
-        (b'{"model": "tiny-int4", "messages": [{"role": "user", "content": "hi"}], "tools": []}', 400, "'tools'"),
+        (b'{"model": "tiny-int4", "messages": [{"role": "user", "content": "hi"}], "best_of": 2}', 400, "'best_of'"),
+        (
+            b'{"model": "tiny-int4", "messages": [{"role": "user", "content": "hi"}], "tool_choice": "required"}',
+            400,
+            "needs tools",
+        ),
         (b'{"model": "tiny-int4", "messages": []}', 400, "messages"),
-        (b'{"model": "tiny-int4", "messages": [{"role": "tool", "content": "x"}]}', 400, "role"),
+        (b'{"model": "tiny-int4", "messages": [{"role": "tool", "content": "x"}]}', 400, "tool_call_id"),
+        (b'{"model": "tiny-int4", "messages": [{"role": "robot", "content": "x"}]}', 400, "role"),
         (
             b'{"model": "tiny-int4", "messages": [{"role": "user", "content": "hi"}], "temperature": 9}',
             400,

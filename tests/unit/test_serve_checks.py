@@ -87,7 +87,7 @@ def test_fields_that_change_nothing_are_accepted_and_the_ones_that_would_are_che
 
 def test_developer_turns_are_system_turns_and_only_text_parts_are_read():
     pydantic = pytest.importorskip("pydantic")
-    from slmdeploy.serve.schema import Message
+    from slmdeploy.serve.messages import Message
 
     assert Message(role="developer", content="be brief").as_template_input() == {
         "role": "system",

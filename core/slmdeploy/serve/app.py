@@ -1,18 +1,16 @@
-"""The HTTP face (FastAPI): ``/v1/models``, ``/v1/chat/completions`` (plain or streamed as server-sent events),
+"""The HTTP face (FastAPI): ``/v1/models``, ``/v1/chat/completions`` and the legacy ``/v1/completions`` (plain or
+streamed as server-sent events),
 ``/health``, ``/metrics``, and the chat page at ``/``. Every error leaves in OpenAI's shape; none with a traceback."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import secrets
-import time
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.resources import files
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -22,11 +20,13 @@ from pydantic import ValidationError
 from sse_starlette import EventSourceResponse
 from starlette.exceptions import HTTPException
 
-from slmdeploy.serve.engine import Delta, Failed, Finished, Sampling
+from slmdeploy.serve.engine import Sampling
 from slmdeploy.serve.pool import Limits, Pool, Served
-from slmdeploy.serve.schema import ApiError, ChatCompletionRequest, validation_error
+from slmdeploy.serve.reply import Reply, TextReply
+from slmdeploy.serve.schema import ApiError, ChatCompletionRequest, CompletionRequest, Generation, validation_error
 
 STATIC = files("slmdeploy.serve") / "static"
+Body = TypeVar("Body", bound=Generation)
 SHUTDOWN_GRACE_S = 5.0
 log = logging.getLogger("slmdeploy.serve")
 
@@ -62,13 +62,29 @@ def make_app(pool: Pool, api_key: str | None = None) -> FastAPI:
 
     @app.post("/v1/chat/completions", dependencies=guarded, response_model=None)
     async def chat_completions(request: Request) -> Response | dict[str, Any]:
-        body = await _parse(request)
+        body = await _parse(request, ChatCompletionRequest)
         served = pool.find(body.model)
-        ids = await asyncio.to_thread(served.loaded.render, [message.as_template_input() for message in body.messages])
+        tools = [tool.model_dump(exclude_none=True) for tool in body.tools or ()] if body.calls_tools() else None
+        messages = [message.as_template_input() for message in body.messages]
+        ids = await asyncio.to_thread(served.loaded.render, messages, tools)
+        return await _answer(request, body, served, ids, Reply(served.name, len(ids), calls=tools is not None))
+
+    @app.post("/v1/completions", dependencies=guarded, response_model=None)
+    async def completions(request: Request) -> Response | dict[str, Any]:
+        body = await _parse(request, CompletionRequest)
+        served = pool.find(body.model)
+        ids = (
+            body.prompt if isinstance(body.prompt, list) else await asyncio.to_thread(served.loaded.encode, body.prompt)
+        )
+        _check_token_ids(ids, served)
+        return await _answer(request, body, served, ids, TextReply(served.name, len(ids)))
+
+    async def _answer(
+        request: Request, body: Generation, served: Served, ids: list[int], reply: Reply
+    ) -> Response | dict[str, Any]:
         sampling = _sampling(body, served, len(ids), pool.limits)
         pool.admit(served)
         events = pool.run(served, ids, sampling)
-        reply = _Reply(served.name, len(ids))
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
             return EventSourceResponse(
@@ -84,15 +100,22 @@ def make_app(pool: Pool, api_key: str | None = None) -> FastAPI:
     return app
 
 
-async def _parse(request: Request) -> ChatCompletionRequest:
-    """The body as JSON whatever its Content-Type says (as OpenAI's API reads it), checked by pydantic."""
+async def _parse(request: Request, kind: type[Body]) -> Body:
+    """The body, JSON (its Content-Type was checked by `slmdeploy.serve.guard`), checked by pydantic."""
     try:
-        return ChatCompletionRequest.model_validate_json(await request.body())
+        return kind.model_validate_json(await request.body())
     except ValidationError as error:
         raise validation_error([dict(item) for item in error.errors()]) from None
 
 
-def _sampling(body: ChatCompletionRequest, served: Served, prompt_tokens: int, limits: Limits) -> Sampling:
+def _check_token_ids(ids: list[int], served: Served) -> None:
+    vocabulary = served.loaded.vocabulary
+    wrong = [token for token in ids if not 0 <= token < vocabulary]
+    if wrong:
+        raise ApiError(400, f"prompt token ids must be from 0 to {vocabulary - 1}; {wrong[0]} is not", param="prompt")
+
+
+def _sampling(body: Generation, served: Served, prompt_tokens: int, limits: Limits) -> Sampling:
     context = served.loaded.context_tokens
     _check_prompt(served.name, prompt_tokens, context, limits.max_prompt_tokens)
     room = context - prompt_tokens
@@ -103,7 +126,6 @@ def _sampling(body: ChatCompletionRequest, served: Served, prompt_tokens: int, l
             f"max_tokens is {asked}, more than this server's limit of {limits.max_tokens_cap} (--max-tokens-cap)",
             param="max_tokens",
         )
-    guidance = body.response_format.guidance() if body.response_format else None
     return Sampling(
         max_new=min(asked or limits.default_max_tokens, room),
         min_new=min(body.min_tokens, room),
@@ -111,7 +133,7 @@ def _sampling(body: ChatCompletionRequest, served: Served, prompt_tokens: int, l
         top_p=body.top_p,
         seed=body.seed,
         stops=body.stops(),
-        guidance=guidance,
+        guidance=body.guidance(),
         top_k=body.top_k or None,
         repetition_penalty=body.repetition_penalty,
         frequency_penalty=body.frequency_penalty,
@@ -142,76 +164,6 @@ def _check_prompt(name: str, prompt_tokens: int, context: int, most: int | None)
 
 def _model_card(served: Served) -> dict[str, Any]:
     return {"id": served.name, "object": "model", "created": served.created, "owned_by": "slmdeploy"}
-
-
-class _Reply:
-    """One completion's answer, in OpenAI's shapes: a ``chat.completion`` or ``chat.completion.chunk``s."""
-
-    def __init__(self, model: str, prompt_tokens: int) -> None:
-        self.id = f"chatcmpl-{uuid.uuid4().hex}"
-        self.created = int(time.time())
-        self.model = model
-        self.prompt_tokens = prompt_tokens
-
-    def _head(self, kind: str) -> dict[str, Any]:
-        return {"id": self.id, "object": kind, "created": self.created, "model": self.model}
-
-    def _usage(self, finished: Finished) -> dict[str, int]:
-        prompt, completion = finished.prompt_tokens or self.prompt_tokens, finished.completion_tokens
-        return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
-
-    async def whole(self, events: AsyncIterator[Any], request: Request) -> dict[str, Any]:
-        """The whole answer; a client that hangs up meanwhile cancels it."""
-        watcher = asyncio.create_task(_cancel_on_disconnect(request, asyncio.current_task()))
-        parts: list[str] = []
-        try:
-            async for event in events:
-                if isinstance(event, Delta):
-                    parts.append(event.text)
-                elif isinstance(event, Failed):
-                    raise ApiError(event.status, event.message, type=_error_type(event.status))
-                elif isinstance(event, Finished):
-                    message = {"role": "assistant", "content": "".join(parts)}
-                    choice = {"index": 0, "message": message, "finish_reason": event.reason, "logprobs": None}
-                    return {**self._head("chat.completion"), "choices": [choice], "usage": self._usage(event)}
-        finally:
-            watcher.cancel()
-            await events.aclose()  # type: ignore[attr-defined]
-        raise ApiError(500, "the answer ended without a finish", type="server_error")
-
-    async def stream(self, events: AsyncIterator[Any], include_usage: bool) -> AsyncIterator[str]:
-        try:
-            yield self._chunk({"role": "assistant", "content": ""}, None)
-            async for event in events:
-                if isinstance(event, Delta):
-                    yield self._chunk({"content": event.text}, None)
-                elif isinstance(event, Failed):
-                    yield json.dumps(ApiError(event.status, event.message, type=_error_type(event.status)).body())
-                    return
-                elif isinstance(event, Finished):
-                    yield self._chunk({}, event.reason)
-                    if include_usage:
-                        yield json.dumps(
-                            {**self._head("chat.completion.chunk"), "choices": [], "usage": self._usage(event)}
-                        )
-            yield "[DONE]"
-        finally:
-            await events.aclose()  # type: ignore[attr-defined]
-
-    def _chunk(self, delta: dict[str, Any], finish: str | None) -> str:
-        choice = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
-        return json.dumps({**self._head("chat.completion.chunk"), "choices": [choice], "usage": None})
-
-
-async def _cancel_on_disconnect(request: Request, task: asyncio.Task[Any] | None) -> None:
-    while task is not None and not await request.is_disconnected():
-        await asyncio.sleep(0.25)
-    if task is not None:
-        task.cancel()
-
-
-def _error_type(status: int) -> str:
-    return {400: "invalid_request_error", 504: "timeout_error"}.get(status, "server_error")
 
 
 def _has_key(request: Request, api_key: str) -> bool:

@@ -94,10 +94,29 @@ class LoadedModel:
     defaults: dict[str, Any]
     """The package's search options (temperature, top_p, top_k, repetition_penalty, do_sample)."""
 
-    def render(self, messages: list[dict[str, str]]) -> list[int]:
+    vocabulary: int = 0
+    """Token ids are below it (``model.vocab_size``)."""
+    reads_tools: bool = False
+    """Whether the package's chat template renders a ``tools`` variable (`slmdeploy.serve.tools`)."""
+
+    def render(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> list[int]:
         """The prompt's token ids: `messages` through the package's chat template, as ``slmdeploy run`` renders
-        them, with the assistant's turn opened."""
-        text = self.tokenizer.apply_chat_template(json.dumps(messages), add_generation_prompt=True)
+        them, with the assistant's turn opened; `tools` (OpenAI's ``tools`` items) shown to the model as
+        `slmdeploy.serve.tools` says."""
+        from slmdeploy.serve import tools as calling
+
+        if tools is not None and self.reads_tools:
+            text = self.tokenizer.apply_chat_template(
+                json.dumps(calling.template_messages(messages)), tools=json.dumps(tools), add_generation_prompt=True
+            )
+        else:
+            functions = [tool["function"] for tool in tools or ()]
+            text = self.tokenizer.apply_chat_template(
+                json.dumps(calling.fallback_messages(messages, functions)), add_generation_prompt=True
+            )
+        return self.encode(text)
+
+    def encode(self, text: str) -> list[int]:
         return [int(token) for token in self.tokenizer.encode(text)]
 
 
@@ -106,6 +125,7 @@ def load(spec: ModelSpec, threads: int, max_batch: int) -> LoadedModel:
     import onnxruntime_genai as og
 
     from slmdeploy.model.runtime import ALL_LOGITS_GRAPH, last_position_logits_only, load_genai_model
+    from slmdeploy.serve.tools import template_reads_tools
 
     config = json.loads((spec.folder / PACKAGE_FILE).read_text(encoding="utf-8"))
     search = config.get("search", {})
@@ -127,6 +147,17 @@ def load(spec: ModelSpec, threads: int, max_batch: int) -> LoadedModel:
         tokenizer=og.Tokenizer(model),
         context_tokens=int(search.get("max_length") or config["model"]["context_length"]),
         eos=frozenset(eos if isinstance(eos, list) else [eos]),
+        vocabulary=int(config["model"]["vocab_size"]),
+        reads_tools=template_reads_tools(_chat_template(spec.folder)),
         defaults={key: search[key] for key in ("do_sample", "temperature", "top_p", "top_k", "repetition_penalty")
                   if key in search},
     )  # fmt: skip
+
+
+def _chat_template(folder: Path) -> str:
+    """The chat template the runtime renders with: ``tokenizer_config.json``'s (text, or the default of a list)."""
+    config_file = folder / "tokenizer_config.json"
+    template = json.loads(config_file.read_text(encoding="utf-8")).get("chat_template") if config_file.is_file() else ""
+    if isinstance(template, list):
+        template = next((item.get("template", "") for item in template if item.get("name") == "default"), "")
+    return str(template or "")

@@ -11,7 +11,10 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from slmdeploy.serve.messages import Message, NamedToolChoice, Strict, Tool
+from slmdeploy.serve.tools import COMPACT_JSON
 
 
 class ApiError(Exception):
@@ -35,49 +38,13 @@ class ApiError(Exception):
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
 
-IGNORED = ("user", "metadata", "store", "service_tier", "parallel_tool_calls")
+IGNORED = ("user", "metadata", "store", "service_tier", "parallel_tool_calls")  # see ChatCompletionRequest
 """Accepted and ignored: none changes what a local model answers (``parallel_tool_calls``: at most one call is made
 per answer whatever it says)."""
 MAX_STOPS = 4
 MAX_LOGIT_BIAS = 300  # OpenAI's own limit on the entries of logit_bias
 MAX_TOP_LOGPROBS = 20  # OpenAI's
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class Message(Strict):
-    role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[dict[str, Any]] | None = None
-    """Text, or a list of parts of which only ``text`` parts can be read by a language model."""
-    name: str | None = None
-
-    @field_validator("content")
-    @classmethod
-    def _text_parts(cls, value: str | list[dict[str, Any]] | None) -> str | list[dict[str, Any]] | None:
-        for part in value if isinstance(value, list) else ():
-            kind = part.get("type")
-            if kind != "text":
-                raise ValueError(f"this model takes text only; a content part of type {kind!r} cannot be read")
-            if not isinstance(part.get("text"), str) or set(part) - {"type", "text"}:
-                raise ValueError('a text part is {"type": "text", "text": "..."}')
-        return value
-
-    @model_validator(mode="after")
-    def _has_content(self) -> Message:
-        if self.content is None and self.role != "assistant":
-            raise ValueError(f"a {self.role} message needs content")
-        return self
-
-    def text(self) -> str:
-        if isinstance(self.content, list):
-            return "".join(part["text"] for part in self.content)
-        return self.content or ""
-
-    def as_template_input(self) -> dict[str, str]:
-        """The message as a chat template reads it: ``developer`` (OpenAI's newer name) is the system turn."""
-        return {"role": "system" if self.role == "developer" else self.role, "content": self.text()}
+LEGACY_MAX_TOKENS = 16  # /v1/completions' default answer length, as OpenAI's and vLLM's
 
 
 class StreamOptions(Strict):
@@ -96,25 +63,26 @@ class ResponseFormat(Strict):
     json_schema: JsonSchema | None = None
 
     def guidance(self) -> tuple[str, str] | None:
-        """onnxruntime-genai's guidance for this format: a JSON schema (any object for ``json_object``)."""
+        """The guidance for this format: a JSON schema (any object for ``json_object``), written without free
+        whitespace (`COMPACT_JSON`: a small model can otherwise wander in newlines until its token limit)."""
         if self.type == "json_object":
-            return "json_schema", json.dumps({"type": "object"})
+            return "json_schema", json.dumps({"type": "object", "x-guidance": COMPACT_JSON})
         if self.type == "json_schema":
             if self.json_schema is None:
                 raise ApiError(400, "response_format json_schema needs a json_schema", param="response_format")
-            return "json_schema", json.dumps(self.json_schema.schema_ or {"type": "object"})
+            schema = self.json_schema.schema_ or {"type": "object"}
+            return "json_schema", json.dumps({**schema, "x-guidance": COMPACT_JSON})
         return None
 
 
-class ChatCompletionRequest(Strict):
-    """The fields this server honours, and those it ignores (`IGNORED`); any other is a 400 naming it."""
+class Generation(Strict):
+    """The fields both completion endpoints share: the model, the answer's length, sampling, stops, streaming; and
+    those accepted and ignored (`IGNORED`). Any other field is a 400 naming it."""
 
     model: str
-    messages: list[Message] = Field(min_length=1)
     stream: bool = False
     stream_options: StreamOptions | None = None
     max_tokens: int | None = Field(default=None, ge=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
     min_tokens: int = Field(default=0, ge=0)
     """Not OpenAI's: vLLM's extension, the least tokens before the end-of-sequence token may end the answer."""
     temperature: float | None = Field(default=None, ge=0, le=2)
@@ -126,17 +94,13 @@ class ChatCompletionRequest(Strict):
     frequency_penalty: float = Field(default=0.0, ge=-2, le=2)
     presence_penalty: float = Field(default=0.0, ge=-2, le=2)
     logit_bias: dict[str, float] | None = Field(default=None, max_length=MAX_LOGIT_BIAS)
-    logprobs: bool = False
-    top_logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
     seed: int | None = Field(default=None, ge=0, lt=2**63)
     stop: str | list[str] | None = None
-    response_format: ResponseFormat | None = None
     n: int = 1
     user: str | None = None
     metadata: dict[str, Any] | None = None
     store: bool | None = None
     service_tier: str | None = None
-    parallel_tool_calls: bool | None = None
 
     @field_validator("n")
     @classmethod
@@ -162,17 +126,15 @@ class ChatCompletionRequest(Strict):
         return value
 
     @model_validator(mode="after")
-    def _coherent(self) -> ChatCompletionRequest:
+    def _lengths(self) -> Generation:
         limit = self.answer_limit()
         if limit is not None and self.min_tokens > limit:
             raise ValueError(f"min_tokens ({self.min_tokens}) is more than max_tokens ({limit})")
-        if self.top_logprobs is not None and not self.logprobs:
-            raise ValueError("top_logprobs needs logprobs: true")
         return self
 
     def logprob_count(self) -> int | None:
         """None: no log-probabilities; else how many alternatives beside the chosen token."""
-        return (self.top_logprobs or 0) if self.logprobs else None
+        return None
 
     def token_biases(self) -> tuple[tuple[int, float], ...]:
         return tuple((int(token), bias) for token, bias in (self.logit_bias or {}).items())
@@ -181,7 +143,95 @@ class ChatCompletionRequest(Strict):
         return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
 
     def answer_limit(self) -> int | None:
+        return self.max_tokens
+
+    def guidance(self) -> tuple[str, str] | None:
+        """The constraint on the answer's text (`Sampling.guidance`), if any."""
+        return None
+
+
+class ChatCompletionRequest(Generation):
+    """``POST /v1/chat/completions``."""
+
+    messages: list[Message] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    logprobs: bool = False
+    top_logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
+    response_format: ResponseFormat | None = None
+    tools: list[Tool] | None = Field(default=None, max_length=128)
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    """None: ``auto`` when there are tools, as OpenAI's API does."""
+    parallel_tool_calls: bool | None = None
+
+    @model_validator(mode="after")
+    def _coherent(self) -> ChatCompletionRequest:
+        if self.top_logprobs is not None and not self.logprobs:
+            raise ValueError("top_logprobs needs logprobs: true")
+        names = [tool.function.name for tool in self.tools or ()]
+        if len(set(names)) != len(names):
+            raise ValueError(f"two tools share a name: {', '.join(names)}")
+        choice = self.tool_choice
+        if isinstance(choice, NamedToolChoice) and choice.function.name not in names:
+            raise ValueError(f"tool_choice names {choice.function.name!r}, which is not among the tools")
+        if choice == "required" and not names:
+            raise ValueError('tool_choice "required" needs tools')
+        if self.calls_tools() and self.response_format is not None and self.response_format.type != "text":
+            raise ValueError("response_format and tools cannot both constrain one answer; send one of them")
+        return self
+
+    def logprob_count(self) -> int | None:
+        return (self.top_logprobs or 0) if self.logprobs else None
+
+    def answer_limit(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
+
+    def guidance(self) -> tuple[str, str] | None:
+        from slmdeploy.serve.tools import call_grammar
+
+        if self.calls_tools():
+            return "lark_grammar", call_grammar(self.callable_functions(), self.call_forced())
+        return self.response_format.guidance() if self.response_format else None
+
+    def calls_tools(self) -> bool:
+        """Whether the answer may be a call: tools given, and tool_choice not ``none``."""
+        return bool(self.tools) and self.tool_choice != "none"
+
+    def callable_functions(self) -> list[dict[str, Any]]:
+        """The functions the answer may call (a named tool_choice: that one only)."""
+        functions = [tool.function.model_dump(exclude_none=True) for tool in self.tools or ()]
+        if isinstance(self.tool_choice, NamedToolChoice):
+            return [function for function in functions if function["name"] == self.tool_choice.function.name]
+        return functions
+
+    def call_forced(self) -> bool:
+        return self.tool_choice == "required" or isinstance(self.tool_choice, NamedToolChoice)
+
+
+class CompletionRequest(Generation):
+    """``POST /v1/completions`` (the legacy endpoint): a prompt as text or token ids, continued as it is."""
+
+    prompt: str | list[int]
+    """Text, or token ids; a list of one prompt (OpenAI's batch form) is taken as that prompt."""
+    max_tokens: int | None = Field(default=LEGACY_MAX_TOKENS, ge=1)
+    logprobs: int | None = Field(default=None, ge=0, le=5)
+    echo: Literal[False] = False
+    """The prompt repeated before the answer: not offered (a 400, naming it)."""
+    best_of: Literal[1] = 1
+    suffix: None = None
+
+    @field_validator("prompt", mode="before")
+    @classmethod
+    def _one_prompt(cls, value: Any) -> Any:
+        if isinstance(value, list) and value and isinstance(value[0], (str, list)):
+            if len(value) != 1:
+                raise ValueError("one prompt per request: send each prompt in a request of its own")
+            value = value[0]
+        if not value:
+            raise ValueError("the prompt is empty")
+        return value
+
+    def logprob_count(self) -> int | None:
+        return self.logprobs
 
 
 def validation_error(errors: list[dict[str, Any]]) -> ApiError:

@@ -1,0 +1,140 @@
+"""A completion's answer in OpenAI's shapes, whole or streamed as server-sent events, from the engine's events."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import Request
+
+from slmdeploy.serve.engine import Delta, Failed, Finished
+from slmdeploy.serve.schema import ApiError
+from slmdeploy.serve.tools import CALL_START, parse_call
+
+
+class Reply:
+    """One completion's answer, in OpenAI's shapes: a ``chat.completion`` or ``chat.completion.chunk``s; with `calls`,
+    an answer that is a tool call becomes ``tool_calls`` (streamed as one ``delta.tool_calls`` once it is whole)."""
+
+    def __init__(self, model: str, prompt_tokens: int, calls: bool = False) -> None:
+        self.id = f"chatcmpl-{uuid.uuid4().hex}"
+        self.created = int(time.time())
+        self.model = model
+        self.prompt_tokens = prompt_tokens
+        self.calls = calls
+
+    def _head(self, kind: str) -> dict[str, Any]:
+        return {"id": self.id, "object": kind, "created": self.created, "model": self.model}
+
+    def _usage(self, finished: Finished) -> dict[str, int]:
+        prompt, completion = finished.prompt_tokens or self.prompt_tokens, finished.completion_tokens
+        return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+    def _call(self, text: str, finished: Finished) -> dict[str, Any] | None:
+        return parse_call(text) if self.calls and finished.reason == "stop" else None
+
+    async def whole(self, events: AsyncIterator[Any], request: Request) -> dict[str, Any]:
+        """The whole answer; a client that hangs up meanwhile cancels it."""
+        watcher = asyncio.create_task(_cancel_on_disconnect(request, asyncio.current_task()))
+        parts: list[str] = []
+        try:
+            async for event in events:
+                if isinstance(event, Delta):
+                    parts.append(event.text)
+                elif isinstance(event, Failed):
+                    raise ApiError(event.status, event.message, type=error_type(event.status))
+                elif isinstance(event, Finished):
+                    return self._completion("".join(parts), event)
+        finally:
+            watcher.cancel()
+            await events.aclose()  # type: ignore[attr-defined]
+        raise ApiError(500, "the answer ended without a finish", type="server_error")
+
+    def _completion(self, text: str, finished: Finished) -> dict[str, Any]:
+        call = self._call(text, finished)
+        message: dict[str, Any] = {"role": "assistant", "content": text}
+        reason = finished.reason
+        if call is not None:
+            message, reason = {"role": "assistant", "content": None, "tool_calls": [call]}, "tool_calls"
+        choice = {"index": 0, "message": message, "finish_reason": reason, "logprobs": None}
+        return {**self._head("chat.completion"), "choices": [choice], "usage": self._usage(finished)}
+
+    async def stream(self, events: AsyncIterator[Any], include_usage: bool) -> AsyncIterator[str]:
+        held: list[str] = []  # text that may be the start of a tool call, not sent until that is known
+        try:
+            opening = self._chunk({"role": "assistant", "content": ""}, None)
+            if opening:
+                yield opening
+            async for event in events:
+                if isinstance(event, Delta):
+                    held.append(event.text)
+                    if not self._may_be_call("".join(held)):
+                        yield self._chunk({"content": "".join(held)}, None)
+                        held.clear()
+                elif isinstance(event, Failed):
+                    yield json.dumps(ApiError(event.status, event.message, type=error_type(event.status)).body())
+                    return
+                elif isinstance(event, Finished):
+                    for chunk in self._last_chunks("".join(held), event, include_usage):
+                        yield chunk
+            yield "[DONE]"
+        finally:
+            await events.aclose()  # type: ignore[attr-defined]
+
+    def _may_be_call(self, text: str) -> bool:
+        start = text.lstrip()
+        return self.calls and (CALL_START.startswith(start) or start.startswith(CALL_START))
+
+    def _last_chunks(self, held: str, finished: Finished, include_usage: bool) -> list[str]:
+        call = self._call(held, finished)
+        if call is not None:
+            chunks = [self._chunk({"tool_calls": [{"index": 0, **call}]}, None), self._chunk({}, "tool_calls")]
+        else:
+            chunks = [self._chunk({"content": held}, None)] if held else []
+            chunks.append(self._chunk({}, finished.reason))
+        if include_usage:
+            chunks.append(self._usage_chunk(finished))
+        return chunks
+
+    def _usage_chunk(self, finished: Finished) -> str:
+        return json.dumps({**self._head("chat.completion.chunk"), "choices": [], "usage": self._usage(finished)})
+
+    def _chunk(self, delta: dict[str, Any], finish: str | None) -> str:
+        choice = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
+        return json.dumps({**self._head("chat.completion.chunk"), "choices": [choice], "usage": None})
+
+
+class TextReply(Reply):
+    """A legacy completion's answer: ``text_completion`` objects, whole or streamed."""
+
+    def __init__(self, model: str, prompt_tokens: int) -> None:
+        super().__init__(model, prompt_tokens)
+        self.id = f"cmpl-{uuid.uuid4().hex}"
+
+    def _completion(self, text: str, finished: Finished) -> dict[str, Any]:
+        choice = {"index": 0, "text": text, "finish_reason": finished.reason, "logprobs": None}
+        return {**self._head("text_completion"), "choices": [choice], "usage": self._usage(finished)}
+
+    def _chunk(self, delta: dict[str, Any], finish: str | None) -> str:
+        if "role" in delta:  # chat's opening chunk: a text completion has none
+            return ""
+        choice = {"index": 0, "text": delta.get("content", ""), "finish_reason": finish, "logprobs": None}
+        return json.dumps({**self._head("text_completion"), "choices": [choice], "usage": None})
+
+    def _usage_chunk(self, finished: Finished) -> str:
+        return json.dumps({**self._head("text_completion"), "choices": [], "usage": self._usage(finished)})
+
+
+async def _cancel_on_disconnect(request: Request, task: asyncio.Task[Any] | None) -> None:
+    while task is not None and not await request.is_disconnected():
+        await asyncio.sleep(0.25)
+    if task is not None:
+        task.cancel()
+
+
+def error_type(status: int) -> str:
+    return {400: "invalid_request_error", 504: "timeout_error"}.get(status, "server_error")
