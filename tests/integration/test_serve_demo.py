@@ -1,5 +1,5 @@
-"""`slmdeploy serve` on the demo's SmolLM2 package (built by `nox -s demo`): a real answer, and JSON mode against a
-schema through onnxruntime-genai's guidance, with the real openai client."""
+"""`slmdeploy serve` on the demo's SmolLM2 package (built by `nox -s demo`): a real answer, JSON mode against a
+schema, tool calls, and LangChain and LiteLLM in front of it, each the real client library."""
 
 from __future__ import annotations
 
@@ -80,3 +80,45 @@ def test_a_seeded_json_answer_repeats_and_parses(demo):
     for answer in (first, other):
         assert answer.choices[0].finish_reason == "stop", answer
         assert set(json.loads(answer.choices[0].message.content)) == {"city", "country"}
+
+
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Get the current weather in a city.",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string", "maxLength": 40}},
+            "required": ["city"],
+            "additionalProperties": False,
+        },
+    },
+}
+
+
+def test_a_forced_tool_call_names_the_city_asked_about(demo):
+    answer = ask(demo, "What is the weather like in Paris today?", temperature=0, max_tokens=JSON_ROOM,
+                 tools=[WEATHER], tool_choice="required")  # fmt: skip
+    choice = answer.choices[0]
+    assert choice.finish_reason == "tool_calls", choice
+    (call,) = choice.message.tool_calls
+    assert call.function.name == "get_weather"
+    assert "paris" in json.loads(call.function.arguments)["city"].lower(), call
+
+
+def test_langchain_and_litellm_on_the_demo(demo, monkeypatch):
+    from langchain_openai import ChatOpenAI
+
+    chat = ChatOpenAI(model="smollm2-demo-int4", base_url=f"{demo.url}/v1", api_key="none", temperature=0,
+                      max_tokens=JSON_ROOM, max_retries=0)  # fmt: skip
+    message = chat.bind_tools([WEATHER], tool_choice="get_weather").invoke("What is the weather like in Rome?")
+    assert message.tool_calls[0]["name"] == "get_weather" and "rome" in message.tool_calls[0]["args"]["city"].lower()
+    monkeypatch.setenv("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # litellm would fetch its price list from the web
+    import litellm
+
+    answer = litellm.completion(
+        model="openai/smollm2-demo-int4", api_base=f"{demo.url}/v1", api_key="none", temperature=0, max_tokens=64,
+        messages=[{"role": "user", "content": "What is the capital of France?"}], user="u-1", metadata={"run": "t"},
+    )  # fmt: skip
+    assert "Paris" in answer.choices[0].message.content
