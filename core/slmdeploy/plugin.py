@@ -67,7 +67,8 @@ from slmdeploy.machine import available_cores, resolve_threads
 from slmdeploy.model.fidelity import add_sums, fidelity_figures, fidelity_sums, genai_logits
 from slmdeploy.model.runtime import ALL_LOGITS_GRAPH, load_genai_model, session_options
 from slmdeploy.model.sources import prepare_source
-from slmdeploy.model.templating import PARITY_CONVERSATIONS, ChatTemplateFamily, FamilyOptions, PromptTemplate
+from slmdeploy.model.template_parity import PARITY_CONVERSATIONS
+from slmdeploy.model.templating import ChatTemplateFamily, FamilyOptions, PromptTemplate
 from slmdeploy.model.tokenizer import TokenizerFiles, render_chat_template
 from slmdeploy.stages import (
     Converter,

@@ -21,7 +21,7 @@ from slmdeploy.config.search import parse_search
 from slmdeploy.errors import ConfigError, plugin_code
 from slmdeploy.host.registry import Provided, Registry
 from slmdeploy.model.sources import check_gguf
-from slmdeploy.plan.candidates import candidate_steps, search_gates
+from slmdeploy.plan.candidate_steps import candidate_steps, search_gates
 from slmdeploy.plan.digests import DigestCache, source_digest
 from slmdeploy.plan.steps import AUTO, Plan, Step, Variant
 from slmdeploy.plan.variants import alternatives, axes, combine
