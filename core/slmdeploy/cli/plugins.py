@@ -15,7 +15,12 @@ from slmdeploy.cli.session import Session
 @click.pass_obj
 def plugins(session: Session, as_json: bool, with_options: bool) -> None:
     """List loaded plugins: name, version, hooks, where from, and the stages they provide."""
-    from slmdeploy.host.inventory import describe_plugins, render_plugins
+    from slmdeploy.host.inventory import describe_plugins, registry_notices, render_plugins
+    from slmdeploy.host.registry import Registry
 
-    listing = describe_plugins(session.plugin_manager(), with_options)
+    # Clashing names are listed, not raised: this is the command that shows the user which plugins to choose from.
+    registry = Registry(session.plugin_manager(), allow_clashes=True)
+    listing = describe_plugins(registry, with_options)
     click.echo(json.dumps(listing, indent=2) if as_json else render_plugins(listing))
+    for notice in registry_notices(registry):
+        click.echo(notice, err=True)
