@@ -6,11 +6,12 @@ import json
 
 import click
 
+from slmdeploy.cli.options import json_option
 from slmdeploy.cli.session import Session
 
 
 @click.command()
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@json_option()
 @click.option("--options", "with_options", is_flag=True, help="Also list each stage plugin's table keys.")
 @click.pass_obj
 def plugins(session: Session, as_json: bool, with_options: bool) -> None:

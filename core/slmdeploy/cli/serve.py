@@ -6,6 +6,7 @@ import importlib.util
 
 import click
 
+from slmdeploy.cli.options import threads_option
 from slmdeploy.cli.session import Session
 from slmdeploy.errors import PluginError
 
@@ -24,12 +25,7 @@ SERVE_LIBRARIES = ("fastapi", "uvicorn", "sse_starlette", "prometheus_client", "
     "deployed model that passed its gates.",
 )
 @click.option("--api-key-env", metavar="VAR", help="Require `Authorization: Bearer $VAR` on the API.")
-@click.option(
-    "--threads",
-    type=click.IntRange(min=0),
-    default=None,
-    help="Intra-op threads (0: every core; default: [runtime] threads of the project file).",
-)
+@threads_option
 @click.option("--max-batch", type=click.IntRange(1, 64), default=8, show_default=True, help="Requests per batch.")
 @click.option(
     "--max-queue", type=click.IntRange(min=0), default=32, show_default=True, help="Requests that may wait; then 429."
@@ -44,7 +40,7 @@ def serve(
     port: int,
     models: tuple[str, ...],
     api_key_env: str | None,
-    threads: int | None,
+    threads: int,
     max_batch: int,
     max_queue: int,
     timeout: float,
@@ -57,7 +53,6 @@ def serve(
             fix="Install slmdeploy with the [serve] and [olive] extras: pip install 'slmdeploy[serve,olive]'.",
         )
     from slmdeploy.config.project import PROJECT_FILE
-    from slmdeploy.deploy.chat import project_threads
     from slmdeploy.execute.publish import BUILD_DIR
     from slmdeploy.machine import resolve_threads
     from slmdeploy.serve.models import folder_specs, project_specs
@@ -67,6 +62,5 @@ def serve(
 
     in_project = (session.project_dir / PROJECT_FILE).is_file()
     specs = project_specs(session.project_dir / BUILD_DIR, models) if in_project else folder_specs(models)
-    threads = project_threads(session.project_dir) if threads is None else threads
     options = ServeOptions(host, port, resolve_threads(threads), api_key_env, Limits(max_batch, max_queue, timeout))
     run_server(specs, options, lambda line: click.echo(line, err=True))
