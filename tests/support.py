@@ -34,6 +34,17 @@ plugin = "dir"
 folder = "registry"
 """
 
+MINIMAL_PROJECT = """\
+[project]
+name = "m"
+
+[source]
+path = "model"
+
+[convert]
+plugin = "copy"
+"""
+
 
 def runs(project) -> list[str]:
     log = project.path / "runs.log"

@@ -14,7 +14,7 @@ from slmdeploy.host.inventory import describe_plugins, registry_notices, render_
 from slmdeploy.host.manager import get_plugin_manager
 from slmdeploy.host.registry import Registry
 
-from support import pip_install
+from support import MINIMAL_PROJECT, pip_install
 
 LOCAL = "slmdeploy_plugins.py"
 
@@ -57,19 +57,7 @@ dependencies = ["slmdeploy"]
 gemma-family = "slmdeploy_gemma_family"
 """
 
-GEMMA_PROJECT = """\
-[project]
-name = "m"
-
-[source]
-path = "model"
-
-[convert]
-plugin = "copy"
-
-[template]
-family = "gemma"
-"""
+GEMMA_PROJECT = MINIMAL_PROJECT + '\n[template]\nfamily = "gemma"\n'
 
 
 @pytest.fixture(scope="module")

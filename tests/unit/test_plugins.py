@@ -10,18 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from support import HERE, pip_install, runs
-
-MINIMAL = """\
-[project]
-name = "m"
-
-[source]
-path = "model"
-
-[convert]
-plugin = "copy"
-"""
+from support import HERE, MINIMAL_PROJECT, pip_install, runs
 
 
 def test_plugins_lists_local_plugins_with_hooks_and_stages(fake_project):
@@ -71,7 +60,7 @@ def test_tracing_shows_hook_calls(fake_project):
 
 
 def test_registering_something_that_is_not_a_stage_class(fake_project):
-    project = fake_project(MINIMAL)
+    project = fake_project(MINIMAL_PROJECT)
     plugin_file = project.path / "slmdeploy_plugins.py"
     plugin_file.write_text(plugin_file.read_text().replace("return [CopyConverter]", "return [object]"))
     result = project.cli("plan")
@@ -80,7 +69,7 @@ def test_registering_something_that_is_not_a_stage_class(fake_project):
 
 
 def test_implementing_an_unknown_hook(fake_project):
-    project = fake_project(MINIMAL)
+    project = fake_project(MINIMAL_PROJECT)
     with (project.path / "slmdeploy_plugins.py").open("a") as file:
         file.write("\n@hookimpl\ndef slmdeploy_register_convertors():\n    return []\n")
     result = project.cli("plan")
@@ -89,7 +78,7 @@ def test_implementing_an_unknown_hook(fake_project):
 
 
 def test_local_plugin_that_fails_to_import(fake_project):
-    project = fake_project(MINIMAL)
+    project = fake_project(MINIMAL_PROJECT)
     (project.path / "slmdeploy_plugins.py").write_text("import no_such_module\n")
     result = project.cli("plan")
     assert result.exit_code == 2
@@ -126,7 +115,7 @@ def installed_example(tmp_path_factory):
 def test_an_installed_third_party_plugin_is_listed_and_used(installed_example, slmdeploy_project):
     from fakeplugins import make_model
 
-    project = slmdeploy_project(MINIMAL.replace('"copy"', '"example-copy"\nmarker = "from-the-test"'))
+    project = slmdeploy_project(MINIMAL_PROJECT.replace('"copy"', '"example-copy"\nmarker = "from-the-test"'))
     make_model(project.path / "model")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(installed_example), os.environ.get("PYTHONPATH", "")])}
     command = [sys.executable, "-m", "slmdeploy", "-C", str(project.path), "--plain"]
