@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from slmdeploy.artifacts import ModelInfo
     from slmdeploy.candidates import Candidate, QuantizeSearch
     from slmdeploy.config.project import Project
+    from slmdeploy.config.project_options import ProjectOptions
     from slmdeploy.deployed import ChatBackend, DeployedModel
     from slmdeploy.stages import Converter, Evaluator, Quantizer, Registrar, TemplateFamily
 
@@ -116,11 +117,26 @@ def slmdeploy_register_registrars() -> Sequence[type[Registrar]]:
 
 
 @hookspec
-def slmdeploy_check_project(project: Project) -> None:
+def slmdeploy_check_project(project: Project, options: ProjectOptions) -> None:
     """Check the whole project file before any stage runs (collecting); raise `ConfigError`.
 
     For rules that span tables, such as a precision that the ``[convert]`` device cannot run. A single
     stage's own options are better checked in its `check` method.
+
+    `options` is the project file already checked, typed (`ProjectOptions`): ``options.sources`` the models
+    variants start from (each a `SourceModel` whose ``path`` exists, with its ``adapter`` folder), ``options.stages``
+    each stage table's selected ``name`` and its other keys (``options``), ``options.search``, ``options.gates``,
+    ``options.fallback``; every stage implementation the tables select is installed. `project` is the file as
+    loaded (its core tables; ``project.locate("quantize.precision")`` for an error at that key's line). Take
+    either or both: a hook implementation names only the arguments it uses::
+
+        @hookimpl
+        def slmdeploy_check_project(options):
+            for source in options.sources:
+                if source.model.format == "gguf" and source.model.adapter is not None:
+                    raise ConfigError("...", where=options.project.locate("source.adapter"), fix="...")
+
+    Implementations written before `options` was passed, taking only `project`, keep working.
     """
 
 

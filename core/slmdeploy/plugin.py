@@ -57,6 +57,7 @@ from slmdeploy.artifacts import (
 )
 from slmdeploy.candidates import Candidate, QuantizeSearch
 from slmdeploy.config.project import Project
+from slmdeploy.config.project_options import ProjectOptions
 from slmdeploy.config.syntax import read_text_file
 from slmdeploy.deploy.reports import format_figure
 from slmdeploy.deployed import ChatBackend, DeployedModel
@@ -111,6 +112,7 @@ __all__ = [
     "NoOptions",
     "OnnxModel",
     "Project",
+    "ProjectOptions",
     "PromptTemplate",
     "QuantizeSearch",
     "QuantizedModel",

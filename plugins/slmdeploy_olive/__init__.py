@@ -10,7 +10,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from slmdeploy.plugin import Candidate, ConfigError, DeployedModel, Project, QuantizeSearch, hookimpl, model_config
+from slmdeploy.plugin import (
+    Candidate,
+    ConfigError,
+    DeployedModel,
+    Project,
+    ProjectOptions,
+    QuantizeSearch,
+    hookimpl,
+    model_config,
+)
 
 
 @hookimpl
@@ -39,12 +48,12 @@ def slmdeploy_quantize_candidates(
 
 
 @hookimpl
-def slmdeploy_check_project(project: Project) -> None:
+def slmdeploy_check_project(project: Project, options: ProjectOptions) -> None:
     """Before any work: the source's architecture must be one the plugin converts (read from its config.json;
     a GGUF file is checked after dequantizing, in the convert stage), and fp16 is for GPU execution providers."""
     convert, quantize = project.stages.get("convert", {}), project.stages.get("quantize", {})
     if convert.get("plugin") == "olive":
-        _check_architecture(project)
+        _check_architecture(options)
     if convert.get("plugin") != "olive" or quantize.get("plugin") != "olive":
         return
     from slmdeploy_olive.quantize import GPU_ONLY
@@ -61,10 +70,10 @@ def slmdeploy_check_project(project: Project) -> None:
         )
 
 
-def _check_architecture(project: Project) -> None:
+def _check_architecture(options: ProjectOptions) -> None:
     from slmdeploy_olive import architectures
 
-    source = project.source_path()
+    project, source = options.project, options.sources[0].model.path
     config = model_config(source) if source.is_dir() else {}
     if config.get("architectures"):
         key = "source.path" if project.source.path is not None else "source.package"

@@ -40,6 +40,7 @@ class Session:
         """The project's plan, ready to build with `executor` (``local`` or ``ray``; else ``[build] executor``)."""
         import click
 
+        from slmdeploy.config.project_options import project_options
         from slmdeploy.execute.pipeline import Pipeline
         from slmdeploy.execute.progress import make_reporter
         from slmdeploy.plan.planner import make_plan
@@ -49,7 +50,7 @@ class Session:
             click.echo(f"notice: {shadowing.notice()}.", err=True)
         chosen = _executor(project, executor or project.build.executor, jobs, address)
         try:
-            plan = make_plan(project, registry, store.digests)
+            plan = make_plan(project_options(project), registry, store.digests)
         finally:
             store.digests.save()
         return Pipeline(plan, registry, store, make_reporter(self.plain), jobs, chosen)
