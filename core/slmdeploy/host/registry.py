@@ -68,10 +68,12 @@ class Clash:
     def error(self) -> PluginError:
         named = " and ".join(f"{provided.plugin!r} ({provided.origin})" for provided in self.providers)
         blocks = " or ".join(f"SLMDEPLOY_DISABLE_PLUGINS={provided.plugin}" for provided in self.providers)
+        count = "two" if len(self.providers) == 2 else str(len(self.providers))
+        name = self.providers[0].cls.PLUGIN_NAME
         return PluginError(
-            f"two plugins provide a {self.stage} implementation named {self.providers[0].cls.PLUGIN_NAME!r}: {named}",
+            f"{count} plugins provide a {self.stage} implementation named {name!r}: {named}",
             fix=f"Uninstall one of them, or block one ({blocks}, or --disable-plugin <name>). "
-            "`slmdeploy plugins` lists both.",
+            "`slmdeploy plugins` lists them.",
         )
 
 
