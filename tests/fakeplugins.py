@@ -326,8 +326,7 @@ def slmdeploy_chat_backend(model):
 @hookimpl
 def slmdeploy_check_project(options):
     _hook_fault("slmdeploy_check_project")
-    convert = next(table for table in options.stages if table.stage == "convert")
-    if os.environ.get("FAKE_REJECT_GPU") and convert.options.get("device") == "gpu":
+    if os.environ.get("FAKE_REJECT_GPU") and options.table("convert").options.get("device") == "gpu":
         raise ConfigError("device gpu is rejected by the fake plugin", where=options.project.locate("convert.device"))
 
 

@@ -125,7 +125,8 @@ def slmdeploy_check_project(project: Project, options: ProjectOptions) -> None:
 
     `options` is the project file already checked, typed (`ProjectOptions`): ``options.sources`` the models
     variants start from (each a `SourceModel` whose ``path`` exists, with its ``adapter`` folder), ``options.stages``
-    each stage table's selected ``name`` and its other keys (``options``), ``options.search``, ``options.gates``,
+    each stage table's selected ``name`` and its other keys (``options``; ``options.table("register")`` finds one
+    by its key, ``evaluate.quality`` for an evaluator's), ``options.search``, ``options.gates``,
     ``options.fallback``; every stage implementation the tables select is installed. `project` is the file as
     loaded (its core tables; ``project.locate("quantize.precision")`` for an error at that key's line). Take
     either or both: a hook implementation names only the arguments it uses::

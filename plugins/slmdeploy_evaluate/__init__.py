@@ -25,7 +25,8 @@ def slmdeploy_check_project(options: ProjectOptions) -> None:
     from slmdeploy_evaluate.checks import read_domain
 
     project = options.project
-    quality = next((table.options for table in options.stages if table.key == "evaluate.quality"), {})
+    selected = options.table("evaluate.quality")
+    quality = selected.options if selected is not None else {}
     texts, domain = quality.get("texts"), quality.get("domain")
     if isinstance(texts, str) and texts and (project.root / texts).is_file():
         read_text_file(project.root / texts, f"{project.locate('evaluate.quality.texts')} [evaluate.quality] texts")

@@ -27,7 +27,7 @@ def slmdeploy_check_project(options: ProjectOptions) -> None:
     """An unwritable cache (read-only disk, no permission, a file in the way) is reported before anything is built."""
     from slmdeploy_foundry.registrar import CACHE_ENV, DEFAULT_CACHE, check_cache
 
-    register = next((table for table in options.stages if table.stage == "register"), None)
+    register = options.table("register")
     if register is None or register.name != "foundry":
         return
     project = options.project

@@ -14,7 +14,6 @@ from slmdeploy.plugin import (
     Candidate,
     ConfigError,
     DeployedModel,
-    Project,
     ProjectOptions,
     QuantizeSearch,
     hookimpl,
@@ -48,18 +47,19 @@ def slmdeploy_quantize_candidates(
 
 
 @hookimpl
-def slmdeploy_check_project(project: Project, options: ProjectOptions) -> None:
+def slmdeploy_check_project(options: ProjectOptions) -> None:
     """Before any work: the source's architecture must be one the plugin converts (read from its config.json;
     a GGUF file is checked after dequantizing, in the convert stage), and fp16 is for GPU execution providers."""
-    convert, quantize = project.stages.get("convert", {}), project.stages.get("quantize", {})
-    if convert.get("plugin") == "olive":
+    convert, quantize = options.table("convert"), options.table("quantize")
+    if convert is not None and convert.name == "olive":
         _check_architecture(options)
-    if convert.get("plugin") != "olive" or quantize.get("plugin") != "olive":
+    if convert is None or quantize is None or convert.name != "olive" or quantize.name != "olive":
         return
     from slmdeploy_olive.quantize import GPU_ONLY
 
-    device = convert.get("device", "cpu")
-    precisions = quantize.get("precision", "int4")
+    project = options.project
+    device = convert.options.get("device", "cpu")
+    precisions = quantize.options.get("precision", "int4")
     chosen = set(precisions if isinstance(precisions, list) else [precisions])
     if device == "cpu" and chosen & GPU_ONLY:
         raise ConfigError(

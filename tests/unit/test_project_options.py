@@ -48,6 +48,8 @@ def test_the_options_are_typed_and_checked_without_plugins(slmdeploy_project):
     }
     assert [(gate.bound, gate.metric, gate.threshold) for gate in options.gates] == [("max", "package_bytes", 5000.0)]
     assert options.fallback == ("int4", "int8") and options.evaluators == ("size",) and options.search is None
+    assert options.table("evaluate.size").name == "size" and options.table("register").options == {"folder": "registry"}
+    assert options.table("evaluate.quality") is None
 
 
 @pytest.mark.parametrize(

@@ -65,6 +65,10 @@ class ProjectOptions:
     fallback: tuple[str, ...]
     """``[evaluate] fallback``: variant names in order of preference, or empty."""
 
+    def table(self, key: str) -> StageTable | None:
+        """The stage table at `key` (``register``, ``evaluate.quality``), or None when the project has none."""
+        return next((table for table in self.stages if table.key == key), None)
+
     @property
     def evaluators(self) -> tuple[str, ...]:
         """The selected evaluators, by `PLUGIN_NAME`."""
