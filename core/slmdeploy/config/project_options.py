@@ -9,17 +9,19 @@ variants) is checked when the plan is made, from these options."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import attrs
 
+from slmdeploy.artifacts import SourceModel
 from slmdeploy.candidates import QuantizeSearch
 from slmdeploy.config.gates import Gate, parse_fallback, parse_gates
 from slmdeploy.config.options import check_keys
-from slmdeploy.config.project import Project
+from slmdeploy.config.project import Project, adapter_name, existing_path, resolve_source_path
 from slmdeploy.config.search import parse_search
-from slmdeploy.config.sources import NamedSource, resolve_sources
 from slmdeploy.errors import ConfigError
+from slmdeploy.gguf import check_gguf
 from slmdeploy.stages import STAGE_ORDER
 
 AUTO = "auto"
@@ -32,6 +34,15 @@ SELECTORS = {
 }
 """The key of each stage table that names its implementation."""
 EVALUATE_KEYS = ("plugins", "gates", "fallback")
+ADAPTER_FIX = "Point [source] adapter at a PEFT adapter folder (adapter_config.json and weights)."
+
+
+@attrs.frozen
+class NamedSource:
+    """A model variants start from, with the prefix of their names (an adapter's folder name, or ``""``)."""
+
+    prefix: str
+    model: SourceModel
 
 
 @attrs.frozen
@@ -124,3 +135,27 @@ def _evaluator_table(project: Project, table: Mapping[str, Any], name: str) -> M
         key = f"evaluate.{name}"
         raise ConfigError(f"[{key}] must be a table", where=project.locate(key), fix=f"Write it as [{key}].")
     return options
+
+
+def resolve_sources(project: Project) -> tuple[NamedSource, ...]:
+    """The models variants start from: one (``prefix ""``) for one adapter or none, else one per adapter
+    (``support``, ``sales``), each named after its folder."""
+    path = resolve_source_path(project)
+    fmt = "gguf" if path.is_file() and path.suffix.lower() == ".gguf" else "hf"
+    if fmt == "gguf":
+        check_gguf(path, where=project.locate("source.package" if project.source.package else "source.path"))
+    base = SourceModel(path, format=fmt, trust_remote_code=project.source.trust_remote_code)
+    adapters = project.source.adapter
+    if not adapters:
+        return (NamedSource("", base),)
+    if isinstance(adapters, str):
+        return (NamedSource("", attrs.evolve(base, adapter=_adapter_folder(project, adapters))),)
+    return tuple(
+        NamedSource(adapter_name(folder), attrs.evolve(base, adapter=_adapter_folder(project, folder)))
+        for folder in adapters
+    )
+
+
+def _adapter_folder(project: Project, folder: str) -> Path:
+    what = "the LoRA adapter folder {path} does not exist"
+    return existing_path(project, folder, "source.adapter", what, ADAPTER_FIX, folder=True)
