@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from slmdeploy.plugin import Candidate, ConfigError, DeployedModel, Project, QuantizeSearch, hookimpl, model_config
+from slmdeploy.plugin import Candidate, ConfigError, DeployedModel, Project, QuantizeSearch, hookimpl
+from slmdeploy.plugin.files import model_config
 
 
 @hookimpl

@@ -29,7 +29,8 @@ from typing import Any, Literal
 
 import attrs
 
-from slmdeploy.plugin import ConfigError, OnnxModel, QuantizedModel, Quantizer, option, run_in_worker
+from slmdeploy.plugin import ConfigError, OnnxModel, QuantizedModel, Quantizer, option
+from slmdeploy.plugin.worker import run_in_worker
 from slmdeploy_olive.nodes import check_keep_float
 from slmdeploy_olive.weight_only import MAX_SEQUENCES, MAX_TOKENS, read_calibration
 from slmdeploy_olive.workflow import OLIVE_ENVIRONMENT, LibraryVersioned

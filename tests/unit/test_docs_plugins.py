@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from test_templates import TABLES, fixture, model_folder
 
-from slmdeploy.plugin import ChatTemplateFamily, DeployPackage, OnnxModel
+from slmdeploy.plugin import DeployPackage, OnnxModel
+from slmdeploy.plugin.templates import ChatTemplateFamily
 
 DOC = (Path(__file__).parents[2] / "docs" / "plugins.md").read_text(encoding="utf-8")
 
