@@ -37,7 +37,7 @@ PROBE_CONTEXT = 256  # tokens of KV cache the probe runs with, at least; more wh
 FIXES = {
     "convert": "No [convert] option changes the export (only `device`, the execution provider). Report it with the "
     "stage log (.slmdeploy/logs/) and the architecture; until then convert with another converter plugin "
-    "([convert] plugin), or fine-tune an architecture the README's table lists as converting.",
+    "([convert] plugin), or fine-tune an architecture docs/architectures.md lists as converting.",
     "quantize": "Choose another [quantize] precision, algorithm, block_size or accuracy_level (`slmdeploy plugins "
     "--options` lists them), or report it with the stage log (.slmdeploy/logs/).",
 }

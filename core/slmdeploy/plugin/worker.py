@@ -53,6 +53,8 @@ from slmdeploy.errors import (
 )
 from slmdeploy.stages import StageContext
 
+__all__ = ["run_in_worker"]
+
 PROGRESS = "slmdeploy-progress: "
 ERRORS: dict[str, type[SlmdeployError]] = {"InputError": InputError, "ConfigError": ConfigError}
 LOG_TAIL = 12
