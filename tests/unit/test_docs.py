@@ -142,3 +142,24 @@ def test_importing_the_contract_loads_nothing_of_the_engine():
     for loaded in (contract, helpers):
         assert not [name for name in loaded if in_engine(name)], loaded
     assert not [name for name in helpers if name.startswith(("torch", "onnxruntime", "numpy", "transformers"))]
+
+
+def slmdeploy_imports(file: Path) -> set[str]:
+    import ast
+
+    tree = ast.parse(file.read_text(encoding="utf-8"))
+    found = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+    found |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    return {name for name in found if name == "slmdeploy" or name.startswith("slmdeploy.")}
+
+
+def test_shipped_plugins_and_examples_import_only_the_contract_and_its_helpers():
+    """Imports inside functions count; an example's tests may use the pytest plugin too."""
+    root = DOCS.parent
+    public = {"slmdeploy.plugin", *(f"slmdeploy.plugin.{module}" for module in HELPER_MODULES)}
+    sources = [*root.glob("plugins/*/*.py"), *root.glob("examples/*/slmdeploy_*/*.py")]
+    assert len(sources) > 40 and any("examples" in file.parts for file in sources)
+    for file in sources:
+        assert slmdeploy_imports(file) <= public, file
+    for file in root.glob("examples/*/tests/*.py"):
+        assert slmdeploy_imports(file) <= public | {"slmdeploy.testing", "slmdeploy.testing.models"}, file
