@@ -158,7 +158,7 @@ def test_shipped_plugins_and_examples_import_only_the_contract_and_its_helpers()
     root = DOCS.parent
     public = {"slmdeploy.plugin", *(f"slmdeploy.plugin.{module}" for module in HELPER_MODULES)}
     sources = [*root.glob("plugins/*/*.py"), *root.glob("examples/*/slmdeploy_*/*.py")]
-    assert len(sources) > 40 and any("examples" in file.parts for file in sources)
+    assert len(sources) >= 40 and any("examples" in file.parts for file in sources)  # 40 on 2026-12-07
     for file in sources:
         assert slmdeploy_imports(file) <= public, file
     for file in root.glob("examples/*/tests/*.py"):
