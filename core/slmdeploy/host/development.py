@@ -9,6 +9,7 @@ the plugin: ``0.3.0+src.1f2e3d4c5b6a``. Any edit under that package (code, data 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import sys
@@ -24,8 +25,10 @@ def development_version(dist: Any, plugin: Any, version: str) -> str:
     return f"{version}+src.{source_digest(folder)}" if folder is not None else version
 
 
+@functools.cache
 def source_digest(folder: Path) -> str:
-    """A digest of every file under `folder` (names and contents), leaving out byte-code caches; or of one file."""
+    """A digest of every file under `folder` (names and contents), leaving out byte-code caches; or of one file.
+    Read once per process: the template families' seven entry points share one package."""
     digest = hashlib.sha256()
     root = folder.parent if folder.is_file() else folder
     files = [folder] if folder.is_file() else sorted(folder.rglob("*"))
