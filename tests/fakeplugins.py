@@ -35,8 +35,8 @@ from slmdeploy.plugin import (
     TemplateFamily,
     hookimpl,
     option,
-    run_in_worker,
 )
+from slmdeploy.plugin.worker import run_in_worker
 
 FAULTS = ("value", "enospc", "eacces", "interrupt")
 

@@ -9,6 +9,9 @@ stage bases in `slmdeploy.plugin`), and ``slmdeploy.toml`` selects one of them b
 
 All registration hooks are *collecting*: every plugin's answer is gathered, and two classes with the same
 `PLUGIN_NAME` for one stage are an error naming both plugins.
+
+``docs/plugins/hooks.md`` gives each hook a section: when it is called, its arguments, an example, and the shipped
+plugin that implements it (a test keeps the two in step).
 """
 
 from __future__ import annotations
@@ -79,10 +82,10 @@ def slmdeploy_register_templates() -> Sequence[type[TemplateFamily]]:
 
     A template family turns a model folder into a `DeployPackage`: ``inference_model.json``, chat
     template and stop tokens. Selected by ``[template] family``, or by `slmdeploy_template_family` when
-    that is ``"auto"``. Subclass `ChatTemplateFamily` and set its attributes (``TURN``, ``ROLES``,
-    ``GENERATION_PROMPT``, ``BOS_TEXT``, ``END_TOKENS``, ``OPTIONAL_END_TOKENS``, ``SYSTEM_ROLE``); its methods
-    receive the model (`ModelInfo`, with its ``chat_template``). ``docs/plugins.md`` documents every attribute
-    and method with a complete example.
+    that is ``"auto"``. Subclass `slmdeploy.plugin.templates.ChatTemplateFamily` and set its attributes
+    (``TURN``, ``ROLES``, ``GENERATION_PROMPT``, ``BOS_TEXT``, ``END_TOKENS``, ``OPTIONAL_END_TOKENS``,
+    ``SYSTEM_ROLE``); its methods receive the model (`ModelInfo`, with its ``chat_template``).
+    ``docs/plugins/templates.md`` documents every attribute and method with a complete example.
     """
 
 

@@ -21,7 +21,7 @@ def slmdeploy_register_evaluators() -> list[type[Evaluator]]:
 @hookimpl
 def slmdeploy_check_project(options: ProjectOptions) -> None:
     """Read the domain set and the texts while planning, so a bad file is reported before anything is built."""
-    from slmdeploy.plugin import read_text_file
+    from slmdeploy.plugin.files import read_text_file
     from slmdeploy_evaluate.checks import read_domain
 
     project = options.project

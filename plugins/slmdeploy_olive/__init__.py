@@ -10,15 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from slmdeploy.plugin import (
-    Candidate,
-    ConfigError,
-    DeployedModel,
-    ProjectOptions,
-    QuantizeSearch,
-    hookimpl,
-    model_config,
-)
+from slmdeploy.plugin import Candidate, ConfigError, DeployedModel, ProjectOptions, QuantizeSearch, hookimpl
+from slmdeploy.plugin.files import model_config
 
 
 @hookimpl

@@ -18,6 +18,7 @@ import pluggy
 
 from slmdeploy.config.options import fields_of
 from slmdeploy.errors import PluginError, brief, filesystem_error
+from slmdeploy.host.development import development_version
 from slmdeploy.stages import STAGE_BASES, STAGE_ORDER, Stage
 
 SHIPPED_DISTRIBUTION = "slmdeploy"
@@ -162,7 +163,8 @@ def plugin_version(manager: pluggy.PluginManager, name: str, plugin: Any) -> tup
     """The (version, origin) of a registered plugin: its distribution, or the local file's digest."""
     for registered, dist in manager.list_plugin_distinfo():
         if registered is plugin:
-            return str(dist.version), f"{dist.project_name} {dist.version}"
+            version = development_version(dist, plugin, str(dist.version))
+            return version, f"{dist.project_name} {version}"
     local_version = getattr(plugin, "__slmdeploy_version__", None)
     if local_version:
         return str(local_version), str(getattr(plugin, "__file__", name))

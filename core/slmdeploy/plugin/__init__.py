@@ -1,4 +1,5 @@
-"""The public API for plugin authors: everything a plugin imports from slmdeploy is here.
+"""The plugin contract: what every slmdeploy plugin imports. Nothing here runs at import time, and nothing of the
+build engine is imported (a contract in ``nox -s imports`` keeps it so).
 
 A complete plugin adding a quantizer, in a package ``slmdeploy_myquant``::
 
@@ -34,12 +35,20 @@ and its entry point, in the plugin's ``pyproject.toml``::
     [project.entry-points.slmdeploy]
     myquant = "slmdeploy_myquant"
 
-A project can also keep unpackaged plugins in a ``slmdeploy_plugins.py`` beside its ``slmdeploy.toml``.
-The hooks are documented in `slmdeploy.hookspecs`; ``docs/plugins.md`` is the guide (every hook, the template
-family class and its attributes, the pytest plugin's fixtures), and ``examples/`` holds two tested plugins.
+This module holds the hook marker, the types the hooks take and return, the artifacts, the stage base classes and
+the errors. Helpers live in modules of their own: `slmdeploy.plugin.genai` (open an onnxruntime-genai package and
+generate), `slmdeploy.plugin.fidelity`, `slmdeploy.plugin.worker` (`run_in_worker`), `slmdeploy.plugin.templates`
+(`ChatTemplateFamily`), `slmdeploy.plugin.files`, `slmdeploy.plugin.report`; tests use `slmdeploy.testing`. The
+hooks are documented in `slmdeploy.hookspecs`, and every name in the plugin reference (``docs/plugins/``).
+Names that used to be here and moved still import from here for one minor version, with a `DeprecationWarning`
+naming their new home (`MOVED`).
 """
 
 from __future__ import annotations
+
+import importlib
+import warnings
+from typing import Any
 
 import pluggy
 
@@ -52,25 +61,12 @@ from slmdeploy.artifacts import (
     QuantizedModel,
     Registration,
     SourceModel,
-    chat_template,
-    model_config,
 )
 from slmdeploy.candidates import Candidate, QuantizeSearch
 from slmdeploy.config.project import Project
 from slmdeploy.config.project_options import ProjectOptions
-from slmdeploy.config.syntax import read_text_file
-from slmdeploy.deploy.reports import format_figure
 from slmdeploy.deployed import ChatBackend, DeployedModel
 from slmdeploy.errors import ConfigError, GateFailed, InputError, StageError, WorkerTimeout
-from slmdeploy.execute.worker import run_in_worker
-from slmdeploy.files import link_tree
-from slmdeploy.machine import available_cores, resolve_threads
-from slmdeploy.model.fidelity import add_sums, fidelity_figures, fidelity_sums, genai_logits
-from slmdeploy.model.runtime import ALL_LOGITS_GRAPH, load_genai_model, session_options
-from slmdeploy.model.sources import prepare_source
-from slmdeploy.model.template_parity import PARITY_CONVERSATIONS
-from slmdeploy.model.templating import ChatTemplateFamily, FamilyOptions, PromptTemplate
-from slmdeploy.model.tokenizer import TokenizerFiles, render_chat_template
 from slmdeploy.stages import (
     Converter,
     Evaluator,
@@ -90,19 +86,15 @@ hookimpl = pluggy.HookimplMarker("slmdeploy")
 """Marks a plugin's hook implementations: ``@hookimpl``, ``@hookimpl(trylast=True)``."""
 
 __all__ = [
-    "ALL_LOGITS_GRAPH",
-    "PARITY_CONVERSATIONS",
     "Artifact",
     "Candidate",
     "ChatBackend",
-    "ChatTemplateFamily",
     "ConfigError",
     "Converter",
     "DeployPackage",
     "DeployedModel",
     "EvaluationReport",
     "Evaluator",
-    "FamilyOptions",
     "GateFailed",
     "InputError",
     "Leftover",
@@ -113,7 +105,6 @@ __all__ = [
     "OnnxModel",
     "Project",
     "ProjectOptions",
-    "PromptTemplate",
     "QuantizeSearch",
     "QuantizedModel",
     "Quantizer",
@@ -124,24 +115,47 @@ __all__ = [
     "StageContext",
     "StageError",
     "TemplateFamily",
-    "TokenizerFiles",
     "WorkerTimeout",
-    "add_sums",
-    "available_cores",
-    "chat_template",
-    "fidelity_figures",
-    "fidelity_sums",
-    "format_figure",
-    "genai_logits",
     "hookimpl",
-    "link_tree",
-    "load_genai_model",
-    "model_config",
     "option",
-    "prepare_source",
-    "read_text_file",
-    "render_chat_template",
-    "resolve_threads",
-    "run_in_worker",
-    "session_options",
 ]
+
+MOVED = {
+    "ALL_LOGITS_GRAPH": "genai",
+    "available_cores": "genai",
+    "genai_logits": "genai",
+    "load_genai_model": "genai",
+    "resolve_threads": "genai",
+    "session_options": "genai",
+    "add_sums": "fidelity",
+    "fidelity_figures": "fidelity",
+    "fidelity_sums": "fidelity",
+    "run_in_worker": "worker",
+    "ChatTemplateFamily": "templates",
+    "FamilyOptions": "templates",
+    "PARITY_CONVERSATIONS": "templates",
+    "PromptTemplate": "templates",
+    "TokenizerFiles": "templates",
+    "render_chat_template": "templates",
+    "chat_template": "files",
+    "link_tree": "files",
+    "model_config": "files",
+    "prepare_source": "files",
+    "read_text_file": "files",
+    "format_figure": "report",
+}
+"""Names slmdeploy 0.1 exported here, by the module of `slmdeploy.plugin` that holds them now. They still import from
+here, with a `DeprecationWarning`, until slmdeploy 0.3."""
+
+
+def __getattr__(name: str) -> Any:
+    home = MOVED.get(name)
+    if home is None:
+        raise AttributeError(f"module 'slmdeploy.plugin' has no attribute {name!r}")
+    warnings.warn(
+        f"slmdeploy.plugin.{name} moved to slmdeploy.plugin.{home}.{name}; import it from there "
+        "(the old name goes in slmdeploy 0.3)",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return getattr(importlib.import_module(f"slmdeploy.plugin.{home}"), name)
