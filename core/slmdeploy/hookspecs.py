@@ -8,7 +8,8 @@ stage bases in `slmdeploy.plugin`), and ``slmdeploy.toml`` selects one of them b
     precision = "int4"    # a key of that class's Options
 
 All registration hooks are *collecting*: every plugin's answer is gathered, and two classes with the same
-`PLUGIN_NAME` for one stage are an error naming both plugins.
+`PLUGIN_NAME` for one stage are an error naming both plugins, unless one is shipped with slmdeploy: an installed
+third-party class then shadows it, and `slmdeploy plugins` and `slmdeploy plan` say so.
 
 ``docs/plugins/hooks.md`` gives each hook a section: when it is called, its arguments, an example, and the shipped
 plugin that implements it (a test keeps the two in step).
