@@ -6,7 +6,7 @@ tokens end it (`END_TOKENS`). `ChatTemplateFamily.run` then writes the deployabl
 tokenizer's own chat template. Before that, the parity check (`slmdeploy.model.template_parity`) renders its
 conversations with the family's format and with the tokenizer's jinja ``chat_template``; any difference fails
 the stage, showing both.
-``docs/plugins.md`` documents writing a family, with a complete example.
+``docs/plugins/templates.md`` documents writing a family, with a complete example.
 """
 
 from __future__ import annotations
