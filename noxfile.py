@@ -13,7 +13,7 @@ from pathlib import Path
 import nox
 
 nox.options.default_venv_backend = "venv"
-nox.options.sessions = ["lint", "typecheck", "imports", "tests"]
+nox.options.sessions = ["lint", "typecheck", "imports", "docs", "tests"]
 
 PYTHON = "3.11"
 TORCH = "torch==2.13.0"
@@ -163,8 +163,16 @@ def typecheck(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def docs(session: nox.Session) -> None:
+    """The documentation site (MkDocs with Material) built into site/ with --strict: a warning (a broken link or anchor,
+    a page the nav leaves out) fails it."""
+    session.install("-e", ".[docs]")
+    session.run("mkdocs", "build", "--strict", "--site-dir", "site", *session.posargs)
+
+
+@nox.session(python=PYTHON)
 def imports(session: nox.Session) -> None:
-    """The import contracts: the core's layers, no import cycle; the core never imports a plugin; plugins import
-    only slmdeploy.plugin."""
+    """The import contracts: the core's layers, no import cycle; the core never imports a plugin; slmdeploy.plugin
+    and its helper modules import nothing of the build engine, the server or the CLI; plugins import only them."""
     session.install("-e", ".", "import-linter>=2.1")
     session.run("lint-imports")

@@ -42,7 +42,7 @@ def main() -> None:
     parser.add_argument("--measure", nargs=2, metavar=("KIND", "PATH"), help=argparse.SUPPRESS)
     parser.add_argument("--logits", nargs=3, metavar=("KIND", "PATH", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    from slmdeploy.plugin import resolve_threads
+    from slmdeploy.plugin.genai import resolve_threads
 
     threads = resolve_threads(args.threads)
     if args.measure:
@@ -124,7 +124,7 @@ def demo_gguf() -> Path:
 def prepare_source(work: Path) -> Path:
     """The GGUF dequantized to a float32 Hugging Face folder, as every stage of slmdeploy sees it."""
     from slmdeploy.plugin import SourceModel
-    from slmdeploy.plugin import prepare_source as prepare
+    from slmdeploy.plugin.files import prepare_source as prepare
 
     return prepare(SourceModel(demo_gguf(), format="gguf"), work / "source", print)
 
@@ -182,29 +182,23 @@ def peak_rss_mb() -> float:
 
 class GenaiRunner:
     def __init__(self, folder: Path, threads: int) -> None:
-        from slmdeploy.plugin import load_genai_model
+        from slmdeploy.plugin.genai import GenaiPackage
 
-        self.model = load_genai_model(folder, threads)
+        self.package = GenaiPackage(folder, threads)
 
     def decode(self, ids: list[int], new_tokens: int) -> dict[str, float]:
-        import numpy as np
-        import onnxruntime_genai as og
-
-        params = og.GeneratorParams(self.model)
         total = len(ids) + new_tokens
-        params.set_search_options(do_sample=False, max_length=total, min_length=total)
-        generator = og.Generator(self.model, params)
         started = time.perf_counter()
-        generator.append_tokens(np.array(ids, dtype=np.int32))
+        generation = self.package.generate(ids, new_tokens, min_new_tokens=new_tokens, stop=False, max_length=total)
         prefilled = time.perf_counter()
-        for _ in range(new_tokens):
-            generator.generate_next_token()
+        for _ in generation:
+            pass
         return timings(started, prefilled, time.perf_counter(), new_tokens)
 
     def logits(self, ids: list[int]) -> Any:
-        from slmdeploy.plugin import genai_logits
+        from slmdeploy.plugin.genai import genai_logits
 
-        return genai_logits(self.model, ids)
+        return genai_logits(self.package.model, ids)
 
 
 class LlamaRunner:
@@ -290,7 +284,7 @@ def measure_fidelity(
 ) -> dict[str, dict[str, float]]:
     import numpy as np
 
-    from slmdeploy.plugin import add_sums, fidelity_figures, fidelity_sums
+    from slmdeploy.plugin.fidelity import add_sums, fidelity_figures, fidelity_sums
 
     reference = work / "logits" / "source"
     reference.mkdir(parents=True)

@@ -35,8 +35,8 @@ from slmdeploy.plugin import (
     TemplateFamily,
     hookimpl,
     option,
-    run_in_worker,
 )
+from slmdeploy.plugin.worker import run_in_worker
 
 FAULTS = ("value", "enospc", "eacces", "interrupt")
 
@@ -324,10 +324,10 @@ def slmdeploy_chat_backend(model):
 
 
 @hookimpl
-def slmdeploy_check_project(project):
+def slmdeploy_check_project(options):
     _hook_fault("slmdeploy_check_project")
-    if os.environ.get("FAKE_REJECT_GPU") and project.stages.get("convert", {}).get("device") == "gpu":
-        raise ConfigError("device gpu is rejected by the fake plugin", where=project.locate("convert.device"))
+    if os.environ.get("FAKE_REJECT_GPU") and options.table("convert").options.get("device") == "gpu":
+        raise ConfigError("device gpu is rejected by the fake plugin", where=options.project.locate("convert.device"))
 
 
 def make_model(folder: Path, model_type: str = "fake") -> Path:

@@ -8,7 +8,11 @@ stage bases in `slmdeploy.plugin`), and ``slmdeploy.toml`` selects one of them b
     precision = "int4"    # a key of that class's Options
 
 All registration hooks are *collecting*: every plugin's answer is gathered, and two classes with the same
-`PLUGIN_NAME` for one stage are an error naming both plugins.
+`PLUGIN_NAME` for one stage are an error naming both plugins, unless one is shipped with slmdeploy: an installed
+third-party class then shadows it, and `slmdeploy plugins` and `slmdeploy plan` say so.
+
+``docs/plugins/hooks.md`` gives each hook a section: when it is called, its arguments, an example, and the shipped
+plugin that implements it (a test keeps the two in step).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ if TYPE_CHECKING:
     from slmdeploy.artifacts import ModelInfo
     from slmdeploy.candidates import Candidate, QuantizeSearch
     from slmdeploy.config.project import Project
+    from slmdeploy.config.project_options import ProjectOptions
     from slmdeploy.deployed import ChatBackend, DeployedModel
     from slmdeploy.stages import Converter, Evaluator, Quantizer, Registrar, TemplateFamily
 
@@ -78,10 +83,10 @@ def slmdeploy_register_templates() -> Sequence[type[TemplateFamily]]:
 
     A template family turns a model folder into a `DeployPackage`: ``inference_model.json``, chat
     template and stop tokens. Selected by ``[template] family``, or by `slmdeploy_template_family` when
-    that is ``"auto"``. Subclass `ChatTemplateFamily` and set its attributes (``TURN``, ``ROLES``,
-    ``GENERATION_PROMPT``, ``BOS_TEXT``, ``END_TOKENS``, ``OPTIONAL_END_TOKENS``, ``SYSTEM_ROLE``); its methods
-    receive the model (`ModelInfo`, with its ``chat_template``). ``docs/plugins.md`` documents every attribute
-    and method with a complete example.
+    that is ``"auto"``. Subclass `slmdeploy.plugin.templates.ChatTemplateFamily` and set its attributes
+    (``TURN``, ``ROLES``, ``GENERATION_PROMPT``, ``BOS_TEXT``, ``END_TOKENS``, ``OPTIONAL_END_TOKENS``,
+    ``SYSTEM_ROLE``); its methods receive the model (`ModelInfo`, with its ``chat_template``).
+    ``docs/plugins/templates.md`` documents every attribute and method with a complete example.
     """
 
 
@@ -116,11 +121,27 @@ def slmdeploy_register_registrars() -> Sequence[type[Registrar]]:
 
 
 @hookspec
-def slmdeploy_check_project(project: Project) -> None:
+def slmdeploy_check_project(project: Project, options: ProjectOptions) -> None:
     """Check the whole project file before any stage runs (collecting); raise `ConfigError`.
 
     For rules that span tables, such as a precision that the ``[convert]`` device cannot run. A single
     stage's own options are better checked in its `check` method.
+
+    `options` is the project file already checked, typed (`ProjectOptions`): ``options.sources`` the models
+    variants start from (each a `SourceModel` whose ``path`` exists, with its ``adapter`` folder), ``options.stages``
+    each stage table's selected ``name`` and its other keys (``options``; ``options.table("register")`` finds one
+    by its key, ``evaluate.quality`` for an evaluator's), ``options.search``, ``options.gates``,
+    ``options.fallback``; every stage implementation the tables select is installed. `project` is the file as
+    loaded (its core tables; ``project.locate("quantize.precision")`` for an error at that key's line). Take
+    either or both: a hook implementation names only the arguments it uses::
+
+        @hookimpl
+        def slmdeploy_check_project(options):
+            for source in options.sources:
+                if source.model.format == "gguf" and source.model.adapter is not None:
+                    raise ConfigError("...", where=options.project.locate("source.adapter"), fix="...")
+
+    Implementations written before `options` was passed, taking only `project`, keep working.
     """
 
 

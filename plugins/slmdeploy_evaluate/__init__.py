@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from slmdeploy.plugin import Evaluator, Project, hookimpl
+from slmdeploy.plugin import Evaluator, ProjectOptions, hookimpl
 
 
 @hookimpl
@@ -19,13 +19,14 @@ def slmdeploy_register_evaluators() -> list[type[Evaluator]]:
 
 
 @hookimpl
-def slmdeploy_check_project(project: Project) -> None:
+def slmdeploy_check_project(options: ProjectOptions) -> None:
     """Read the domain set and the texts while planning, so a bad file is reported before anything is built."""
-    from slmdeploy.plugin import read_text_file
+    from slmdeploy.plugin.files import read_text_file
     from slmdeploy_evaluate.checks import read_domain
 
-    evaluate = project.stages.get("evaluate", {})
-    quality = evaluate.get("quality", {}) if "quality" in evaluate.get("plugins", []) else {}
+    project = options.project
+    selected = options.table("evaluate.quality")
+    quality = selected.options if selected is not None else {}
     texts, domain = quality.get("texts"), quality.get("domain")
     if isinstance(texts, str) and texts and (project.root / texts).is_file():
         read_text_file(project.root / texts, f"{project.locate('evaluate.quality.texts')} [evaluate.quality] texts")

@@ -3,62 +3,41 @@ options (greedy, so figures repeat). Runs inside the worker process."""
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from slmdeploy.plugin import load_genai_model
+from slmdeploy.plugin.genai import GenaiPackage
 from slmdeploy_evaluate.measure import PeakMemory
-from slmdeploy_evaluate.reference import context_tokens, genai_config
 
 
 class Chat:
     """Single-turn chat with a package: ``PromptTemplate.prompt`` of its ``inference_model.json``."""
 
     def __init__(self, folder: Path, threads: int | None = None) -> None:
-        import numpy as np
-        import onnxruntime_genai as og
+        self.package = GenaiPackage(folder, threads)
 
-        self.og, self.np = og, np
-        self.model = load_genai_model(folder, threads)
-        self.tokenizer = og.Tokenizer(self.model)
-        info = json.loads((folder / "inference_model.json").read_text(encoding="utf-8"))
-        self.template = info["PromptTemplate"]["prompt"]
-        eos = genai_config(folder)["model"].get("eos_token_id", [])
-        self.eos = set(eos if isinstance(eos, list) else [eos])
-        self.max_length = context_tokens(folder, deployed=True)
-
-    def prompt_ids(self, content: str, max_new: int, truncate: bool) -> Any:
-        ids = self.tokenizer.encode(self.template.replace("{Content}", content))
-        if truncate and len(ids) + max_new > self.max_length:
+    def prompt_ids(self, content: str, max_new: int, truncate: bool) -> list[int]:
+        package = self.package
+        ids = package.encode(package.user_prompt(content))
+        if truncate and len(ids) + max_new > package.max_length:
             # keep the end of the user's text: the template's head and tail, and as much content as fits
-            fixed = len(self.tokenizer.encode(self.template.replace("{Content}", "")))
-            content_ids = self.tokenizer.encode(content)
-            kept = content_ids[len(content_ids) - max(0, self.max_length - max_new - fixed - 2) :]
-            ids = self.tokenizer.encode(self.template.replace("{Content}", self.tokenizer.decode(kept)))
+            fixed = len(package.encode(package.user_prompt("")))
+            content_ids = package.encode(content)
+            kept = content_ids[len(content_ids) - max(0, package.max_length - max_new - fixed - 2) :]
+            ids = package.encode(package.user_prompt(package.decode(kept)))
         return ids
 
     def answer(self, content: str, max_new: int, truncate: bool = False) -> dict[str, Any]:
         """The greedy answer, whether it ended with a stop token or the length limit, and its timing."""
         ids = self.prompt_ids(content, max_new, truncate)
-        params = self.og.GeneratorParams(self.model)
-        params.set_search_options(do_sample=False, max_length=min(self.max_length, len(ids) + max_new))
-        generator = self.og.Generator(self.model, params)
         started = time.perf_counter()
-        generator.append_tokens(ids)
-        tokens: list[int] = []
-        finish = "length"
-        while not generator.is_done():
-            generator.generate_next_token()
-            token = int(generator.get_next_tokens()[0])
-            if token in self.eos:
-                finish = "stop"
-                break
-            tokens.append(token)
-        text = self.tokenizer.decode(self.np.array(tokens, dtype=self.np.int32)) if tokens else ""
-        return {"answer": text, "finish": finish, "tokens": len(tokens), "seconds": time.perf_counter() - started}
+        generation = self.package.generate(ids, max_new)
+        tokens = list(generation)
+        text = self.package.decode(tokens)
+        seconds = time.perf_counter() - started
+        return {"answer": text, "finish": generation.finish_reason, "tokens": len(tokens), "seconds": seconds}
 
 
 def answers_in_worker(task: dict[str, Any], progress: Callable[[str], None]) -> dict[str, Any]:

@@ -8,7 +8,8 @@ from typing import Any, ClassVar
 
 import attrs
 
-from slmdeploy.plugin import DeployPackage, EvaluationReport, Metric, option, run_in_worker
+from slmdeploy.plugin import DeployPackage, EvaluationReport, Metric, option
+from slmdeploy.plugin.worker import run_in_worker
 from slmdeploy_evaluate.reference import MeasuringEvaluator, context_tokens, shared, source_folder
 
 

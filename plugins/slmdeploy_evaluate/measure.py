@@ -15,7 +15,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from slmdeploy.plugin import SourceModel, genai_logits, load_genai_model, prepare_source
+from slmdeploy.plugin import SourceModel
+from slmdeploy.plugin.files import prepare_source
+from slmdeploy.plugin.genai import GenaiPackage, genai_logits
 from slmdeploy_evaluate.texts import ENGLISH
 
 
@@ -50,32 +52,20 @@ class GenaiRunner:
     """The package, through onnxruntime-genai: prefill, then one token at a time."""
 
     def __init__(self, folder: Path, threads: int | None = None) -> None:
-        import numpy as np
-        import onnxruntime_genai as og
-
-        self.og, self.np = og, np
-        self.model = load_genai_model(folder, threads)
-        self.tokenizer = og.Tokenizer(self.model)
+        self.package = GenaiPackage(folder, threads)
 
     def encode(self, text: str) -> list[int]:
-        return [int(token) for token in self.tokenizer.encode(text)]
+        return self.package.encode(text)
 
     def start(self, ids: list[int], max_new: int) -> Callable[[], int]:
-        """Feed the prompt; return a function producing the next token (greedy, never stopping early)."""
-        params = self.og.GeneratorParams(self.model)
+        """Feed the prompt; return a function producing the next token (greedy, never stopping early, even past the
+        package's deployed length: the benchmark measures long prompts)."""
         total = len(ids) + max_new
-        params.set_search_options(do_sample=False, max_length=total, min_length=total)
-        generator = self.og.Generator(self.model, params)
-        generator.append_tokens(self.np.array(ids, dtype=self.np.int32))
-
-        def step() -> int:
-            generator.generate_next_token()
-            return int(generator.get_next_tokens()[0])
-
-        return step
+        generation = self.package.generate(ids, max_new, min_new_tokens=max_new, stop=False, max_length=total)
+        return lambda: next(generation)
 
     def logits(self, ids: list[int]) -> Any:
-        return genai_logits(self.model, ids)
+        return genai_logits(self.package.model, ids)
 
 
 class TorchRunner:

@@ -10,19 +10,10 @@ from typing import Any, ClassVar, Literal
 
 import attrs
 
-from slmdeploy.plugin import (
-    DeployPackage,
-    EvaluationReport,
-    Metric,
-    StageError,
-    WorkerTimeout,
-    add_sums,
-    fidelity_figures,
-    fidelity_sums,
-    option,
-    read_text_file,
-    run_in_worker,
-)
+from slmdeploy.plugin import DeployPackage, EvaluationReport, Metric, StageError, WorkerTimeout, option
+from slmdeploy.plugin.fidelity import add_sums, fidelity_figures, fidelity_sums
+from slmdeploy.plugin.files import read_text_file
+from slmdeploy.plugin.worker import run_in_worker
 from slmdeploy_evaluate import checks
 from slmdeploy_evaluate.reference import MeasuringEvaluator, context_tokens, shared, source_folder
 from slmdeploy_evaluate.texts import EDGE_CASES, ENGLISH, QUESTIONS

@@ -8,7 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from slmdeploy.plugin import Evaluator, StageContext, StageError, run_in_worker
+from slmdeploy.plugin import Evaluator, StageContext, StageError
+from slmdeploy.plugin.worker import run_in_worker
 
 RUNTIMES = ("onnxruntime-genai", "torch", "transformers")
 

@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from slmdeploy.plugin import format_figure
+from slmdeploy.plugin.report import format_figure
 from slmdeploy_evaluate.search_report import pareto_plot, search_table
 
 PLOTS = "plots"

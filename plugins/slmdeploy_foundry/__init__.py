@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from slmdeploy.plugin import DeployedModel, Project, hookimpl
+from slmdeploy.plugin import DeployedModel, ProjectOptions, hookimpl
 
 
 @hookimpl
@@ -23,14 +23,15 @@ def slmdeploy_register_registrars() -> list[type[Any]]:
 
 
 @hookimpl
-def slmdeploy_check_project(project: Project) -> None:
+def slmdeploy_check_project(options: ProjectOptions) -> None:
     """An unwritable cache (read-only disk, no permission, a file in the way) is reported before anything is built."""
     from slmdeploy_foundry.registrar import CACHE_ENV, DEFAULT_CACHE, check_cache
 
-    register = project.stages.get("register", {})
-    if register.get("plugin") != "foundry":
+    register = options.table("register")
+    if register is None or register.name != "foundry":
         return
-    configured = register.get("cache_dir")
+    project = options.project
+    configured = register.options.get("cache_dir")
     if isinstance(configured, str) and configured:
         where = f"{project.locate('register.cache_dir')} [register] cache_dir"
     else:

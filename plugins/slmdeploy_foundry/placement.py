@@ -21,7 +21,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from slmdeploy.plugin import InputError, StageError, link_tree
+from slmdeploy.plugin import InputError, StageError
+from slmdeploy.plugin.files import link_tree
 from slmdeploy_foundry.registrar import CATALOG_FILE, MARKER
 
 APP_NAME = "slmdeploy"

@@ -10,15 +10,8 @@ from pathlib import Path
 
 import attrs
 
-from slmdeploy.plugin import (
-    ConfigError,
-    DeployPackage,
-    Leftover,
-    Registrar,
-    Registration,
-    option,
-    run_in_worker,
-)
+from slmdeploy.plugin import ConfigError, DeployPackage, Leftover, Registrar, Registration, option
+from slmdeploy.plugin.worker import run_in_worker
 
 CACHE_ENV = "SLMDEPLOY_FOUNDRY_CACHE"
 DEFAULT_CACHE = Path("~/.foundry/cache/models")

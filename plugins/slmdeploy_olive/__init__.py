@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from slmdeploy.plugin import Candidate, ConfigError, DeployedModel, Project, QuantizeSearch, hookimpl, model_config
+from slmdeploy.plugin import Candidate, ConfigError, DeployedModel, ProjectOptions, QuantizeSearch, hookimpl
+from slmdeploy.plugin.files import model_config
 
 
 @hookimpl
@@ -39,18 +40,19 @@ def slmdeploy_quantize_candidates(
 
 
 @hookimpl
-def slmdeploy_check_project(project: Project) -> None:
+def slmdeploy_check_project(options: ProjectOptions) -> None:
     """Before any work: the source's architecture must be one the plugin converts (read from its config.json;
     a GGUF file is checked after dequantizing, in the convert stage), and fp16 is for GPU execution providers."""
-    convert, quantize = project.stages.get("convert", {}), project.stages.get("quantize", {})
-    if convert.get("plugin") == "olive":
-        _check_architecture(project)
-    if convert.get("plugin") != "olive" or quantize.get("plugin") != "olive":
+    convert, quantize = options.table("convert"), options.table("quantize")
+    if convert is not None and convert.name == "olive":
+        _check_architecture(options)
+    if convert is None or quantize is None or convert.name != "olive" or quantize.name != "olive":
         return
     from slmdeploy_olive.quantize import GPU_ONLY
 
-    device = convert.get("device", "cpu")
-    precisions = quantize.get("precision", "int4")
+    project = options.project
+    device = convert.options.get("device", "cpu")
+    precisions = quantize.options.get("precision", "int4")
     chosen = set(precisions if isinstance(precisions, list) else [precisions])
     if device == "cpu" and chosen & GPU_ONLY:
         raise ConfigError(
@@ -61,10 +63,10 @@ def slmdeploy_check_project(project: Project) -> None:
         )
 
 
-def _check_architecture(project: Project) -> None:
+def _check_architecture(options: ProjectOptions) -> None:
     from slmdeploy_olive import architectures
 
-    source = project.source_path()
+    project, source = options.project, options.sources[0].model.path
     config = model_config(source) if source.is_dir() else {}
     if config.get("architectures"):
         key = "source.path" if project.source.path is not None else "source.package"

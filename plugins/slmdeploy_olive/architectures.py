@@ -49,7 +49,7 @@ _REMOTE_CODE = (
     "a model whose code is not part of transformers (trust_remote_code), so slmdeploy cannot make a tiny one to "
     "test the conversion with, and does not run it",
     "Convert it with the builder by hand (python -m onnxruntime_genai.models.builder), or fine-tune an architecture "
-    "the README's table lists as converting.",
+    "docs/architectures.md lists as converting.",
 )
 _NOT_CPU = (
     "a mixture-of-experts model the builder exports for CUDA only (its MoE operator has no CPU kernel in "
@@ -59,7 +59,7 @@ _NOT_CPU = (
 _HYBRID_MAMBA = (
     "a hybrid Mamba and attention model, whose Mamba layers the builder does not export (a tiny one fails with "
     "\"'NoneType' object has no attribute 'q_proj'\")",
-    "Fine-tune an architecture the README's table lists as converting (Granite 3 is GraniteForCausalLM).",
+    "Fine-tune an architecture docs/architectures.md lists as converting (Granite 3 is GraniteForCausalLM).",
 )
 # Architecture -> (why it is refused, what to do).
 REFUSED: dict[str, tuple[str, str]] = {

@@ -1,5 +1,5 @@
 """``[quantize] search`` with ``plugin = "olive"``: the settings worth measuring, cheapest first (by the bits a
-weight costs on the demo model, README "Choosing a quantization"). Each overrides the project's ``[quantize]``
+weight costs on the demo model, docs/quantization.md). Each overrides the project's ``[quantize]``
 table, so a ``block_size`` or ``keep_float`` given there holds for every candidate."""
 
 from __future__ import annotations

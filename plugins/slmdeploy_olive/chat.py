@@ -3,58 +3,37 @@
 from __future__ import annotations
 
 import importlib.metadata
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
-from slmdeploy.plugin import InputError, load_genai_model
+from slmdeploy.plugin import InputError
+from slmdeploy.plugin.genai import GenaiPackage
 
 
 class GenaiChat:
     def __init__(self, folder: Path, threads: int) -> None:
-        import onnxruntime_genai as og
-
-        self.og = og
         version = importlib.metadata.version("onnxruntime-genai")
         self.runtime = f"onnxruntime-genai {version} (directly, {folder}, {threads} threads)"
-        self.model = load_genai_model(folder, threads)
-        self.tokenizer = og.Tokenizer(self.model)
-        self.context = context_length(folder)
+        self.package = GenaiPackage(folder, threads)
         self._finish = "stop"
 
     def stream(self, messages: list[dict[str, str]], max_tokens: int | None = None) -> Iterator[str]:
-        prompt = self.tokenizer.apply_chat_template(json.dumps(messages), add_generation_prompt=True)
-        ids = self.tokenizer.encode(prompt)
-        check_fits(len(ids), self.context, len(messages) > 1)
-        params = self.og.GeneratorParams(self.model)
-        if max_tokens:
-            params.set_search_options(max_length=min(len(ids) + max_tokens, self.context))
-        generator = self.og.Generator(self.model, params)
-        generator.append_tokens(ids)
-        decoder = self.tokenizer.create_stream()
-        eos = set(self.tokenizer.eos_token_ids)
-        last = None
-        while not generator.is_done():
-            generator.generate_next_token()
-            last = int(generator.get_next_tokens()[0])
-            if last in eos:
-                break
-            if text := decoder.decode(last):
+        """The answer with the package's own search options (sampled as its [generation] table says)."""
+        ids = self.package.encode(self.package.chat_prompt(messages))
+        check_fits(len(ids), self.package.max_length, len(messages) > 1)
+        generation = self.package.generate(ids, max_tokens, greedy=False)
+        decoder = self.package.tokenizer.create_stream()
+        for token in generation:
+            if text := decoder.decode(token):
                 yield text
-        self._finish = "stop" if last in eos else "length"
+        self._finish = generation.finish_reason or "length"
 
     @property
     def finish_reason(self) -> str:
         return self._finish
 
     def close(self) -> None:
-        del self.model
-
-
-def context_length(folder: Path) -> int:
-    """The most tokens, prompt and answer, the package generates: ``search.max_length`` of genai_config.json."""
-    config = json.loads((folder / "genai_config.json").read_text(encoding="utf-8"))
-    return int(config.get("search", {}).get("max_length") or config["model"]["context_length"])
+        del self.package
 
 
 def check_fits(prompt_tokens: int, context: int, conversation: bool) -> None:

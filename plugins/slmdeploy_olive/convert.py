@@ -14,7 +14,10 @@ from typing import Any, Literal
 
 import attrs
 
-from slmdeploy.plugin import ALL_LOGITS_GRAPH, Converter, OnnxModel, SourceModel, option, prepare_source, run_in_worker
+from slmdeploy.plugin import Converter, OnnxModel, SourceModel, option
+from slmdeploy.plugin.files import prepare_source
+from slmdeploy.plugin.genai import ALL_LOGITS_GRAPH
+from slmdeploy.plugin.worker import run_in_worker
 from slmdeploy_olive.workflow import OLIVE_ENVIRONMENT, LibraryVersioned
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from slmdeploy.plugin import ALL_LOGITS_GRAPH
+from slmdeploy.plugin.genai import ALL_LOGITS_GRAPH
 from slmdeploy_olive.nodes import drop_shapes
 
 PRUNING = ("/lm_head/prune/Gather", "/lm_head/prune/Unsqueeze")

@@ -8,7 +8,7 @@ Each precision is an Olive workflow over the converted ONNX model:
 - int4 with ``gptq`` (calibrated on ``[quantize] calibration``) or ``hqq``: onnxruntime's own quantizers on the
   MatMuls first (`weight_only`), then the round-to-nearest pass on what they leave (the embedding, a tied lm_head).
   Olive 0.13's ``OnnxHqqQuantization`` is not used: on the demo model it made a 755 MB model with top-1 agreement
-  0.0 (README, "Choosing a quantization");
+  0.0 (docs/quantization.md);
 - ``keep_int8``: a round-to-nearest 8-bit pass over the named parts runs first, and the 4-bit pass skips them;
 - fp16: ``OnnxFloatToFloat16``, for GPU execution providers only (built and checked here, never run: this
   machine has no GPU);
@@ -29,7 +29,8 @@ from typing import Any, Literal
 
 import attrs
 
-from slmdeploy.plugin import ConfigError, OnnxModel, QuantizedModel, Quantizer, option, run_in_worker
+from slmdeploy.plugin import ConfigError, OnnxModel, QuantizedModel, Quantizer, option
+from slmdeploy.plugin.worker import run_in_worker
 from slmdeploy_olive.nodes import check_keep_float
 from slmdeploy_olive.weight_only import MAX_SEQUENCES, MAX_TOKENS, read_calibration
 from slmdeploy_olive.workflow import OLIVE_ENVIRONMENT, LibraryVersioned
@@ -57,7 +58,7 @@ class QuantizeOptions:
         help="rtn: round to nearest; k_quant: llama.cpp's search for each block's scale and offset; gptq (int4): "
         "GPTQ (onnxruntime's, corrected), calibrated on [quantize] calibration, for experiments (below rtn on the "
         "demo); hqq (int4): half-quadratic scales and float zero points, no data: closer to the source, but "
-        "onnxruntime 1.31's CPU MatMulNBits decodes about 12x slower with float zero points (README)",
+        "onnxruntime 1.31's CPU MatMulNBits decodes about 12x slower with float zero points (docs/quantization.md)",
     )
     calibration: str = option(
         "",

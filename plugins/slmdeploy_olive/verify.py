@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from slmdeploy.plugin import StageError
+from slmdeploy.plugin.genai import GenaiPackage
 
 GENAI_REQUIRED = (
     "model.type",
@@ -36,7 +37,7 @@ PROBE_CONTEXT = 256  # tokens of KV cache the probe runs with, at least; more wh
 FIXES = {
     "convert": "No [convert] option changes the export (only `device`, the execution provider). Report it with the "
     "stage log (.slmdeploy/logs/) and the architecture; until then convert with another converter plugin "
-    "([convert] plugin), or fine-tune an architecture the README's table lists as converting.",
+    "([convert] plugin), or fine-tune an architecture docs/architectures.md lists as converting.",
     "quantize": "Choose another [quantize] precision, algorithm, block_size or accuracy_level (`slmdeploy plugins "
     "--options` lists them), or report it with the stage log (.slmdeploy/logs/).",
 }
@@ -162,25 +163,16 @@ def _invalid(model_file: Path, what: str, fix: str) -> StageError:
 
 def probe(folder: Path, context: int = PROBE_CONTEXT, fix: str = FIXES["quantize"]) -> dict[str, Any]:
     """Load the model and greedily generate a few tokens, with a KV cache of `context` tokens."""
-    import onnxruntime_genai as og
-
     try:
-        model = og.Model(str(folder))
-        tokenizer = og.Tokenizer(model)
-        tokens = tokenizer.encode(PROBE_PROMPT)
-        params = og.GeneratorParams(model)
+        package = GenaiPackage(folder, threads=1)
+        tokens = package.encode(PROBE_PROMPT)
         length = max(context, len(tokens) + PROBE_TOKENS)
-        params.set_search_options(do_sample=False, max_length=length, min_length=len(tokens) + PROBE_TOKENS)
-        generator = og.Generator(model, params)
-        generator.append_tokens(tokens)
-        produced: list[int] = []
-        while len(produced) < PROBE_TOKENS and not generator.is_done():
-            generator.generate_next_token()
-            produced.append(int(generator.get_next_tokens()[0]))
+        generation = package.generate(tokens, PROBE_TOKENS, min_new_tokens=PROBE_TOKENS, max_length=length)
+        produced = list(generation)
     except Exception as error:  # noqa: BLE001 - the runtime raises RuntimeError and others
         raise StageError(
             f"the model does not run in onnxruntime-genai: {str(error).strip().splitlines()[0]}", fix=fix
         ) from None
     if not produced:
         raise StageError("the model loaded but generated no tokens", fix="Report this with the options used.")
-    return {"prompt": PROBE_PROMPT, "context": length, "tokens": produced, "text": tokenizer.decode(produced)}
+    return {"prompt": PROBE_PROMPT, "context": length, "tokens": produced, "text": package.decode(produced)}

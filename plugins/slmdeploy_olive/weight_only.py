@@ -18,7 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from slmdeploy.plugin import ConfigError, read_text_file
+from slmdeploy.plugin import ConfigError
+from slmdeploy.plugin.files import read_text_file
 
 MODEL = "model.onnx"
 DATA = "model.onnx.data"

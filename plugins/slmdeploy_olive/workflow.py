@@ -7,7 +7,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from slmdeploy.plugin import ALL_LOGITS_GRAPH, StageError
+from slmdeploy.plugin import StageError
+from slmdeploy.plugin.genai import ALL_LOGITS_GRAPH
 
 LIBRARIES = ("olive-ai", "onnxruntime-genai", "onnxruntime", "onnx", "torch", "transformers", "peft", "gguf")
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from slmdeploy.plugin import ChatTemplateFamily, ModelInfo, hookimpl
+from slmdeploy.plugin import ModelInfo, hookimpl
+from slmdeploy.plugin.templates import ChatTemplateFamily
 
 
 class ChatMLFamily(ChatTemplateFamily):

@@ -10,14 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from slmdeploy.plugin import (
-    ChatTemplateFamily,
-    ModelInfo,
-    StageError,
-    TokenizerFiles,
-    hookimpl,
-    render_chat_template,
-)
+from slmdeploy.plugin import ModelInfo, StageError, hookimpl
+from slmdeploy.plugin.templates import ChatTemplateFamily, TokenizerFiles, render_chat_template
 
 MARK = {"system": "\x01SYSTEM\x01", "user": "\x01USER\x01", "assistant": "\x01ASSISTANT\x01", "user2": "\x01USER2\x01"}
 

@@ -9,14 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from slmdeploy.plugin import (
-    ChatTemplateFamily,
-    ModelInfo,
-    PromptTemplate,
-    StageError,
-    hookimpl,
-    render_chat_template,
-)
+from slmdeploy.plugin import ModelInfo, StageError, hookimpl
+from slmdeploy.plugin.templates import ChatTemplateFamily, PromptTemplate, render_chat_template
 
 GEMMA_TYPES = ("gemma", "gemma2", "gemma3", "gemma3_text")
 

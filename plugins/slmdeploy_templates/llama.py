@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from slmdeploy.plugin import ChatTemplateFamily, ModelInfo, hookimpl, render_chat_template
+from slmdeploy.plugin import ModelInfo, hookimpl
+from slmdeploy.plugin.templates import ChatTemplateFamily, render_chat_template
 
 
 class Llama3Family(ChatTemplateFamily):

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from slmdeploy.plugin import ChatTemplateFamily, ModelInfo, hookimpl
+from slmdeploy.plugin import ModelInfo, hookimpl
+from slmdeploy.plugin.templates import ChatTemplateFamily
 
 PHI_TYPES = ("phi3", "phimoe", "phi4", "phi4mm")
 

@@ -70,22 +70,12 @@ def token_ids(folder, text=SAMPLE_TEXT):
 
 
 def genai_greedy(folder, ids, new_tokens=8):
-    """Greedy tokens after `ids` through onnxruntime-genai."""
-    import numpy as np
-    import onnxruntime_genai as og
+    """Greedy tokens after `ids` through onnxruntime-genai (slmdeploy's GenaiPackage, as the evaluators and `run` use
+    it), through an end-of-sequence token as PyTorch's loop goes."""
+    from slmdeploy.plugin.genai import GenaiPackage
 
-    from slmdeploy.model.runtime import load_genai_model
-
-    model = load_genai_model(folder)
-    params = og.GeneratorParams(model)
-    params.set_search_options(do_sample=False, max_length=len(ids) + new_tokens)
-    generator = og.Generator(model, params)
-    generator.append_tokens(np.array(ids, dtype=np.int32))
-    produced = []
-    while not generator.is_done():
-        generator.generate_next_token()
-        produced.append(int(generator.get_next_tokens()[0]))
-    return produced
+    generation = GenaiPackage(folder).generate(ids, new_tokens, stop=False, max_length=len(ids) + new_tokens)
+    return list(generation)
 
 
 def torch_greedy(folder, ids, new_tokens=8):

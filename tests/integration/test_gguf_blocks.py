@@ -66,7 +66,7 @@ def test_follows_the_source_closely_on_held_out_text(package, source_model):
     import onnxruntime_genai as og
     import torch
 
-    from slmdeploy.plugin import fidelity_figures, fidelity_sums
+    from slmdeploy.plugin.fidelity import fidelity_figures, fidelity_sums
 
     ids = [int(token) for token in og.Tokenizer(og.Model(str(package))).encode(HELD_OUT)]
     with torch.no_grad():

@@ -96,7 +96,7 @@ def test_the_lm_head_runs_for_the_last_position_unless_all_logits(source, run_st
     import numpy as np
     import onnxruntime_genai as og
 
-    from slmdeploy.plugin import ALL_LOGITS_GRAPH, load_genai_model
+    from slmdeploy.plugin.genai import ALL_LOGITS_GRAPH, load_genai_model
 
     exported = run_stage(OliveConverter, SourceModel(source), {"all_logits": all_logits})
     made = run_stage(OliveQuantizer, exported, {"precision": "int4"})

@@ -36,7 +36,7 @@ def figures(source, folder):
     """Fidelity over the calibration text (every built-in English passage, cut to the tiny model's context)."""
     from transformers import AutoTokenizer
 
-    from slmdeploy.plugin import add_sums, fidelity_figures, fidelity_sums
+    from slmdeploy.plugin.fidelity import add_sums, fidelity_figures, fidelity_sums
 
     tokenizer = AutoTokenizer.from_pretrained(source)
     sums = []

@@ -10,21 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from slmdeploy.host.manager import get_plugin_manager
-from slmdeploy.host.registry import Registry
-
-from support import HERE, runs
-
-MINIMAL = """\
-[project]
-name = "m"
-
-[source]
-path = "model"
-
-[convert]
-plugin = "copy"
-"""
+from support import HERE, MINIMAL_PROJECT, pip_install, runs
 
 
 def test_plugins_lists_local_plugins_with_hooks_and_stages(fake_project):
@@ -47,28 +33,6 @@ def test_plugins_lists_local_plugins_with_hooks_and_stages(fake_project):
     }
     text = project.cli("plugins", "--options").stdout
     assert "slmdeploy_plugins.py local-" in text and "quantize: fake" in text and "block_size = 32" in text
-
-
-def _two_definitions(project):
-    source = (project.path / "slmdeploy_plugins.py").read_text()
-    extra = project.path / "more_plugins"
-    extra.mkdir()
-    (extra / "dupe.py").write_text(source)
-    return extra
-
-
-def test_duplicate_plugin_names_are_an_error_naming_both(fake_project, monkeypatch):
-    project = fake_project()
-    monkeypatch.syspath_prepend(str(_two_definitions(project)))
-    import dupe
-
-    manager = get_plugin_manager(project.path)
-    manager.register(dupe, name="dupe-plugin")
-    with pytest.raises(Exception) as caught:
-        Registry(manager)
-    message = str(caught.value)
-    assert "two plugins provide a convert implementation named 'copy'" in message
-    assert "'slmdeploy_plugins.py'" in message and "'dupe-plugin'" in message
 
 
 def test_blocked_plugins_are_not_loaded(fake_project, monkeypatch):
@@ -96,7 +60,7 @@ def test_tracing_shows_hook_calls(fake_project):
 
 
 def test_registering_something_that_is_not_a_stage_class(fake_project):
-    project = fake_project(MINIMAL)
+    project = fake_project(MINIMAL_PROJECT)
     plugin_file = project.path / "slmdeploy_plugins.py"
     plugin_file.write_text(plugin_file.read_text().replace("return [CopyConverter]", "return [object]"))
     result = project.cli("plan")
@@ -105,7 +69,7 @@ def test_registering_something_that_is_not_a_stage_class(fake_project):
 
 
 def test_implementing_an_unknown_hook(fake_project):
-    project = fake_project(MINIMAL)
+    project = fake_project(MINIMAL_PROJECT)
     with (project.path / "slmdeploy_plugins.py").open("a") as file:
         file.write("\n@hookimpl\ndef slmdeploy_register_convertors():\n    return []\n")
     result = project.cli("plan")
@@ -114,7 +78,7 @@ def test_implementing_an_unknown_hook(fake_project):
 
 
 def test_local_plugin_that_fails_to_import(fake_project):
-    project = fake_project(MINIMAL)
+    project = fake_project(MINIMAL_PROJECT)
     (project.path / "slmdeploy_plugins.py").write_text("import no_such_module\n")
     result = project.cli("plan")
     assert result.exit_code == 2
@@ -145,29 +109,13 @@ def test_template_dispatch_fallback_lists_the_families(fake_project):
 @pytest.fixture(scope="module")
 def installed_example(tmp_path_factory):
     """The example plugin package, installed by pip from its folder into a directory of its own."""
-    target = tmp_path_factory.mktemp("site")
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--no-deps",
-            "--no-build-isolation",
-            "--target",
-            str(target),
-            str(HERE / "example_plugin"),
-        ],
-        check=True,
-    )
-    return target
+    return pip_install(HERE / "example_plugin", tmp_path_factory.mktemp("site"))
 
 
 def test_an_installed_third_party_plugin_is_listed_and_used(installed_example, slmdeploy_project):
     from fakeplugins import make_model
 
-    project = slmdeploy_project(MINIMAL.replace('"copy"', '"example-copy"\nmarker = "from-the-test"'))
+    project = slmdeploy_project(MINIMAL_PROJECT.replace('"copy"', '"example-copy"\nmarker = "from-the-test"'))
     make_model(project.path / "model")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(installed_example), os.environ.get("PYTHONPATH", "")])}
     command = [sys.executable, "-m", "slmdeploy", "-C", str(project.path), "--plain"]

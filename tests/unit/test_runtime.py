@@ -11,7 +11,8 @@ from slmdeploy.config.project import RuntimeTable
 from slmdeploy.host.manager import get_plugin_manager
 from slmdeploy.host.registry import Registry
 from slmdeploy.machine import available_cores, resolve_threads
-from slmdeploy.plugin import OnnxModel, session_options
+from slmdeploy.plugin import OnnxModel
+from slmdeploy.plugin.genai import session_options
 
 from support import FULL_PROJECT
 

@@ -1,6 +1,6 @@
 """The ``slmdeploy`` command group, its global options, and `main`: errors become one paragraph and an exit code.
 
-Each command lives in the module of its group (`build`, `deployed`, `serve`, `plugins`); heavy modules are imported
+Each command lives in the module of its group (`build`, `deployments`, `serve`, `plugins`); heavy modules are imported
 inside the commands so ``--help`` starts fast."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import click
 
 from slmdeploy import __version__
 from slmdeploy.cli.build import build, clean, init, plan
-from slmdeploy.cli.deployed import list_deployed, report, run
+from slmdeploy.cli.deployments import list_deployed, report, run
 from slmdeploy.cli.output import report_error
 from slmdeploy.cli.plugins import plugins
 from slmdeploy.cli.serve import serve

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from slmdeploy.cli.options import json_option
 from slmdeploy.cli.output import report_error
 from slmdeploy.cli.session import Session
 from slmdeploy.errors import SlmdeployError
@@ -32,7 +33,7 @@ def init(session: Session, name: str | None) -> None:
 
 
 @click.command()
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@json_option()
 @click.pass_obj
 def plan(session: Session, as_json: bool) -> None:
     """Show what `build` would run and what is cached."""

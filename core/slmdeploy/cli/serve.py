@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from slmdeploy.cli.options import threads_option
 from slmdeploy.cli.session import Session
 from slmdeploy.errors import PluginError
 
@@ -52,12 +53,7 @@ def _limit_options(command: Any) -> Any:
     "deployed model that passed its gates.",
 )
 @click.option("--api-key-env", metavar="VAR", help="Require `Authorization: Bearer $VAR` on the API.")
-@click.option(
-    "--threads",
-    type=click.IntRange(min=0),
-    default=None,
-    help="Intra-op threads (0: every core; default: [runtime] threads of the project file).",
-)
+@threads_option
 @click.option(
     "--allowed-host", "allowed_hosts", multiple=True, metavar="NAME",
     help="Another name the Host header may carry (the bound address's own names always may); repeatable.",
@@ -75,7 +71,7 @@ def serve(
     port: int,
     models: tuple[str, ...],
     api_key_env: str | None,
-    threads: int | None,
+    threads: int,
     allowed_hosts: tuple[str, ...],
     cors_origins: tuple[str, ...],
     **limits: Any,
@@ -89,7 +85,6 @@ def serve(
         )
     from slmdeploy.config.project import PROJECT_FILE, load_project
     from slmdeploy.config.serving import ServeTable
-    from slmdeploy.deploy.chat import project_threads
     from slmdeploy.execute.publish import BUILD_DIR
     from slmdeploy.machine import resolve_threads
     from slmdeploy.serve.models import folder_specs, project_specs
@@ -99,7 +94,6 @@ def serve(
     file = session.project_dir / PROJECT_FILE
     in_project = file.is_file()
     specs = project_specs(session.project_dir / BUILD_DIR, models) if in_project else folder_specs(models)
-    threads = project_threads(session.project_dir) if threads is None else threads
     table = load_project(file).serve if in_project else ServeTable()
     request_limits, connections = serve_limits(table, limits, allowed_hosts, cors_origins)
     options = ServeOptions(host, port, resolve_threads(threads), api_key_env, request_limits, connections)

@@ -38,14 +38,19 @@ class Session:
 
     def pipeline(self, jobs: int = 1, executor: str | None = None, address: str | None = None) -> Pipeline:
         """The project's plan, ready to build with `executor` (``local`` or ``ray``; else ``[build] executor``)."""
+        import click
+
+        from slmdeploy.config.project_options import project_options
         from slmdeploy.execute.pipeline import Pipeline
         from slmdeploy.execute.progress import make_reporter
         from slmdeploy.plan.planner import make_plan
 
         project, registry, store = self.parts()
+        for shadowing in registry.shadowings:  # a plugin installed later may change what a build makes: say so
+            click.echo(f"notice: {shadowing.notice()}.", err=True)
         chosen = _executor(project, executor or project.build.executor, jobs, address)
         try:
-            plan = make_plan(project, registry, store.digests)
+            plan = make_plan(project_options(project), registry, store.digests)
         finally:
             store.digests.save()
         return Pipeline(plan, registry, store, make_reporter(self.plain), jobs, chosen)

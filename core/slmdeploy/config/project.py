@@ -235,15 +235,18 @@ def resolve_source_path(project: Project) -> Path:
             fix='Set path = "models/my-model" (a Hugging Face folder or .gguf file) or package = "pkg:file".',
         )
     if source.path is not None:
-        path = (project.root / source.path).resolve()
-        if not path.exists():
-            raise InputError(
-                f"the source model {path} does not exist",
-                where=project.locate("source.path"),
-                fix="Point [source] path at a Hugging Face model folder or a .gguf file.",
-            )
-        return path
+        fix = "Point [source] path at a Hugging Face model folder or a .gguf file."
+        return existing_path(project, source.path, "source.path", "the source model {path} does not exist", fix)
     return _package_file(project, source.package or "")
+
+
+def existing_path(project: Project, value: str, key: str, what: str, fix: str, folder: bool = False) -> Path:
+    """`value`, a path in the project file at `key` (relative to the file's folder), resolved and checked to exist
+    (as a folder when `folder`); else the error `what`, a sentence naming the resolved ``{path}``."""
+    path = (project.root / value).resolve()
+    if not (path.is_dir() if folder else path.exists()):
+        raise InputError(what.format(path=path), where=project.locate(key), fix=fix)
+    return path
 
 
 def _package_file(project: Project, reference: str) -> Path:

@@ -17,7 +17,7 @@ from slmdeploy.errors import SlmdeployError, plugin_code
 from slmdeploy.execute.cache import Store
 from slmdeploy.execute.progress import Reporter
 from slmdeploy.execute.records import converter, load_artifact
-from slmdeploy.execute.steps import instantiate
+from slmdeploy.execute.runner import instantiate
 from slmdeploy.host.registry import Registry
 from slmdeploy.plan.digests import stable_json
 from slmdeploy.stages import Leftover

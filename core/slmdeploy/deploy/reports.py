@@ -8,6 +8,7 @@ from typing import Any
 
 from slmdeploy.errors import ConfigError
 from slmdeploy.execute.publish import REPORT
+from slmdeploy.plugin.report import format_figure
 
 
 def read_reports(build_dir: Path) -> list[dict[str, Any]]:
@@ -67,10 +68,3 @@ def _cell(value: Any) -> str:
     if isinstance(value, float):
         return format_figure(value)
     return "-" if value is None else str(value)
-
-
-def format_figure(value: float) -> str:
-    """Four significant digits, without exponents for the sizes and speeds a report shows."""
-    if abs(value) >= 1000:
-        return f"{value:,.0f}"
-    return f"{value:.4g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.2e}"

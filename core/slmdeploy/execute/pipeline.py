@@ -18,7 +18,7 @@ from slmdeploy.execute.progress import Reporter
 from slmdeploy.execute.publish import REPORT, publish
 from slmdeploy.execute.records import load_artifact
 from slmdeploy.execute.results import Outcome, StepResult, Task, VariantResult
-from slmdeploy.execute.steps import StepRunner, locate
+from slmdeploy.execute.runner import StepRunner, locate
 from slmdeploy.execute.verdicts import GateResult, evaluation_record, evaluator_failed, gate_error, judge, write_reports
 from slmdeploy.host.registry import Registry
 from slmdeploy.plan.steps import Plan, Step, Variant

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from slmdeploy.artifacts import Artifact, EvaluationReport
-from slmdeploy.execute.steps import StepRunner
+from slmdeploy.execute.runner import StepRunner
 from slmdeploy.plan.steps import Variant
 
 CHANGED_OUTSIDE = "cached, but changed outside the cache: build makes it again"

@@ -14,11 +14,10 @@ from typing import Any
 
 from slmdeploy.artifacts import SourceModel, model_config
 from slmdeploy.errors import InputError
+from slmdeploy.gguf import check_gguf
 
 WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin", "model*.bin")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model")
-GGUF_MAGIC = b"GGUF"
-GGUF_VERSIONS = (2, 3)
 
 
 def prepare_source(source: SourceModel, work: Path, log: Callable[[str], None]) -> Path:
@@ -118,37 +117,6 @@ def check_safetensors(path: Path) -> None:
         raise InputError(
             f"{path} is truncated: its header places {8 + length + end:,} bytes but the file has {size:,}",
             fix="The download or copy was cut short: copy the weight file again.",
-        )
-
-
-def check_gguf(path: Path, where: str | None = None) -> None:
-    """The file starts as a GGUF file does: magic, a version this reader knows, and tensor and metadata counts that
-    a file of its size can hold (a truncated or damaged file is said to be one, not reported as a crash)."""
-    with path.open("rb") as stream:
-        header = stream.read(24)
-    fix = "Point [source] path at a .gguf model file, or at a Hugging Face model folder."
-    if header[:4] != GGUF_MAGIC:
-        raise InputError(
-            f"{path} is not a GGUF file (it starts with {header[:4]!r}, not {GGUF_MAGIC!r})", where=where, fix=fix
-        )
-    size = path.stat().st_size
-    if len(header) < 24:
-        raise InputError(f"{path} is cut short: {size} bytes, less than a GGUF header", where=where, fix=fix)
-    version, tensors, entries = struct.unpack("<IQQ", header[4:24])
-    if version not in GGUF_VERSIONS:
-        raise InputError(
-            f"{path} is GGUF version {version}; the versions that can be read are "
-            + ", ".join(map(str, GGUF_VERSIONS)),
-            where=where,
-            fix="Export the model again with a current llama.cpp (convert_hf_to_gguf.py), or check that the file "
-            "is complete.",
-        )
-    if tensors == 0 or tensors + entries > size // 8:  # every tensor and entry takes more than 8 bytes
-        what = "holds no tensors" if tensors == 0 else f"counts {tensors} tensors and {entries} metadata entries"
-        raise InputError(
-            f"{path} is damaged or cut short: its header {what}, which a file of {size} bytes cannot be",
-            where=where,
-            fix="Download or export the file again and compare its size or checksum with the original.",
         )
 
 

@@ -12,11 +12,10 @@ from slmdeploy.candidates import QuantizeSearch
 from slmdeploy.config.gates import Gate
 from slmdeploy.config.options import unstructure
 from slmdeploy.config.project import CORE_TABLES, Project
+from slmdeploy.config.project_options import AUTO
 from slmdeploy.host.registry import Provided
 from slmdeploy.plan.digests import sha256_text, stable_json
 from slmdeploy.stages import Metric
-
-AUTO = "auto"
 
 
 @attrs.frozen

@@ -9,7 +9,7 @@ from typing import Any
 
 from slmdeploy.artifacts import SourceModel
 from slmdeploy.config.options import fields_of, structure_table
-from slmdeploy.config.project import NAME_PATTERN, Project
+from slmdeploy.config.project import NAME_PATTERN, Project, existing_path
 from slmdeploy.errors import ConfigError, plugin_code
 from slmdeploy.host.registry import Provided
 from slmdeploy.plan.digests import DigestCache
@@ -19,8 +19,6 @@ from slmdeploy.plan.steps import Step, Variant
 def alternatives(
     project: Project, stage: str, key: str, provided: Provided, table: Mapping[str, Any], digests: DigestCache
 ) -> list[Step]:
-    if not isinstance(table, Mapping):
-        raise ConfigError(f"[{key}] must be a table", where=project.locate(key), fix=f"Write it as [{key}].")
     axes = {
         field.name: table[field.name]
         for field in fields_of(provided.cls.Options)
@@ -50,13 +48,10 @@ def _path_digests(project: Project, key: str, cls: type, options: Any, digests: 
         value = getattr(options, field.name)
         if not field.metadata.get("path") or value in (None, ""):
             continue
-        path = (project.root / str(value)).resolve()
-        if not path.exists():
-            raise ConfigError(
-                f"[{key}] {field.name} names {path}, which does not exist",
-                where=project.locate(f"{key}.{field.name}"),
-                fix=f"{field.name}: {field.metadata['help']}.",
-            )
+        what = f"[{key}] {field.name} names {{path}}, which does not exist"
+        path = existing_path(
+            project, str(value), f"{key}.{field.name}", what, f"{field.name}: {field.metadata['help']}."
+        )
         found[field.name] = digests.tree_digest(path)
     return found
 

@@ -11,8 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from slmdeploy.model import fidelity
-from slmdeploy.model.runtime import load_genai_model
+from slmdeploy.plugin import fidelity, genai
 
 
 def torch_logits(hf_folder: Path, ids: list[int]) -> Any:
@@ -25,7 +24,7 @@ def torch_logits(hf_folder: Path, ids: list[int]) -> Any:
 
 
 def genai_logits(model_folder: Path, ids: list[int]) -> Any:
-    return fidelity.genai_logits(load_genai_model(model_folder), ids)
+    return genai.genai_logits(genai.load_genai_model(model_folder), ids)
 
 
 def compare(reference: Any, candidate: Any, ids: list[int]) -> dict[str, float]:
@@ -36,12 +35,9 @@ def compare(reference: Any, candidate: Any, ids: list[int]) -> dict[str, float]:
 def decode_speed(model_folder: Path, prompt: str, new_tokens: int = 128, repeats: int = 3) -> dict[str, float]:
     """Median decode tokens/s and time to first token over `repeats` runs after a warm-up, greedy, on every core
     this process may use (as `slmdeploy run` does)."""
-    import onnxruntime_genai as og
-
-    model = load_genai_model(model_folder)
-    tokenizer = og.Tokenizer(model)
-    ids = tokenizer.encode(prompt)
-    runs = [_timed_generation(og, model, ids, new_tokens) for _ in range(repeats + 1)][1:]
+    package = genai.GenaiPackage(model_folder)
+    ids = package.encode(prompt)
+    runs = [_timed_generation(package, ids, new_tokens) for _ in range(repeats + 1)][1:]
     return {
         "prompt_tokens": len(ids),
         "ttft_ms": statistics.median(run[0] for run in runs) * 1000,
@@ -49,16 +45,11 @@ def decode_speed(model_folder: Path, prompt: str, new_tokens: int = 128, repeats
     }
 
 
-def _timed_generation(og: Any, model: Any, ids: Any, new_tokens: int) -> tuple[float, float]:
-    params = og.GeneratorParams(model)
-    params.set_search_options(do_sample=False, max_length=len(ids) + new_tokens, min_length=len(ids) + new_tokens)
-    generator = og.Generator(model, params)
+def _timed_generation(package: genai.GenaiPackage, ids: list[int], new_tokens: int) -> tuple[float, float]:
     started = time.perf_counter()
-    generator.append_tokens(ids)
-    generator.generate_next_token()
+    total = len(ids) + new_tokens
+    generation = package.generate(ids, new_tokens, min_new_tokens=new_tokens, stop=False, max_length=total)
+    next(generation)
     first = time.perf_counter()
-    count = 1
-    while not generator.is_done():
-        generator.generate_next_token()
-        count += 1
+    count = 1 + sum(1 for _ in generation)
     return first - started, (count - 1) / (time.perf_counter() - first)

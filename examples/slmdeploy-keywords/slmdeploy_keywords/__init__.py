@@ -4,19 +4,23 @@ answers that hold every expected keyword.
 Select it with ``[evaluate] plugins = ["keywords"]`` and bound its figures in ``[evaluate.gates]``
 (``min_keyword_hit_rate = 0.8``); a variant whose answers miss the bound is not registered. Answers are made as
 a user gets them: the package's prompt template (``inference_model.json``) and stop tokens (``genai_config.json``),
-greedy. This example answers in the build's process; an evaluator that loads large models or can crash should run
-that work with ``slmdeploy.plugin.run_in_worker``, as the shipped ``quality`` evaluator does.
+greedy, by `slmdeploy.plugin.genai.GenaiPackage`. The model runs in a worker process
+(`slmdeploy.plugin.worker.run_in_worker`), so its memory is returned when the answers are in and a crash of the
+runtime fails this stage with its log instead of ending the build.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
 import attrs
 
-from slmdeploy.plugin import ConfigError, EvaluationReport, Evaluator, Metric, hookimpl, load_genai_model, option
+from slmdeploy.plugin import ConfigError, EvaluationReport, Evaluator, Metric, hookimpl, option
+from slmdeploy.plugin.genai import GenaiPackage
+from slmdeploy.plugin.worker import run_in_worker
 
 __version__ = "0.1.0"
 
@@ -49,13 +53,8 @@ class KeywordEvaluator(Evaluator):
 
     def run(self, artifact: Any, output_dir: Path) -> EvaluationReport:
         questions = read_questions(self.context.project_dir / self.options.questions)
-        answers = Answerer(artifact.path)
-        results = []
-        for item in questions:
-            text, tokens = answers.answer(item["prompt"], self.options.max_new_tokens)
-            hit = all(keyword.lower() in text.lower() for keyword in item["keywords"])
-            results.append({**item, "answer": text, "tokens": tokens, "hit": hit})
-            self.context.log(f"{len(results)} of {len(questions)}: {'hit' if hit else 'missed'}")
+        task = {"folder": str(artifact.path), "questions": questions, "max_new_tokens": self.options.max_new_tokens}
+        results = run_in_worker("slmdeploy_keywords:answer_in_worker", task, self.context, "keywords")["results"]
         (output_dir / "keywords.json").write_text(json.dumps(results, indent=2, ensure_ascii=False), encoding="utf-8")
         metrics = {
             "keyword_hit_rate": sum(result["hit"] for result in results) / len(results),
@@ -83,33 +82,16 @@ def read_questions(file: Path) -> list[dict[str, Any]]:
     return questions
 
 
-class Answerer:
-    """Greedy answers through the package's prompt template, ending at its stop tokens."""
-
-    def __init__(self, folder: Path) -> None:
-        import onnxruntime_genai as og
-
-        self.og = og
-        self.model = load_genai_model(folder)
-        self.tokenizer = og.Tokenizer(self.model)
-        self.prompt = json.loads((folder / "inference_model.json").read_text(encoding="utf-8"))["PromptTemplate"]
-        eos = json.loads((folder / "genai_config.json").read_text(encoding="utf-8"))["model"]["eos_token_id"]
-        self.stops = set(eos if isinstance(eos, list) else [eos])
-
-    def answer(self, question: str, max_new_tokens: int) -> tuple[str, int]:
-        ids = self.tokenizer.encode(self.prompt["prompt"].replace("{Content}", question))
-        params = self.og.GeneratorParams(self.model)
-        params.set_search_options(do_sample=False, max_length=len(ids) + max_new_tokens)
-        generator = self.og.Generator(self.model, params)
-        generator.append_tokens(ids)
-        tokens: list[int] = []
-        while not generator.is_done():
-            generator.generate_next_token()
-            token = int(generator.get_next_tokens()[0])
-            if token in self.stops:
-                break
-            tokens.append(token)
-        return (self.tokenizer.decode(tokens) if tokens else ""), len(tokens)
+def answer_in_worker(task: dict[str, Any], progress: Callable[[str], None]) -> dict[str, Any]:
+    """Runs in the worker: each question's greedy answer, and whether it holds every keyword."""
+    package = GenaiPackage(Path(task["folder"]))
+    results = []
+    for item in task["questions"]:
+        answer = package.answer(item["prompt"], task["max_new_tokens"])
+        hit = all(keyword.lower() in answer.text.lower() for keyword in item["keywords"])
+        results.append({**item, "answer": answer.text, "tokens": len(answer.tokens), "hit": hit})
+        progress(f"{len(results)} of {len(task['questions'])}: {'hit' if hit else 'missed'}")
+    return {"results": results}
 
 
 @hookimpl

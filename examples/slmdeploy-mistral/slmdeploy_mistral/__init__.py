@@ -3,14 +3,15 @@
 The optional system message is written inside the first ``[INST]``, before the user's text, so the format is
 not a plain sequence of turns: this family renders conversations itself. Everything else (the parity check
 against the tokenizer's chat template, ``inference_model.json``, stop tokens in ``genai_config.json``) comes
-from `ChatTemplateFamily` in slmdeploy's public plugin API.
+from `ChatTemplateFamily` (`slmdeploy.plugin.templates`), slmdeploy's helper for template families.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from slmdeploy.plugin import ChatTemplateFamily, ModelInfo, PromptTemplate, hookimpl
+from slmdeploy.plugin import ModelInfo, hookimpl
+from slmdeploy.plugin.templates import ChatTemplateFamily, PromptTemplate
 
 __version__ = "0.1.0"
 

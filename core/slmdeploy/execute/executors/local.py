@@ -11,7 +11,7 @@ from pathlib import Path
 from slmdeploy.execute.cache import Store
 from slmdeploy.execute.executors import Steps, needs, nothing_to_start
 from slmdeploy.execute.results import Outcome, Task
-from slmdeploy.execute.worker import interrupt_workers
+from slmdeploy.plugin.worker import interrupt_workers
 
 
 class LocalExecutor:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from slmdeploy.cli.options import json_option, threads_option
 from slmdeploy.cli.output import echo_columns
 from slmdeploy.cli.session import Session
 
@@ -18,7 +19,7 @@ LS_HEADER = ("NAME", "VERSION", "PRECISION", "SIZE", "GATES", "REGISTERED", "BUI
 
 
 @click.command(name="ls")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@json_option()
 @click.pass_obj
 def list_deployed(session: Session, as_json: bool) -> None:
     """List the deployed models: name, version, precision, size, where registered, when built; and what a
@@ -85,7 +86,7 @@ def _ls_row(model: DeployedModel, stale: frozenset[str]) -> tuple[str, ...]:
 
 
 @click.command()
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output: every variant's report.json.")
+@json_option("Machine-readable output: every variant's report.json.")
 @click.pass_obj
 def report(session: Session, as_json: bool) -> None:
     """Summarize the evaluation of the latest build: figures, failed gates, and the report and plot files."""
@@ -100,18 +101,12 @@ def report(session: Session, as_json: bool) -> None:
 @click.argument("name")
 @click.option("--prompt", help="Answer this once and exit (for scripts).")
 @click.option("--max-tokens", type=click.IntRange(min=1), default=None, help="At most this many tokens per answer.")
-@click.option(
-    "--threads",
-    type=click.IntRange(min=0),
-    default=None,
-    help="Intra-op threads (0: every core; default: [runtime] threads of the project file).",
-)
+@threads_option
 @click.pass_obj
-def run(session: Session, name: str, prompt: str | None, max_tokens: int | None, threads: int | None) -> None:
+def run(session: Session, name: str, prompt: str | None, max_tokens: int | None, threads: int) -> None:
     """Chat with a deployed model: /exit or Ctrl-D ends the conversation."""
-    from slmdeploy.deploy.chat import chat_loop, open_backend, project_threads
+    from slmdeploy.deploy.chat import chat_loop, open_backend
 
-    threads = project_threads(session.project_dir) if threads is None else threads
     backend = open_backend(session.project_dir, name, session.plugin_manager(), threads)
     try:
         chat_loop(backend, prompt, max_tokens)

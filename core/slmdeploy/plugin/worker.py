@@ -1,10 +1,26 @@
-"""Running a stage's heavy work in a child process: ``python -m slmdeploy.execute.worker TASK.json``.
+"""Running a stage's heavy work in a child process (``python -m slmdeploy.plugin.worker TASK.json``).
 
-A child process keeps a library's console output in a log file, returns the memory of torch and of exported
-graphs when it ends, and turns a crash of native code into a stage error instead of the end of the build.
-`run_in_worker` runs ``function(task, progress)`` (named ``"package.module:function"``) there, forwards its
-progress lines to the stage's log, and raises the `SlmdeployError` it raised, or a `StageError` with the end
-of its log when it crashed.
+A stage's `run` runs in the build's own process (in a thread when steps run side by side). Work that loads
+large models, prints a library's console output, or can crash in native code belongs in a child process:
+it keeps the output in a log file, returns the memory of torch and of exported graphs when it ends, and turns a
+crash into a `StageError` instead of the end of the build::
+
+    from slmdeploy.plugin.worker import run_in_worker
+
+    def run(self, artifact, output_dir):
+        task = {"model": str(artifact.path), "out": str(output_dir)}
+        result = run_in_worker("slmdeploy_myquant.work:quantize_in_worker", task, self.context, "quantize")
+        ...
+
+    # slmdeploy_myquant/work.py: importable by the child, JSON in, JSON out
+    def quantize_in_worker(task, progress):
+        progress("quantizing")        # shown under the stage's spinner
+        ...
+        return {"size": 123}
+
+`run_in_worker` forwards the progress lines to the stage's log, and raises the `SlmdeployError` the function
+raised (`ConfigError`, `InputError`, `StageError`), or a `StageError` with the end of its log when it crashed.
+The slmdeploy core uses `interrupt_workers` to pass Ctrl-C on to every running child.
 """
 
 from __future__ import annotations
@@ -37,6 +53,8 @@ from slmdeploy.errors import (
 )
 from slmdeploy.stages import StageContext
 
+__all__ = ["run_in_worker"]
+
 PROGRESS = "slmdeploy-progress: "
 ERRORS: dict[str, type[SlmdeployError]] = {"InputError": InputError, "ConfigError": ConfigError}
 LOG_TAIL = 12
@@ -67,7 +85,7 @@ def run_in_worker(
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **(environment or {})}
     with log_file.open("wb") as output:
         child = subprocess.Popen(
-            [sys.executable, "-m", "slmdeploy.execute.worker", str(task_file)],
+            [sys.executable, "-m", "slmdeploy.plugin.worker", str(task_file)],
             stdout=output,
             stderr=subprocess.STDOUT,
             env=env,
