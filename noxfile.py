@@ -53,7 +53,7 @@ def tests(session: nox.Session) -> None:
     """The whole test suite: core unit tests (seconds), then integration tests on real models (minutes), with the
     builds on a three-node Ray cluster started on this machine (``nox -s tests -- -m ray`` runs only those) and the
     server driven by the openai client and a headless Chromium."""
-    install_ml(session, "test", "ray", "serve")
+    install_ml(session, "test", "ray", "serve", "clients")
     install_chromium(session)
     session.run("pytest", *session.posargs)
 

@@ -139,3 +139,25 @@ def test_a_template_that_reads_tools_renders_them_itself(tiny_serving_project, t
         check_weather_call(answer.choices[0].message.tool_calls[0])
     finally:
         assert running.stop() == 0
+
+
+def test_a_call_format_the_package_declares_is_the_one_prompted_constrained_and_parsed(tiny_serving_project, tmp_path):
+    package = tmp_path / "package"
+    shutil.copytree(tiny_serving_project / "build" / "int4" / "model", package)
+    info = json.loads((package / "inference_model.json").read_text())
+    assert info["ToolCall"] == {"Start": "<tool_call>", "End": "</tool_call>"}  # the chatml family's default
+    info["ToolCall"] = {"Start": "[TOOL_CALLS]", "End": ""}  # as a Mistral family declares it
+    (package / "inference_model.json").write_text(json.dumps(info))
+    running = ServerProcess(tiny_serving_project, "--threads", "1", "--model", str(package))
+    try:
+        name = httpx.get(f"{running.url}/v1/models").json()["data"][0]["id"]
+        body = {"model": name, "messages": QUESTION, "tools": [WEATHER], "tool_choice": "required", "max_tokens": 256,
+                "temperature": 0}  # fmt: skip
+        answer = client(running).chat.completions.create(**body)
+        assert answer.choices[0].finish_reason == "tool_calls"
+        check_weather_call(answer.choices[0].message.tool_calls[0])
+        fallback = client(running).chat.completions.create(**{**body, "tool_choice": "none", "max_tokens": 1})
+        plain = client(running).chat.completions.create(**{**body, "tools": None, "tool_choice": None, "max_tokens": 1})
+        assert fallback.usage.prompt_tokens == plain.usage.prompt_tokens  # none: no tools in the prompt
+    finally:
+        assert running.stop() == 0

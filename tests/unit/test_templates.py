@@ -97,6 +97,7 @@ def test_family_writes_the_package(name, registry, run_stage, tmp_path):
     assert set(info["PromptTemplate"]) == {"system", "user", "assistant", "prompt"}
     assert all("{Content}" in text for text in info["PromptTemplate"].values())
     assert info["ModelConfig"] == {key: TABLES["generation"][key] for key in info["ModelConfig"]}
+    assert info["ToolCall"] == dict(zip(("Start", "End"), cls.TOOL_CALL, strict=True))  # for slmdeploy serve
     genai = json.loads((package.path / "genai_config.json").read_text())
     tokenizer = json.loads((package.path / "tokenizer.json").read_text())
     ids = {token["content"]: token["id"] for token in tokenizer["added_tokens"]}

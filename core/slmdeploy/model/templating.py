@@ -70,6 +70,10 @@ class ChatTemplateFamily(TemplateFamily):
     SYSTEM_ROLE: ClassVar[bool] = True
     """False for formats without system messages (Gemma 2): the parity check then skips conversations with one.
     `has_system_role` decides per model; by default it returns this."""
+    TOOL_CALL: ClassVar[tuple[str, str]] = ("<tool_call>", "</tool_call>")
+    """How the model writes a tool call: the text before and after the call's JSON (``{"name": ..., "arguments":
+    {...}}``); Hermes' and Qwen's tags by default. Written into ``inference_model.json`` as ``ToolCall``, where
+    ``slmdeploy serve`` reads it to prompt, constrain and parse calls."""
 
     def turn(self, role: str, model: ModelInfo) -> str:
         """One turn of `role` (``system``, ``user``, ``assistant``) with the ``{Content}`` placeholder."""
@@ -168,6 +172,7 @@ class ChatTemplateFamily(TemplateFamily):
             "ModelConfig": {
                 key: generation[key] for key in ("max_length", "temperature", "top_p", "repetition_penalty")
             },
+            "ToolCall": {"Start": self.TOOL_CALL[0], "End": self.TOOL_CALL[1]},
         }
         _write_json(folder / "inference_model.json", info)
         ids = [token_id for _, token_id in stops]

@@ -67,7 +67,8 @@ def make_app(pool: Pool, api_key: str | None = None) -> FastAPI:
         tools = [tool.model_dump(exclude_none=True) for tool in body.tools or ()] if body.calls_tools() else None
         messages = [message.as_template_input() for message in body.messages]
         ids = await asyncio.to_thread(served.loaded.render, messages, tools)
-        return await _answer(request, body, served, ids, Reply(served.name, len(ids), calls=tools is not None))
+        calls = served.loaded.tool_call if tools is not None else None
+        return await _answer(request, body, served, ids, Reply(served.name, len(ids), calls))
 
     @app.post("/v1/completions", dependencies=guarded, response_model=None)
     async def completions(request: Request) -> Response | dict[str, Any]:
@@ -133,7 +134,7 @@ def _sampling(body: Generation, served: Served, prompt_tokens: int, limits: Limi
         top_p=body.top_p,
         seed=body.seed,
         stops=body.stops(),
-        guidance=body.guidance(),
+        guidance=body.guidance(served.loaded.tool_call),
         top_k=body.top_k or None,
         repetition_penalty=body.repetition_penalty,
         frequency_penalty=body.frequency_penalty,

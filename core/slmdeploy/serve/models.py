@@ -13,6 +13,7 @@ import attrs
 from slmdeploy.deploy.listing import deployed_models
 from slmdeploy.deployed import DeployedModel
 from slmdeploy.errors import ConfigError, InputError
+from slmdeploy.serve.tools import HERMES, CallFormat
 
 PACKAGE_FILE = "genai_config.json"
 
@@ -98,6 +99,8 @@ class LoadedModel:
     """Token ids are below it (``model.vocab_size``)."""
     reads_tools: bool = False
     """Whether the package's chat template renders a ``tools`` variable (`slmdeploy.serve.tools`)."""
+    tool_call: CallFormat = HERMES
+    """How the model writes a tool call (``inference_model.json``'s ``ToolCall``, from its template family)."""
 
     def render(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> list[int]:
         """The prompt's token ids: `messages` through the package's chat template, as ``slmdeploy run`` renders
@@ -112,7 +115,7 @@ class LoadedModel:
         else:
             functions = [tool["function"] for tool in tools or ()]
             text = self.tokenizer.apply_chat_template(
-                json.dumps(calling.fallback_messages(messages, functions)), add_generation_prompt=True
+                json.dumps(calling.fallback_messages(messages, functions, self.tool_call)), add_generation_prompt=True
             )
         return self.encode(text)
 
@@ -125,7 +128,7 @@ def load(spec: ModelSpec, threads: int, max_batch: int) -> LoadedModel:
     import onnxruntime_genai as og
 
     from slmdeploy.model.runtime import ALL_LOGITS_GRAPH, last_position_logits_only, load_genai_model
-    from slmdeploy.serve.tools import template_reads_tools
+    from slmdeploy.serve.tools import call_format, template_reads_tools
 
     config = json.loads((spec.folder / PACKAGE_FILE).read_text(encoding="utf-8"))
     search = config.get("search", {})
@@ -149,6 +152,7 @@ def load(spec: ModelSpec, threads: int, max_batch: int) -> LoadedModel:
         eos=frozenset(eos if isinstance(eos, list) else [eos]),
         vocabulary=int(config["model"]["vocab_size"]),
         reads_tools=template_reads_tools(_chat_template(spec.folder)),
+        tool_call=call_format(spec.folder),
         defaults={key: search[key] for key in ("do_sample", "temperature", "top_p", "top_k", "repetition_penalty")
                   if key in search},
     )  # fmt: skip

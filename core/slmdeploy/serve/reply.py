@@ -13,14 +13,15 @@ from fastapi import Request
 
 from slmdeploy.serve.engine import Delta, Failed, Finished
 from slmdeploy.serve.schema import ApiError
-from slmdeploy.serve.tools import CALL_START, parse_call
+from slmdeploy.serve.tools import CallFormat, parse_call
 
 
 class Reply:
-    """One completion's answer, in OpenAI's shapes: a ``chat.completion`` or ``chat.completion.chunk``s; with `calls`,
-    an answer that is a tool call becomes ``tool_calls`` (streamed as one ``delta.tool_calls`` once it is whole)."""
+    """One completion's answer, in OpenAI's shapes: a ``chat.completion`` or ``chat.completion.chunk``s; with `calls`
+    (the model's call format), an answer that is a tool call becomes ``tool_calls`` (streamed as one
+    ``delta.tool_calls`` once it is whole)."""
 
-    def __init__(self, model: str, prompt_tokens: int, calls: bool = False) -> None:
+    def __init__(self, model: str, prompt_tokens: int, calls: CallFormat | None = None) -> None:
         self.id = f"chatcmpl-{uuid.uuid4().hex}"
         self.created = int(time.time())
         self.model = model
@@ -35,7 +36,7 @@ class Reply:
         return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
     def _call(self, text: str, finished: Finished) -> dict[str, Any] | None:
-        return parse_call(text) if self.calls and finished.reason == "stop" else None
+        return parse_call(text, self.calls) if self.calls is not None and finished.reason == "stop" else None
 
     async def whole(self, events: AsyncIterator[Any], request: Request) -> dict[str, Any]:
         """The whole answer; a client that hangs up meanwhile cancels it."""
@@ -87,7 +88,8 @@ class Reply:
 
     def _may_be_call(self, text: str) -> bool:
         start = text.lstrip()
-        return self.calls and (CALL_START.startswith(start) or start.startswith(CALL_START))
+        form = self.calls
+        return form is not None and (form.start.startswith(start) or start.startswith(form.start))
 
     def _last_chunks(self, held: str, finished: Finished, include_usage: bool) -> list[str]:
         call = self._call(held, finished)

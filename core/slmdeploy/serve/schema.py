@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from slmdeploy.serve.messages import Message, NamedToolChoice, Strict, Tool
-from slmdeploy.serve.tools import COMPACT_JSON
+from slmdeploy.serve.tools import COMPACT_JSON, HERMES, CallFormat, call_grammar
 
 
 class ApiError(Exception):
@@ -145,8 +145,8 @@ class Generation(Strict):
     def answer_limit(self) -> int | None:
         return self.max_tokens
 
-    def guidance(self) -> tuple[str, str] | None:
-        """The constraint on the answer's text (`Sampling.guidance`), if any."""
+    def guidance(self, call_format: CallFormat = HERMES) -> tuple[str, str] | None:
+        """The constraint on the answer's text (`Sampling.guidance`), if any; tool calls in `call_format`."""
         return None
 
 
@@ -185,11 +185,9 @@ class ChatCompletionRequest(Generation):
     def answer_limit(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
 
-    def guidance(self) -> tuple[str, str] | None:
-        from slmdeploy.serve.tools import call_grammar
-
+    def guidance(self, call_format: CallFormat = HERMES) -> tuple[str, str] | None:
         if self.calls_tools():
-            return "lark_grammar", call_grammar(self.callable_functions(), self.call_forced())
+            return "lark_grammar", call_grammar(self.callable_functions(), self.call_forced(), call_format)
         return self.response_format.guidance() if self.response_format else None
 
     def calls_tools(self) -> bool:

@@ -4,24 +4,43 @@ back into OpenAI's ``tool_calls``.
 The prompt: where the package's chat template reads a ``tools`` variable (Qwen 2.5, Llama 3.1, Hermes-style
 templates), the tools go through it as the model was trained; elsewhere a system turn lists them in the fallback
 format below. Either way the model answers a call as ``<tool_call>{"name": ..., "arguments": {...}}</tool_call>``
-(Hermes' and Qwen's form). The answer: a llguidance grammar per request, so ``required`` and a named function always
-yield a valid call (its arguments valid against the function's JSON schema), and ``auto`` lets the model choose
-between text (which then cannot begin with ``<``) and a call. History: an assistant turn's ``tool_calls`` and
-``tool`` turns are given to a template that reads tools as it expects them; the fallback writes them as text."""
+(Hermes' and Qwen's form), or in the form its template family declares (`CallFormat`). The answer: a llguidance
+grammar per request, so ``required`` and a named function always yield a valid call (its arguments valid against
+the function's JSON schema), and ``auto`` lets the model choose between text (which then cannot begin with the
+call's first character) and a call. History: an assistant turn's ``tool_calls`` and ``tool`` turns are given to a
+template that reads tools as it expects them; the fallback writes them as text."""
 
 from __future__ import annotations
 
 import json
+import re
 import uuid
+from pathlib import Path
 from typing import Any
 
-CALL_START, CALL_END = "<tool_call>", "</tool_call>"
+import attrs
+
 COMPACT_JSON = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
-FALLBACK_INSTRUCTIONS = (
-    "You can call the functions below. To call one, answer with nothing but\n"
-    f'{CALL_START}{{"name": "<function name>", "arguments": {{<the arguments as JSON>}}}}{CALL_END}\n'
-    "Functions:\n"
-)
+
+
+@attrs.frozen
+class CallFormat:
+    """How a model writes a call: this text, the call as JSON ``{"name": ..., "arguments": {...}}``, that text. A
+    template family declares its model's (``ChatTemplateFamily.TOOL_CALL``), written into the package's
+    ``inference_model.json`` as ``ToolCall``; Hermes' and Qwen's tags otherwise."""
+
+    start: str = "<tool_call>"
+    end: str = "</tool_call>"
+
+    def instructions(self) -> str:
+        return (
+            "You can call the functions below. To call one, answer with nothing but\n"
+            f'{self.start}{{"name": "<function name>", "arguments": {{<the arguments as JSON>}}}}{self.end}\n'
+            "Functions:\n"
+        )
+
+
+HERMES = CallFormat()
 
 
 def call_schema(functions: list[dict[str, Any]]) -> dict[str, Any]:
@@ -41,21 +60,24 @@ def call_schema(functions: list[dict[str, Any]]) -> dict[str, Any]:
     return {**(choices[0] if len(choices) == 1 else {"anyOf": choices}), "x-guidance": COMPACT_JSON}
 
 
-def call_grammar(functions: list[dict[str, Any]], forced: bool) -> str:
-    """A llguidance lark grammar: one call to one of `functions`; unless `forced`, or text that is not a call."""
-    call = f'tool: "{CALL_START}" call "{CALL_END}"\ncall: %json {json.dumps(call_schema(functions))}\n'
+def call_grammar(functions: list[dict[str, Any]], forced: bool, form: CallFormat = HERMES) -> str:
+    """A llguidance lark grammar: one call to one of `functions`; unless `forced`, or text that does not begin like a
+    call (its first character is not the call's)."""
+    pieces = [json.dumps(form.start), "call", json.dumps(form.end) if form.end else ""]
+    call = f"tool: {' '.join(pieces).strip()}\ncall: %json {json.dumps(call_schema(functions))}\n"
     if forced:
         return "start: tool\n" + call
-    return "start: tool | TEXT\n" + call + "TEXT: /[^<][\\s\\S]*/\n"
+    first = re.escape(form.start[:1]).replace("/", "\\/")
+    return "start: tool | TEXT\n" + call + f"TEXT: /[^{first}][\\s\\S]*/\n"
 
 
-def parse_call(text: str) -> dict[str, Any] | None:
+def parse_call(text: str, form: CallFormat = HERMES) -> dict[str, Any] | None:
     """The call in an answer, in OpenAI's ``tool_calls`` item shape; None if the answer is text."""
     stripped = text.strip()
-    if not (stripped.startswith(CALL_START) and stripped.endswith(CALL_END)):
+    if not (stripped.startswith(form.start) and stripped.endswith(form.end)):
         return None
     try:
-        call = json.loads(stripped[len(CALL_START) : -len(CALL_END)])
+        call = json.loads(stripped[len(form.start) : len(stripped) - len(form.end)])
     except json.JSONDecodeError:
         return None
     if not isinstance(call, dict) or not isinstance(call.get("name"), str):
@@ -68,15 +90,25 @@ def parse_call(text: str) -> dict[str, Any] | None:
     }
 
 
+def call_format(package: Path) -> CallFormat:
+    """The call format a package's ``inference_model.json`` declares (``ToolCall``: ``Start``, ``End``); Hermes'
+    when it declares none."""
+    info = package / "inference_model.json"
+    declared = json.loads(info.read_text(encoding="utf-8")).get("ToolCall") if info.is_file() else None
+    return CallFormat(declared["Start"], declared["End"]) if declared else HERMES
+
+
 def template_reads_tools(chat_template: str) -> bool:
     """Whether a chat template renders a ``tools`` variable (otherwise the fallback format is used)."""
     return "tools" in chat_template
 
 
-def fallback_messages(messages: list[dict[str, Any]], functions: list[dict[str, Any]]) -> list[dict[str, str]]:
+def fallback_messages(
+    messages: list[dict[str, Any]], functions: list[dict[str, Any]], form: CallFormat = HERMES
+) -> list[dict[str, str]]:
     """`messages` for a template that knows no tools: the functions in the system turn, calls and results as text."""
-    listing = FALLBACK_INSTRUCTIONS + "\n".join(json.dumps(function, ensure_ascii=False) for function in functions)
-    rendered = [as_text_turn(message) for message in messages]
+    listing = form.instructions() + "\n".join(json.dumps(function, ensure_ascii=False) for function in functions)
+    rendered = [as_text_turn(message, form) for message in messages]
     if functions:
         if rendered and rendered[0]["role"] == "system":
             rendered[0] = {"role": "system", "content": f"{rendered[0]['content']}\n\n{listing}"}
@@ -85,13 +117,13 @@ def fallback_messages(messages: list[dict[str, Any]], functions: list[dict[str, 
     return rendered
 
 
-def as_text_turn(message: dict[str, Any]) -> dict[str, str]:
+def as_text_turn(message: dict[str, Any], form: CallFormat = HERMES) -> dict[str, str]:
     """One turn as plain text: an assistant's calls written as it would have answered them, a tool's result as a
     user turn holding it (most templates know no ``tool`` role)."""
     if message["role"] == "tool":
         return {"role": "user", "content": f"<tool_response>\n{message['content']}\n</tool_response>"}
     calls = "".join(
-        CALL_START + json.dumps({"name": call["function"]["name"], "arguments": _arguments(call)}) + CALL_END
+        form.start + json.dumps({"name": call["function"]["name"], "arguments": _arguments(call)}) + form.end
         for call in message.get("tool_calls") or ()
     )
     return {"role": message["role"], "content": (message.get("content") or "") + calls}
