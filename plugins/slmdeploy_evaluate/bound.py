@@ -5,7 +5,8 @@ reported as a fraction of that bound.
 
 What a step reads, counted from the model's own files (nothing here runs it):
 
-- an ONNX Runtime GenAI package: every initializer of ``model.onnx`` in full, except the tables a lookup reads one
+- an ONNX Runtime GenAI package: every initializer of ``model.onnx`` in full (one stored narrow and widened by
+  a Cast, which onnxruntime folds at load, at its widened size), except the tables a lookup reads one
   row of per token (a Gather or GatherBlockQuantized of ``input_ids``; the rotary cos / sin caches of
   GroupQueryAttention), which count one row; the KV cache: 2 (key, value) x layers x KV heads x head size x the
   past inputs' element size, per position;
@@ -76,6 +77,10 @@ def package_step_bytes(folder: Path) -> StepBytes:
         for index, name in enumerate(node.input):
             if name not in sizes:
                 continue
+            if node.op_type == "Cast":  # a stored fp16 value widened once at load: what a step reads is wider
+                sizes[name] = (
+                    sizes[name] * _itemsize(_attribute(node, "to")) // _itemsize(_initializer_type(graph, name))
+                )
             readers.setdefault(name, set()).add(node.op_type)
             lookup = node.op_type in LOOKUPS and index == 0
             if not lookup and not (node.op_type == "GroupQueryAttention" and index in ROTARY_INPUTS):
@@ -100,6 +105,22 @@ def _package_kv_bytes(folder: Path, graph: Any) -> int:
     itemsize = helper.tensor_dtype_to_np_dtype(past.type.tensor_type.elem_type).itemsize
     per_layer = int(decoder["num_key_value_heads"]) * int(decoder["head_size"]) * itemsize
     return 2 * int(decoder["num_hidden_layers"]) * per_layer
+
+
+def _itemsize(data_type: int) -> int:
+    from onnx import helper
+
+    return int(helper.tensor_dtype_to_np_dtype(data_type).itemsize)
+
+
+def _initializer_type(graph: Any, name: str) -> int:
+    return int(next(tensor.data_type for tensor in graph.initializer if tensor.name == name))
+
+
+def _attribute(node: Any, name: str) -> Any:
+    from onnx import helper
+
+    return next(helper.get_attribute_value(item) for item in node.attribute if item.name == name)
 
 
 def _tensor_bytes(tensor: Any) -> int:

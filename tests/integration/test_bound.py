@@ -16,7 +16,8 @@ LAYERS, KV_HEADS, HEAD_SIZE, VOCAB, HIDDEN = 2, 3, 8, 50, 16
 
 def tiny_package(folder: Path, kv_type: int) -> None:
     """A graph with an embedding table looked up by input_ids (one row read per token), a weight read in full,
-    a rotary cache of GroupQueryAttention (one row per position) and past KV inputs of `kv_type`."""
+    a bias stored as fp16 and widened by a Cast (read as float32 once onnxruntime folds it), a rotary cache of
+    GroupQueryAttention (one row per position) and past KV inputs of `kv_type`."""
     import numpy as np
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -24,9 +25,12 @@ def tiny_package(folder: Path, kv_type: int) -> None:
     table = numpy_helper.from_array(np.ones((VOCAB, HIDDEN), np.float32), "table")
     weight = numpy_helper.from_array(np.ones((HIDDEN, HIDDEN), np.float32), "weight")
     cos = numpy_helper.from_array(np.ones((64, HEAD_SIZE // 2), np.float32), "cos")
+    bias = numpy_helper.from_array(np.ones(HIDDEN, np.float16), "bias_fp16")  # stored fp16, read as float32
     nodes = [
         helper.make_node("Gather", ["table", "input_ids"], ["embedded"]),
-        helper.make_node("MatMul", ["embedded", "weight"], ["hidden"]),
+        helper.make_node("MatMul", ["embedded", "weight"], ["product"]),
+        helper.make_node("Cast", ["bias_fp16"], ["bias"], to=TensorProto.FLOAT),
+        helper.make_node("Add", ["product", "bias"], ["hidden"]),
         helper.make_node(
             "GroupQueryAttention",
             ["hidden", "", "", "past_key_values.0.key", "past_key_values.0.value", "lengths", "total", "cos", "cos"],
@@ -41,7 +45,7 @@ def tiny_package(folder: Path, kv_type: int) -> None:
     ]
     inputs = [helper.make_tensor_value_info("input_ids", TensorProto.INT64, [1, None]), *past]
     outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, None)]
-    graph = helper.make_graph(nodes, "tiny", inputs, outputs, [table, weight, cos])
+    graph = helper.make_graph(nodes, "tiny", inputs, outputs, [table, weight, cos, bias])
     onnx.save(helper.make_model(graph), str(folder / "model.onnx"))
     decoder = {"num_hidden_layers": LAYERS, "num_key_value_heads": KV_HEADS, "head_size": HEAD_SIZE}
     (folder / "genai_config.json").write_text(json.dumps({"model": {"decoder": decoder}}), encoding="utf-8")
@@ -52,7 +56,7 @@ def test_a_package_step_reads_its_weights_one_row_of_each_lookup_and_the_kv_cach
     tiny_package(tmp_path, kv_type)
     step = package_step_bytes(tmp_path)
     one_row = HIDDEN * 4 + HEAD_SIZE // 2 * 4  # the embedding's row and the rotary cache's row
-    assert step.weights == HIDDEN * HIDDEN * 4 + one_row
+    assert step.weights == HIDDEN * HIDDEN * 4 + HIDDEN * 4 + one_row
     assert step.kv_per_position == 2 * LAYERS * KV_HEADS * HEAD_SIZE * kv_bytes
     assert step.at(100) == step.weights + 100 * step.kv_per_position
     assert step.bound(1.0, 0) == pytest.approx(1e9 / step.weights)
