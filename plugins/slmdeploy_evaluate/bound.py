@@ -90,7 +90,7 @@ def package_step_bytes(folder: Path) -> StepBytes:
         if name not in readers:
             continue
         read = size if name in in_full else size // rows[name]
-        kind = "+".join(sorted(readers[name]))
+        kind = "+".join(sorted(readers[name])).replace("Cast", "fp16 widened at load (Cast)")
         parts[kind] = parts.get(kind, 0) + read
     return StepBytes(sum(parts.values()), _package_kv_bytes(folder, graph), parts)
 

@@ -117,7 +117,8 @@ def _bound(bench: dict[str, Any]) -> list[str]:
     lines = [title, ""]
     rows = [(row["prompt_tokens"], row["step_mb"], f"{row['fraction']:.0%}") for row in bound["lengths"]]
     lines += _table(("prompt tokens", "MB read per decode step", "decode speed / bytes-bound speed"), rows)
-    readers = ", ".join(f"{kind} {size:.1f} MB" for kind, size in bound["weights_by_reader_mb"].items())
+    parts = bound["weights_by_reader_mb"].items()
+    readers = ", ".join(f"{kind} {size:.1f} MB" for kind, size in parts if size >= 0.05)
     kv = bound["kv_bytes_per_position"] / 1e3
     note = f"Weights read per step, by the operator reading them: {readers}; KV cache {kv:.1f} kB per position."
     return [*lines, note, ""]
