@@ -68,7 +68,8 @@ def package_step_bytes(folder: Path) -> StepBytes:
     """What one decode step of the GenAI package in `folder` reads (see the module's docstring)."""
     import onnx
 
-    graph = onnx.load(str(folder / "model.onnx"), load_external_data=False).graph
+    decoder = json.loads((folder / "genai_config.json").read_text(encoding="utf-8"))["model"]["decoder"]
+    graph = onnx.load(str(folder / decoder.get("filename", "model.onnx")), load_external_data=False).graph
     sizes = {tensor.name: _tensor_bytes(tensor) for tensor in graph.initializer}
     rows = {tensor.name: max(int(tensor.dims[0]), 1) if tensor.dims else 1 for tensor in graph.initializer}
     readers: dict[str, set[str]] = {}
@@ -92,13 +93,12 @@ def package_step_bytes(folder: Path) -> StepBytes:
         read = size if name in in_full else size // rows[name]
         kind = "+".join(sorted(readers[name])).replace("Cast", "fp16 widened at load (Cast)")
         parts[kind] = parts.get(kind, 0) + read
-    return StepBytes(sum(parts.values()), _package_kv_bytes(folder, graph), parts)
+    return StepBytes(sum(parts.values()), _package_kv_bytes(decoder, graph), parts)
 
 
-def _package_kv_bytes(folder: Path, graph: Any) -> int:
+def _package_kv_bytes(decoder: dict[str, Any], graph: Any) -> int:
     from onnx import helper
 
-    decoder = json.loads((folder / "genai_config.json").read_text(encoding="utf-8"))["model"]["decoder"]
     past = next((value for value in graph.input if value.name.startswith("past_key_values")), None)
     if past is None:
         return 0
