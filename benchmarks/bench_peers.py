@@ -10,7 +10,10 @@
    prompt, the 1024-token prefill time, peak resident memory; medians over the rounds.
 4. Compares every model's teacher-forced next-token distributions with the source in PyTorch (float32) on texts
    that no part of slmdeploy was tuned on (``benchmarks/heldout.txt``): top-1 agreement and mean KL.
-5. Prints one table with our / llama.cpp ratios and writes it to ``build/peers.md`` (and ``peers.json``) of the
+5. Measures this machine's read bandwidth at the same thread count between the rounds, counts the bytes one
+   decode step of each model reads (`slmdeploy_evaluate.bound`: weights, plus the KV cache at the mean position of
+   the decode run) and reports each decode speed as a fraction of the bytes-bound speed.
+6. Prints one table with our / llama.cpp ratios and writes it to ``build/peers.md`` (and ``peers.json``) of the
    project it was run from.
 """
 
@@ -60,18 +63,44 @@ def compare(rounds: int, threads: int, keep: bool) -> None:
         source = prepare_source(work)
         print(f"\nmeasuring {len(models)} models, {rounds} interleaved rounds, {threads} threads each", flush=True)
         speed = {name: [] for name in models}  # type: dict[str, list[dict[str, Any]]]
+        bandwidth = []
         for round_index in range(rounds):
+            bandwidth.append(read_bandwidth(threads))
+            print(f"  round {round_index + 1}: read bandwidth {bandwidth[-1]:.1f} GB/s at {threads} threads")
             for name, (kind, path) in models.items():
                 speed[name].append(run_self("--measure", kind, str(path), threads=threads, tokenizer=source))
                 print(f"  round {round_index + 1}: {name}: {brief(speed[name][-1])}", flush=True)
         fidelity = measure_fidelity(models, source, work, threads)
         rows = [row(name, kind_path, speed[name], fidelity[name]) for name, kind_path in models.items()]
-        write_table(rows, threads, rounds)
+        for item, (kind, path) in zip(rows, models.values(), strict=True):
+            item.update(bound_figures(kind, path, item, statistics.median(bandwidth)))
+        write_table(rows, threads, rounds, statistics.median(bandwidth))
     finally:
         if keep:
             print(f"kept: {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def read_bandwidth(threads: int) -> float:
+    from slmdeploy_evaluate.bound import read_bandwidth as measured
+
+    return measured(threads)
+
+
+def bound_figures(kind: str, path: Path, item: dict[str, Any], bandwidth: float) -> dict[str, float]:
+    """Bytes one decode step reads and each decode speed over its bytes-bound speed, at the mean position of the
+    decode run (prompt + half the new tokens)."""
+    from slmdeploy_evaluate.bound import gguf_step_bytes, package_step_bytes
+
+    step = package_step_bytes(path) if kind == "genai" else gguf_step_bytes(path)
+    short, long = SHORT + NEW_TOKENS / 2, LONG + NEW_TOKENS / 2
+    return {
+        "step_mb_short": step.at(short) / 1e6,
+        "step_mb_long": step.at(long) / 1e6,
+        "bound_short": item["decode_short"] / step.bound(bandwidth, short),
+        "bound_long": item["decode_long"] / step.bound(bandwidth, long),
+    }
 
 
 def build_ours(work: Path) -> dict[str, tuple[str, Path]]:
@@ -327,6 +356,10 @@ COLUMNS = (  # key, header, format, higher is better (None: no ratio)
     ("decode_long", f"decode tok/s @{LONG}", "{:.1f}", True),
     ("prefill_long_ms", f"prefill {LONG} ms", "{:.0f}", False),
     ("peak_rss_mb", "peak MB", "{:.0f}", None),
+    ("step_mb_short", f"MB read per step @{SHORT}", "{:.1f}", None),
+    ("bound_short", f"of bytes bound @{SHORT}", "{:.0%}", None),
+    ("step_mb_long", f"MB read per step @{LONG}", "{:.1f}", None),
+    ("bound_long", f"of bytes bound @{LONG}", "{:.0%}", None),
     ("top1_agreement", "top-1", "{:.3f}", None),
     ("mean_kl", "mean KL", "{:.4f}", None),
 )
@@ -340,7 +373,7 @@ def cell(item: dict[str, Any], peer: dict[str, Any], key: str, form: str, higher
     return f"{text} ({(item[key] / peer[key]) if higher else (peer[key] / item[key]):.2f}x)"
 
 
-def write_table(rows: list[dict[str, Any]], threads: int, rounds: int) -> None:
+def write_table(rows: list[dict[str, Any]], threads: int, rounds: int, bandwidth: float) -> None:
     peer = next(item for item in rows if item["model"] == "llama.cpp Q4_K_M")
     lines = ["| model | " + " | ".join(column[1] for column in COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
     for item in rows:
@@ -349,14 +382,18 @@ def write_table(rows: list[dict[str, Any]], threads: int, rounds: int) -> None:
     note = (
         f"Medians of {rounds} interleaved rounds, {threads} threads each, in one run; a ratio is the speed over "
         "llama.cpp Q4_K_M's (above 1: faster). Top-1 agreement and mean KL (nats): teacher-forced against the source "
-        "in PyTorch fp32 on benchmarks/heldout.txt, text that nothing in slmdeploy was tuned on."
+        "in PyTorch fp32 on benchmarks/heldout.txt, text that nothing in slmdeploy was tuned on. Bytes bound: "
+        f"this machine's read bandwidth at {threads} threads ({bandwidth:.1f} GB/s, numpy, median of the rounds) over "
+        "the bytes one decode step reads (weights, plus the KV cache at the decode run's mean position: "
+        "slmdeploy_evaluate.bound); a fraction is the measured decode speed over that bound."
     )
     table = "\n".join(lines)
     print(f"\n{table}\n\n{note}")
     out = Path.cwd() / "build"
     out.mkdir(exist_ok=True)
     (out / "peers.md").write_text(f"# slmdeploy and llama.cpp, side by side\n\n{table}\n\n{note}\n", encoding="utf-8")
-    (out / "peers.json").write_text(json.dumps({"threads": threads, "rounds": rounds, "rows": rows}, indent=2))
+    summary = {"threads": threads, "rounds": rounds, "bandwidth_gb_s": bandwidth, "rows": rows}
+    (out / "peers.json").write_text(json.dumps(summary, indent=2))
     print(f"written: {out / 'peers.md'}")
 
 

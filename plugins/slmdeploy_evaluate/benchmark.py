@@ -51,6 +51,10 @@ class Benchmark(MeasuringEvaluator):
         "size_mb": Metric("size of the package on disk", "MB", False),
         "threads": Metric("intra-op threads the package ran with ([runtime] threads)", "threads"),
         "decode_speedup": Metric("decode speed over the source model's in PyTorch", "x"),
+        "bytes_bound_fraction": Metric(
+            "decode speed at the shortest prompt over the bytes-bound one (read bandwidth / bytes per step)",
+            "fraction",
+        ),
         "prefill_speedup": Metric("prompt processing speed over the source's, at the longest prompt", "x"),
         "ttft_ratio": Metric("time to first token over the source's, at the longest prompt", "x", False),
         "memory_ratio": Metric("peak memory over the source model's in PyTorch", "x", False),
@@ -71,6 +75,7 @@ class Benchmark(MeasuringEvaluator):
             "threads": threads,
             "sweep": sweep,
             "options": task,
+            "bound": bytes_bound(artifact.path, threads, package["lengths"], task["new_tokens"]),
         }
         (output_dir / "benchmark.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
         return EvaluationReport(output_dir, summary=self._summary(result))
@@ -123,6 +128,7 @@ class Benchmark(MeasuringEvaluator):
             "cpu_percent": max(row["cpu_percent"] for row in rows),
             "load_s": package["load_s"],
             "size_mb": result["size_mb"],
+            "bytes_bound_fraction": result["bound"]["lengths"][0]["fraction"],
         }
         if source is not None:
             metrics["decode_speedup"] = min(decode) / min(row["decode_tokens_per_s"] for row in source["lengths"])
@@ -131,6 +137,29 @@ class Benchmark(MeasuringEvaluator):
             metrics["prefill_speedup"] = rows[-1]["prompt_tokens_per_s"] / longest["prompt_tokens_per_s"]
             metrics["ttft_ratio"] = rows[-1]["ttft_ms"] / longest["ttft_ms"]
         return {"metrics": metrics, "flagged_lengths": flagged, "file": "benchmark.json"}
+
+
+def bytes_bound(folder: Path, threads: int, rows: list[dict[str, Any]], new_tokens: int) -> dict[str, Any]:
+    """This machine's read bandwidth at `threads`, the bytes one decode step of the package reads, and each
+    prompt length's decode speed over the bytes-bound speed at the decode run's mean position."""
+    from slmdeploy_evaluate.bound import package_step_bytes, read_bandwidth
+
+    bandwidth = read_bandwidth(threads)
+    step = package_step_bytes(folder)
+    lengths = []
+    for row in rows:
+        position = row["prompt_tokens"] + new_tokens / 2
+        bound = step.bound(bandwidth, position)
+        fraction = row["decode_tokens_per_s"] / bound
+        step_mb = step.at(position) / 1e6
+        lengths.append({"prompt_tokens": row["prompt_tokens"], "step_mb": step_mb, "fraction": fraction})
+    return {
+        "bandwidth_gb_s": bandwidth,
+        "weights_mb": step.weights / 1e6,
+        "kv_bytes_per_position": step.kv_per_position,
+        "weights_by_reader_mb": {kind: size / 1e6 for kind, size in sorted(step.parts.items())},
+        "lengths": lengths,
+    }
 
 
 def sweep_counts(threads: int) -> list[int]:

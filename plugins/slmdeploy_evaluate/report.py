@@ -105,7 +105,23 @@ def _benchmark(bench: dict[str, Any] | None) -> list[str]:
     ]
     lines += _table(("runtime", "load s", "RSS loaded MB", "peak RSS MB"), memory)
     lines += [f"Package size: {bench['size_mb']:.1f} MB. Source: the `[source]` model in PyTorch, float32.", ""]
-    return lines + _sweep(bench)
+    return lines + _bound(bench) + _sweep(bench)
+
+
+def _bound(bench: dict[str, Any]) -> list[str]:
+    """Decode speed against the memory-bandwidth bound (`slmdeploy_evaluate.bound`)."""
+    bound = bench.get("bound")
+    if not bound:
+        return []
+    title = f"## Decode against the bytes bound ({bound['bandwidth_gb_s']:.1f} GB/s read, {bench['threads']} threads)"
+    lines = [title, ""]
+    rows = [(row["prompt_tokens"], row["step_mb"], f"{row['fraction']:.0%}") for row in bound["lengths"]]
+    lines += _table(("prompt tokens", "MB read per decode step", "decode speed / bytes-bound speed"), rows)
+    parts = bound["weights_by_reader_mb"].items()
+    readers = ", ".join(f"{kind} {size:.1f} MB" for kind, size in parts if size >= 0.05)
+    kv = bound["kv_bytes_per_position"] / 1e3
+    note = f"Weights read per step, by the operator reading them: {readers}; KV cache {kv:.1f} kB per position."
+    return [*lines, note, ""]
 
 
 def _sweep(bench: dict[str, Any]) -> list[str]:

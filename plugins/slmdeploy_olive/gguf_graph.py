@@ -1,10 +1,11 @@
 """Editing the int4 graph to hold carried GGUF blocks: weights, scales, bit widths, and the offset term.
 
 A block's offset (Q4_1's m + 8d) is added to MatMulNBits' output as (block sums of x) @ offsets:
-x viewed as [.., K/32, 32] -> ReduceSum over the last axis gives the block sums -> MatMul with a float32
-[K/32, N] offsets initializer -> Add. Nodes that read the same input (gate and up) become one MatMulNBits with
-their weights side by side, one offset term, and a Split after. The tied lm_head reads the embedding table
-through a Reshape, so it changes with the embedding.
+x viewed as [.., K/32, 32] -> ReduceSum over the last axis gives the block sums -> MatMul with float32
+[K/32, N] offsets -> Add; scales and offsets are stored as fp16 where that is exact (`gguf_narrow`). Nodes
+that read the same input (gate and up) become one MatMulNBits with their weights side by side, one offset
+term, and a Split after. The tied lm_head reads the embedding table through a Reshape, so it changes with
+the embedding.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from slmdeploy_olive.gguf_blocks import BLOCK, Blocks
+from slmdeploy_olive.gguf_narrow import narrow_scales, offsets_subgraph
 from slmdeploy_olive.nodes import drop_shapes
 
 
@@ -64,6 +66,7 @@ def apply(model: Any, chosen: dict[str, Blocks]) -> None:
             _set_initializer(graph, node.input[1], blocks.packed)
         _set_initializer(graph, node.input[2], blocks.scales)
     _add_offset_terms(graph, chosen)
+    narrow_scales(graph)
     # Shapes recorded for the old precision stop constant folding (the head is then not prepacked).
     drop_shapes(graph, lambda info: info.name in stale)
 
@@ -125,9 +128,11 @@ def _offset_chain(graph: Any, nodes: list[Any], chosen: dict[str, Blocks]) -> li
     in_blocks = f"gguf_blocks_of_{k}"  # [batch, sequence, K] viewed as [batch, sequence, K/32, 32]; one per K
     _set_initializer(graph, in_blocks, _int64([0, 0, k // BLOCK, BLOCK]))
     _set_initializer(graph, "gguf_last_axis", _int64([-1]))
-    _set_initializer(graph, f"{prefix}/offsets", np.ascontiguousarray(blocks.offsets.T, dtype=np.float32))
+    offsets = np.ascontiguousarray(blocks.offsets.T, dtype=np.float32)
+    scales = (matmul.input[2], np.asarray(blocks.scales, dtype=np.float32).reshape(blocks.rows, -1))
     total = outputs[0] if len(nodes) == 1 else f"{prefix}/sum"
     chain = [
+        *offsets_subgraph(graph, prefix, offsets, scales),
         helper.make_node("Reshape", [source, in_blocks], [f"{prefix}/blocks"], name=f"{prefix}/Blocks"),
         helper.make_node(
             "ReduceSum", [f"{prefix}/blocks", "gguf_last_axis"], [f"{prefix}/sums"], keepdims=0, name=f"{prefix}/Sums"

@@ -84,6 +84,7 @@ def decoded_weights(model_file: Path) -> dict[str, object]:
     graph = onnx.load(str(model_file), load_external_data=False).graph
     arrays = {tensor.name: external_array(model_file.parent, tensor) for tensor in graph.initializer}
     producers = {out: node for node in graph.node for out in node.output}
+    arrays.update(folded_constants(graph, arrays))
     consumers = {name: node for node in graph.node for name in node.input}
     found = {}
     for node in graph.node:
@@ -107,6 +108,36 @@ def decoded_weights(model_file: Path) -> dict[str, object]:
             output = add.output[0]
         found[output.split("/MatMul")[0] if "MatMul" in output else "/lm_head"] = weight
     return found
+
+
+def folded_constants(graph, arrays):
+    """The values of nodes that read only initializers (fp16 scales and minimums widened to float32), computed by
+    onnx's reference evaluator as onnxruntime folds them at load."""
+    from onnx.reference import ReferenceEvaluator
+
+    known, found = dict(arrays), {}
+    for node in graph.node:
+        if node.input and all(name in known for name in node.input):
+            values = ReferenceEvaluator(node).run(None, {name: known[name] for name in node.input})
+            for name, value in zip(node.output, values, strict=True):
+                known[name] = found[name] = value
+    return found
+
+
+def test_carried_scales_and_minimums_are_stored_in_the_ggufs_fp16(package):
+    import onnx
+
+    graph = onnx.load(str(package / "model.onnx"), load_external_data=False).graph
+    initializers = {tensor.name: tensor for tensor in graph.initializer}
+    producers = {out: node for node in graph.node for out in node.output}
+    fp16 = onnx.TensorProto.FLOAT16
+    quantized = [node for node in graph.node if node.op_type in ("MatMulNBits", "GatherBlockQuantized")]
+    for node in quantized:  # every operator's scales are GGUF fp16 d values, widened at load
+        widen = producers[node.input[2]]
+        assert widen.op_type == "Cast" and initializers[widen.input[0]].data_type == fp16, node.name
+    minimums = [tensor for name, tensor in initializers.items() if name.endswith("/minimums")]
+    assert len(minimums) == 30 * 4  # one offset term per input: qkv, o, gate+up, down in each of 30 layers
+    assert all(tensor.data_type == fp16 for tensor in minimums)
 
 
 def decode(packed, scales, bits, rows=None):
