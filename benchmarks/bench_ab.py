@@ -30,7 +30,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="0: every core this process may use")
     parser.add_argument("--no-fidelity", action="store_true")
     args = parser.parse_args()
-    from slmdeploy.plugin import resolve_threads
+    from slmdeploy.plugin.genai import resolve_threads
 
     threads = resolve_threads(args.threads)
     runners = {folder: bench_peers.GenaiRunner(folder, threads) for folder in args.packages}
@@ -66,7 +66,7 @@ def interleaved(runners: dict[Path, Any], source: Path, rounds: int) -> dict[Pat
 def heldout(runners: dict[Path, Any], source: Path) -> dict[Path, dict[str, float]]:
     import numpy as np
 
-    from slmdeploy.plugin import add_sums, fidelity_figures, fidelity_sums
+    from slmdeploy.plugin.fidelity import add_sums, fidelity_figures, fidelity_sums
 
     sequences = bench_peers.heldout_sequences(source)
     reference = bench_peers.TorchLogits(source)
