@@ -9,7 +9,15 @@ import click
 from slmdeploy.cli.session import Session
 from slmdeploy.errors import PluginError
 
-SERVE_LIBRARIES = ("fastapi", "uvicorn", "sse_starlette", "prometheus_client", "onnxruntime_genai")
+SERVE_LIBRARIES = (
+    "fastapi",
+    "uvicorn",
+    "sse_starlette",
+    "prometheus_client",
+    "onnxruntime",
+    "onnxruntime_genai",
+    "llguidance",
+)
 
 
 @click.command()

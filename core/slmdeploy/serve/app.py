@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from sse_starlette import EventSourceResponse
 from starlette.exceptions import HTTPException
 
-from slmdeploy.serve.engine import Delta, Failed, Finished, Sampling
+from slmdeploy.serve.events import Delta, Failed, Finished, Sampling, TokenLogprob
 from slmdeploy.serve.pool import Pool, Served
 from slmdeploy.serve.schema import ApiError, ChatCompletionRequest, validation_error
 
@@ -108,7 +108,24 @@ def _sampling(body: ChatCompletionRequest, served: Served, prompt_tokens: int) -
         seed=body.seed,
         stops=body.stops(),
         guidance=guidance,
+        top_k=body.top_k,
+        repetition_penalty=body.repetition_penalty,
+        frequency_penalty=body.frequency_penalty,
+        presence_penalty=body.presence_penalty,
+        logit_bias=_biases(body, served),
+        logprobs=body.wanted_logprobs(),
     )
+
+
+def _biases(body: ChatCompletionRequest, served: Served) -> tuple[tuple[int, float], ...]:
+    vocab = served.loaded.decoder.vocab
+    outside = [token for token in body.logit_bias or {} if not 0 <= token < vocab]
+    if outside:
+        raise ApiError(
+            400, f"logit_bias names token {outside[0]}, outside {served.name}'s vocabulary of {vocab}",
+            param="logit_bias",
+        )  # fmt: skip
+    return tuple((body.logit_bias or {}).items())
 
 
 def _model_card(served: Served) -> dict[str, Any]:
@@ -135,15 +152,19 @@ class _Reply:
         """The whole answer; a client that hangs up meanwhile cancels it."""
         watcher = asyncio.create_task(_cancel_on_disconnect(request, asyncio.current_task()))
         parts: list[str] = []
+        logprobs: list[TokenLogprob] | None = None
         try:
             async for event in events:
                 if isinstance(event, Delta):
                     parts.append(event.text)
+                    if event.logprobs:
+                        logprobs = [*(logprobs or []), *event.logprobs]
                 elif isinstance(event, Failed):
                     raise ApiError(event.status, event.message, type=_error_type(event.status))
                 elif isinstance(event, Finished):
                     message = {"role": "assistant", "content": "".join(parts)}
-                    choice = {"index": 0, "message": message, "finish_reason": event.reason, "logprobs": None}
+                    choice = {"index": 0, "message": message, "finish_reason": event.reason,
+                              "logprobs": _logprobs(logprobs)}  # fmt: skip
                     return {**self._head("chat.completion"), "choices": [choice], "usage": self._usage(event)}
         finally:
             watcher.cancel()
@@ -155,7 +176,7 @@ class _Reply:
             yield self._chunk({"role": "assistant", "content": ""}, None)
             async for event in events:
                 if isinstance(event, Delta):
-                    yield self._chunk({"content": event.text}, None)
+                    yield self._chunk({"content": event.text}, None, _logprobs(list(event.logprobs) or None))
                 elif isinstance(event, Failed):
                     yield json.dumps(ApiError(event.status, event.message, type=_error_type(event.status)).body())
                     return
@@ -169,9 +190,21 @@ class _Reply:
         finally:
             await events.aclose()  # type: ignore[attr-defined]
 
-    def _chunk(self, delta: dict[str, Any], finish: str | None) -> str:
-        choice = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
+    def _chunk(self, delta: dict[str, Any], finish: str | None, logprobs: dict[str, Any] | None = None) -> str:
+        choice = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": logprobs}
         return json.dumps({**self._head("chat.completion.chunk"), "choices": [choice], "usage": None})
+
+
+def _logprobs(tokens: list[TokenLogprob] | None) -> dict[str, Any] | None:
+    """OpenAI's ``logprobs`` of a choice: each token with its log-probability and the likeliest alternatives."""
+    if tokens is None:
+        return None
+    return {"content": [_token_logprob(item.token, item.logprob) | {"top_logprobs": [
+        _token_logprob(text, logprob) for text, logprob in item.top]} for item in tokens]}  # fmt: skip
+
+
+def _token_logprob(token: str, logprob: float) -> dict[str, Any]:
+    return {"token": token, "logprob": logprob, "bytes": list(token.encode("utf-8"))}
 
 
 async def _cancel_on_disconnect(request: Request, task: asyncio.Task[Any] | None) -> None:

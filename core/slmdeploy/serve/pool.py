@@ -10,7 +10,8 @@ from collections.abc import AsyncIterator
 
 import attrs
 
-from slmdeploy.serve.engine import Delta, EngineWorker, Event, Failed, Finished, Job, Sampling
+from slmdeploy.serve.engine import EngineWorker
+from slmdeploy.serve.events import Delta, Event, Failed, Finished, Job, Sampling
 from slmdeploy.serve.metrics import Metrics
 from slmdeploy.serve.models import LoadedModel
 from slmdeploy.serve.schema import ApiError
@@ -19,7 +20,7 @@ from slmdeploy.serve.schema import ApiError
 @attrs.frozen
 class Limits:
     max_batch: int = 8
-    """Requests one engine batch holds (``engine.static_batching.max_batch_size``)."""
+    """KV rows of the engine: requests decoded together."""
     max_queue: int = 32
     """Requests that may wait for a batch slot; beyond them, 429."""
     timeout_s: float = 300.0
@@ -99,13 +100,13 @@ class Pool:
             job.events.put_nowait(Failed("the server is shutting down", 503))
         else:
             served.worker.submit(job)
-        finished = False
+        ended = False  # the engine said so: its row is free already
         try:
             async for event in self._events(job, clock):
-                finished = isinstance(event, Finished | Failed)
+                ended = isinstance(event, Finished | Failed) and clock.status != "504"
                 yield event
         finally:
-            if not finished:
+            if not ended:  # the client left, or the time ran out: the row frees at the engine's next step
                 served.worker.cancel(job)
             clock.stop(served)
 

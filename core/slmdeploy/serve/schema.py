@@ -95,6 +95,22 @@ class ChatCompletionRequest(Strict):
     stop: str | list[str] | None = None
     response_format: ResponseFormat | None = None
     n: int = 1
+    frequency_penalty: float = Field(default=0.0, ge=-2, le=2)
+    presence_penalty: float = Field(default=0.0, ge=-2, le=2)
+    logit_bias: dict[int, float] | None = None
+    logprobs: bool = False
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    top_k: int | None = Field(default=None, ge=0)
+    """Not OpenAI's: vLLM's extension, the likeliest tokens kept before the draw (0: all)."""
+    repetition_penalty: float | None = Field(default=None, gt=0, le=10)
+    """Not OpenAI's: vLLM's extension, Hugging Face's penalty on every token already in the text."""
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _biases(cls, value: dict[int, float] | None) -> dict[int, float] | None:
+        if value and (len(value) > 300 or not all(-100 <= bias <= 100 for bias in value.values())):
+            raise ValueError("logit_bias is up to 300 token ids, each with a bias from -100 to 100")
+        return value
 
     @field_validator("n")
     @classmethod
@@ -113,6 +129,12 @@ class ChatCompletionRequest(Strict):
 
     def stops(self) -> tuple[str, ...]:
         return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
+
+    def wanted_logprobs(self) -> int | None:
+        """None: no log-probabilities; k: the chosen token's and the k likeliest alternatives'."""
+        if self.top_logprobs is not None and not self.logprobs:
+            raise ApiError(400, "top_logprobs needs logprobs: true", param="top_logprobs")
+        return (self.top_logprobs or 0) if self.logprobs else None
 
     def answer_limit(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
