@@ -48,6 +48,7 @@ class Row:
     last: int = -1
     """The token drawn last, to be fed at the next decode."""
     generated: int = 0
+    answer: list[int] = attrs.field(factory=list)
 
     @property
     def decoding(self) -> bool:
@@ -155,6 +156,7 @@ class EngineWorker:
         """Draw `row`'s next token from `logits`, send its text, and end the request if it is done."""
         choice = row.sampler.choose(logits, row.grammar.allowed() if row.grammar else None)
         row.last = choice.token
+        row.answer.append(choice.token)
         eos = choice.token in self.loaded.eos
         if not eos:
             row.generated += 1
@@ -179,7 +181,7 @@ class EngineWorker:
     def _finish(self, row: Row, reason: str, out: list[tuple[Job, Event]]) -> None:
         if rest := row.text.stop.flush():
             out.append((row.job, Delta(rest)))
-        out.append((row.job, Finished(reason, len(row.job.ids), row.generated)))
+        out.append((row.job, Finished(reason, len(row.job.ids), row.generated, tuple(row.answer))))
         self._free(row.job)
 
     def _cancel(self, job: Job) -> None:

@@ -57,6 +57,8 @@ class Finished:
     """``stop`` or ``length``, as OpenAI names them."""
     prompt_tokens: int
     completion_tokens: int
+    tokens: tuple[int, ...] = ()
+    """The answer's token ids (the end-of-sequence token included when it ended the answer)."""
 
 
 @attrs.frozen

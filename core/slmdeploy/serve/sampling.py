@@ -30,8 +30,12 @@ class RowSampler:
         import numpy as np
 
         self.sampling, self.eos = sampling, sorted(eos)
-        temperature = defaults.get("temperature", 1.0) if sampling.temperature is None else sampling.temperature
-        self.greedy = not bool(defaults.get("do_sample", True)) or temperature <= 0
+        # a temperature the request names decides; without one, the package's own settings (its do_sample too)
+        if sampling.temperature is None:
+            temperature = defaults.get("temperature", 1.0) if defaults.get("do_sample", True) else 0.0
+        else:
+            temperature = sampling.temperature
+        self.greedy = temperature <= 0
         self.temperature = float(temperature)
         self.top_p = float(defaults.get("top_p", 1.0) if sampling.top_p is None else sampling.top_p)
         self.top_k = int(defaults.get("top_k", 0) if sampling.top_k is None else sampling.top_k)
