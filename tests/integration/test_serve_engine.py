@@ -186,3 +186,18 @@ def test_8_rows_of_more_than_1024_tokens_fit_and_stay_exact(llama):
         worker.stop("done")
     assert all(finished.prompt_tokens > 1024 and finished.tokens for finished in batched)
     assert list(batched[5].tokens) == greedy_alone(llama, asked[5], 24, chunk=256)
+
+
+def test_the_demo_greedy_in_a_batch_of_8_equals_the_request_alone(demo_project):
+    """The SmolLM2 demo's int4 package (the session's demo build): chat prompts of 20 to about 700 tokens."""
+    package = demo_project / "build" / "int4" / "model"
+    worker = start_engine(package, chunk=64)
+    paragraph = "The river runs past the old mill, and the town grows around it year after year. "
+    questions = [f"{paragraph * repeats}Say something about this." for repeats in (0, 9, 1, 30, 3, 18, 0, 5)]
+    asked = [worker.loaded.render([{"role": "user", "content": question}]) for question in questions]
+    asked[6] = asked[6][:-3]  # a prompt that ends mid-template: the model's answer to it is not an early stop
+    try:
+        batched = asyncio.run(staggered(worker, [(ids, greedy(16)) for ids in asked], gap_steps=2))
+    finally:
+        worker.stop("done")
+    assert [list(finished.tokens) for finished in batched] == [greedy_alone(package, ids, 16, 64) for ids in asked]

@@ -38,7 +38,9 @@ SERVE_LIBRARIES = (
     default=None,
     help="Intra-op threads (0: every core; default: [runtime] threads of the project file).",
 )
-@click.option("--max-batch", type=click.IntRange(1, 64), default=8, show_default=True, help="Requests per batch.")
+@click.option(
+    "--max-batch", type=click.IntRange(1, 64), default=8, show_default=True, help="KV rows: requests decoded together."
+)
 @click.option(
     "--max-queue", type=click.IntRange(min=0), default=32, show_default=True, help="Requests that may wait; then 429."
 )

@@ -160,8 +160,10 @@ class EngineWorker:
         eos = choice.token in self.loaded.eos
         if not eos:
             row.generated += 1
-        if row.grammar is not None and not eos:
-            row.grammar.accept(choice.token)
+        if row.grammar is not None and not eos and not row.grammar.accept(choice.token):
+            out.append((row.job, Failed(f"the response format's grammar failed: {row.grammar.error()}", 500)))
+            self._free(row.job)
+            return
         text = row.text.feed(choice.token)
         if text or (choice.logprob is not None and not eos):
             out.append((row.job, Delta(text, self._logprobs(choice) if not eos else ())))

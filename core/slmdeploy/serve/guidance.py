@@ -27,9 +27,12 @@ class Grammar:
         bits = np.unpackbits(self.bitmask[0].view(np.uint8), bitorder="little")
         return bits[: self.vocab].astype(bool)
 
-    def accept(self, token: int) -> None:
-        if not self.matcher.consume_token(token):
-            raise ValueError(f"the grammar refused token {token}: {self.matcher.get_error()}")
+    def accept(self, token: int) -> bool:
+        """Move past `token`; False if the matcher failed (its `error` says why)."""
+        return bool(self.matcher.consume_token(token))
+
+    def error(self) -> str:
+        return str(self.matcher.get_error())
 
     def finished(self) -> bool:
         return bool(self.matcher.is_stopped())
