@@ -59,7 +59,9 @@ def test_request_errors_name_the_field():
         return validation_error([dict(item) for item in raised.value.errors()])
 
     assert "not valid JSON" in error_for("{").message
-    unknown = error_for('{"model": "m", "messages": [{"role": "user", "content": "x"}], "logprobs": true}')
-    assert unknown.param == "logprobs" and "does not honour" in unknown.message
+    unknown = error_for('{"model": "m", "messages": [{"role": "user", "content": "x"}], "tools": []}')
+    assert unknown.param == "tools" and "does not honour" in unknown.message
+    bias = error_for('{"model": "m", "messages": [{"role": "user", "content": "x"}], "logit_bias": {"5": 300}}')
+    assert bias.param == "logit_bias" and "-100 to 100" in bias.message
     assert error_for('{"messages": [{"role": "user", "content": "x"}]}').param == "model"
     assert error_for('{"model": "m", "messages": [{"role": "user", "content": "x"}], "n": 3}').param == "n"
