@@ -82,13 +82,13 @@ class EngineWorker:
         self.commands.put(("stop", message))
 
     def _run(self) -> None:
-        try:
-            while self._take_commands(wait=not self.waiting and not any(self.rows)):
+        while self._take_commands(wait=not self.waiting and not any(self.rows)):
+            try:
                 self._admit()
                 if any(self.rows):
                     self._step()
-        except Exception as error:  # noqa: BLE001 - the runtime failed: every client hears why, nothing hangs
-            self._fail_all(f"the runtime failed: {error}", 500)
+            except Exception as error:  # noqa: BLE001 - the runtime failed: the requests in hand hear why, and the
+                self._fail_all(f"the runtime failed: {error}", 500)  # engine goes on with the next ones
 
     def _take_commands(self, wait: bool) -> bool:
         try:
