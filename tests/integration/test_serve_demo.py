@@ -1,5 +1,5 @@
 """`slmdeploy serve` on the demo's SmolLM2 package (built by `nox -s demo`): a real answer, and JSON mode against a
-schema through onnxruntime-genai's guidance, with the real openai client."""
+schema through the engine's llguidance constraints, with the real openai client."""
 
 from __future__ import annotations
 
