@@ -119,11 +119,37 @@ def bench_peers(session: nox.Session) -> None:
 
 @nox.session(name="bench-serve", python=PYTHON)
 def bench_serve(session: nox.Session) -> None:
-    """`slmdeploy serve` on the demo's deployed variant against llama.cpp's OpenAI server (Q4_K_M of the same GGUF):
-    single-stream decode and TTFT, aggregate tokens/s and p50/p95 latency at concurrency 1, 4 and 8, loopback only."""
+    """`slmdeploy serve` on the demo's deployed variant against llama.cpp's C++ `llama-server -np 8 -cb` (Q4_K_M of the
+    same GGUF), in one run: 1, 4, 8 and 16 staggered clients, seeded sampling, 128 tokens, prompts of 16 to 1,024
+    tokens; aggregate tokens/s, TTFT and inter-token latency p50/p95, peak memory. Loopback only; never gates."""
     install_ml(session, "serve", "test")
-    install_llama_cpp(session, "[server]")
-    session.run("python", "benchmarks/bench_serve.py", *session.posargs)
+    tools = build_llama_server(session)
+    session.run("python", "benchmarks/bench_serve.py", "--llama-cpp-bin", str(tools), *session.posargs)
+
+
+def build_llama_server(session: nox.Session) -> Path:
+    """llama.cpp's `llama-server` and `llama-quantize`, built once from the llama.cpp that the llama-cpp-python sdist
+    vendors (CMake, the instruction sets this CPU reports, not GGML_NATIVE); kept under ~/.cache/slmdeploy."""
+    flags = set(Path("/proc/cpuinfo").read_text().partition("flags")[2].partition("\n")[0].split())
+    enabled = sorted(name for flag, name in GGML_FLAGS.items() if flag in flags)
+    version = LLAMA_CPP.partition("==")[2]
+    root = Path.home() / ".cache" / "slmdeploy" / f"llama-server-{version}-{'-'.join(enabled).lower()}"
+    tools = root / "build" / "bin"
+    if (tools / "llama-server").is_file() and (tools / "llama-quantize").is_file():
+        return tools
+    root.mkdir(parents=True, exist_ok=True)
+    session.log(f"building llama-server from the {LLAMA_CPP} sdist (once, about 5 minutes; kept in {root})")
+    session.run("pip", "download", "--no-deps", "--no-binary", ":all:", LLAMA_CPP, "-d", str(root), external=True)
+    sdist = sorted(root.glob("llama_cpp_python-*.tar.gz"))[-1]
+    session.run("tar", "-xzf", str(sdist), "-C", str(root), external=True)
+    source = next(root.glob("llama_cpp_python-*/vendor/llama.cpp"))
+    session.run(
+        "cmake", "-S", str(source), "-B", str(root / "build"), "-DGGML_NATIVE=OFF", "-DLLAMA_CURL=OFF",
+        "-DCMAKE_BUILD_TYPE=Release", *(f"-DGGML_{name}=ON" for name in enabled), external=True,
+    )  # fmt: skip
+    session.run("cmake", "--build", str(root / "build"), "--target", "llama-server", "llama-quantize", "-j", "2",
+                external=True)  # fmt: skip
+    return tools
 
 
 @nox.session(name="bench-cli", python=PYTHON)

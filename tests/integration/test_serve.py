@@ -81,6 +81,17 @@ def test_stop_text_is_not_returned(server):
     assert cut.choices[0].finish_reason == "stop"
 
 
+def test_logprobs_of_each_token_and_its_likeliest_alternatives(server):
+    answer = ask(server, temperature=0, max_tokens=5, logprobs=True, top_logprobs=3, extra_body={"min_tokens": 5})
+    content = answer.choices[0].logprobs.content
+    assert len(content) == answer.usage.completion_tokens == 5
+    for item in content:
+        assert len(item.top_logprobs) == 3 and item.logprob <= 0
+        assert item.top_logprobs[0].logprob == item.logprob  # greedy: the chosen token is the likeliest
+        assert [top.logprob for top in item.top_logprobs] == sorted((top.logprob for top in item.top_logprobs),
+                                                                     reverse=True)  # fmt: skip
+
+
 def test_the_same_seed_gives_the_same_answer_and_min_tokens_holds_off_the_end(server):
     fields = {"temperature": 1.0, "seed": 7, "max_tokens": 40, "extra_body": {"min_tokens": 40}}
     first, again = ask(server, **fields), ask(server, **fields)
@@ -210,6 +221,8 @@ def test_shutdown_ends_requests_in_flight_with_an_error_and_exits_cleanly(projec
 
 
 def test_a_request_past_its_timeout_ends_with_504_and_a_stream_with_an_error(project):
+    """One row: the next request gets it, so a request that timed out stopped generating (its answer would have run
+    for the whole context)."""
     hurried = ServerProcess(project, "--threads", "1", "--timeout", "1", "--max-batch", "1")
     try:
         with pytest.raises(openai.APIStatusError) as raised:
@@ -222,5 +235,6 @@ def test_a_request_past_its_timeout_ends_with_504_and_a_stream_with_an_error(pro
             for _ in ask(hurried, stream=True, max_tokens=LONG, extra_body={"min_tokens": LONG}):
                 pass
         assert httpx.get(f"{hurried.url}/health").json()["status"] == "ok"
+        assert ask(hurried, max_tokens=2, extra_body={"min_tokens": 2}).usage.completion_tokens == 2
     finally:
         assert hurried.stop() == 0

@@ -1,5 +1,6 @@
 """`slmdeploy serve` on the demo's SmolLM2 package (built by `nox -s demo`): a real answer, JSON mode against a
-schema, tool calls, and LangChain and LiteLLM in front of it, each the real client library."""
+schema through the engine's llguidance constraints, tool calls, and LangChain and LiteLLM in front of it, each the
+real client library."""
 
 from __future__ import annotations
 

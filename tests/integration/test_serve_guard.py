@@ -160,3 +160,28 @@ def test_many_requests_at_once_are_all_answered(server):
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         codes = list(pool.map(lambda _: chat(server).status_code, range(16)))
     assert codes == [200] * 16
+
+
+def engine_tokens(server):
+    line = next(line for line in httpx.get(f"{server.url}/metrics").text.splitlines()
+                if line.startswith('slmdeploy_engine_tokens_total{model="tiny-int4"}'))  # fmt: skip
+    return float(line.split()[-1])
+
+
+def test_a_timed_out_request_stops_generating(tiny_serving_project):
+    """Two rows: an answer past its timeout that went on generating in one would add tokens while a short request
+    runs in the other; the engine's own token count shows that it adds none."""
+    hurried = ServerProcess(tiny_serving_project, "--threads", "1", "--timeout", "1", "--max-batch", "2")
+    try:
+        with pytest.raises(openai.APIStatusError) as raised:
+            client(hurried).chat.completions.create(
+                model="tiny-int4", messages=[{"role": "user", "content": "hi"}], max_tokens=30000,
+                extra_body={"min_tokens": 30000},
+            )  # fmt: skip
+        assert raised.value.status_code == 504
+        assert chat(hurried, max_tokens=2, min_tokens=2).status_code == 200  # the cancel is behind this request
+        before = engine_tokens(hurried)
+        assert chat(hurried, max_tokens=8, min_tokens=8).json()["usage"]["completion_tokens"] == 8
+        assert engine_tokens(hurried) - before == 8  # this request's tokens, and no other's
+    finally:
+        assert hurried.stop() == 0

@@ -61,6 +61,8 @@ def test_request_errors_name_the_field():
     assert "not valid JSON" in error_for("{").message
     unknown = error_for('{"model": "m", "messages": [{"role": "user", "content": "x"}], "best_of": 2}')
     assert unknown.param == "best_of" and "does not honour" in unknown.message
+    bias = error_for('{"model": "m", "messages": [{"role": "user", "content": "x"}], "logit_bias": {"5": 300}}')
+    assert bias.param == "logit_bias" and "-100 to 100" in bias.message
     assert error_for('{"messages": [{"role": "user", "content": "x"}]}').param == "model"
     assert error_for('{"model": "m", "messages": [{"role": "user", "content": "x"}], "n": 3}').param == "n"
 

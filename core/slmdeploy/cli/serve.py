@@ -17,12 +17,14 @@ if TYPE_CHECKING:
     from slmdeploy.serve.pool import Limits
     from slmdeploy.serve.server import ConnectionLimits
 
-SERVE_LIBRARIES = ("fastapi", "uvicorn", "sse_starlette", "prometheus_client", "onnxruntime_genai")
+SERVE_LIBRARIES = (
+    "fastapi", "uvicorn", "sse_starlette", "prometheus_client", "onnxruntime", "onnxruntime_genai", "llguidance",
+)  # fmt: skip
 POSITIVE = click.IntRange(min=1)
 SECONDS = click.FloatRange(min=0, min_open=True)
 # flag -> ([serve] key it overrides, click type, help); every one defaults to the project's [serve] value
 LIMIT_FLAGS: dict[str, tuple[str, Any, str]] = {
-    "--max-batch": ("max_batch", click.IntRange(1, 64), "Requests decoded together."),
+    "--max-batch": ("max_batch", click.IntRange(1, 64), "KV rows: requests decoded together."),
     "--max-queue": ("max_queue", click.IntRange(min=0), "Requests that may wait for a row; then 429."),
     "--timeout": ("timeout", SECONDS, "Seconds a request may take; then 504, and its answer stops."),
     "--max-body-bytes": ("max_body_bytes", POSITIVE, "Largest request body; larger is a 413."),

@@ -20,8 +20,9 @@ AUTO = 0
 ALL_LOGITS_GRAPH = "model.all_logits.onnx"
 """Beside a decoder graph that computes only the last position's logits (what generation reads, and a prompt's
 prefill then skips the lm_head for the rest): the same graph with every position's logits, on the same weights
-file. onnxruntime-genai's batching Engine needs it (it pads prompts of different lengths and reads each one's
-last real position)."""
+file, for readers of every position's logits (onnxruntime-genai's batching Engine, which pads prompts of different
+lengths and reads each one's last real position; ``slmdeploy serve``'s own engine reads each prompt in runs of its
+own and does not need it)."""
 
 
 def session_options(threads: int | None) -> dict[str, Any]:
@@ -44,7 +45,7 @@ def load_genai_model(
     """An ``onnxruntime_genai.Model`` of the package in `folder`, with `threads` intra-op threads (None or 0: every
     core this process may use now, whatever the package's file says); `overlay`: more ``genai_config.json``
     settings for this load (the server's ``engine`` table); `all_logits`: the graph with every position's logits
-    when the package has one (`ALL_LOGITS_GRAPH`), for the batching Engine."""
+    when the package has one (`ALL_LOGITS_GRAPH`)."""
     import onnxruntime_genai as og
 
     config = og.Config(str(folder))

@@ -2,12 +2,15 @@
 
 - `models`: the packages to serve (``deploy.listing``'s deployable variants, or package folders), each loaded once
   with its tokenizer, chat template and context length;
-- `engine`: one onnxruntime-genai ``Engine`` per model, stepped by its own thread; requests join it through a
-  command queue and their tokens come back to asyncio as text;
+- `events`: what the HTTP layer and the engine exchange (a `Job` with its `Sampling`; `Delta`, `Finished`, `Failed`);
+- `engine`: the continuous-batching scheduler, one thread per model: requests join and leave a running batch at
+  every step (``docs/serve-engine.md``); `decoder`: the package's graph in onnxruntime with KV rows kept in place;
+  `sampling`: each row's token choice (numpy); `guidance`: response formats per row (llguidance);
 - `text`: a request's tokens as text (incremental decoding, stop strings held back until they cannot match);
 - `schema`: the request and response bodies (pydantic), and the errors in OpenAI's shape;
 - `metrics`: Prometheus counters and histograms;
 - `app`: the FastAPI routes; `server`: uvicorn, the address and key checks, shutdown.
 
-FastAPI, uvicorn, sse-starlette and prometheus-client come with the ``[serve]`` extra and are imported only here.
+FastAPI, uvicorn, sse-starlette, prometheus-client and llguidance come with the ``[serve]`` extra and are imported
+only here.
 """

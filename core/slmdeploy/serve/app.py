@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from sse_starlette import EventSourceResponse
 from starlette.exceptions import HTTPException
 
-from slmdeploy.serve.engine import Sampling
+from slmdeploy.serve.events import Sampling
 from slmdeploy.serve.pool import Limits, Pool, Served
 from slmdeploy.serve.reply import Reply, TextReply
 from slmdeploy.serve.schema import ApiError, ChatCompletionRequest, CompletionRequest, Generation, validation_error
@@ -77,7 +77,7 @@ def make_app(pool: Pool, api_key: str | None = None) -> FastAPI:
         ids = (
             body.prompt if isinstance(body.prompt, list) else await asyncio.to_thread(served.loaded.encode, body.prompt)
         )
-        _check_token_ids(ids, served)
+        _check_token_ids(ids, served, "prompt")
         return await _answer(request, body, served, ids, TextReply(served.name, len(ids)))
 
     async def _answer(
@@ -109,17 +109,20 @@ async def _parse(request: Request, kind: type[Body]) -> Body:
         raise validation_error([dict(item) for item in error.errors()]) from None
 
 
-def _check_token_ids(ids: list[int], served: Served) -> None:
-    vocabulary = served.loaded.vocabulary
-    wrong = [token for token in ids if not 0 <= token < vocabulary]
-    if wrong:
-        raise ApiError(400, f"prompt token ids must be from 0 to {vocabulary - 1}; {wrong[0]} is not", param="prompt")
+def _check_token_ids(ids: list[int] | tuple[int, ...], served: Served, param: str) -> None:
+    vocabulary = served.loaded.decoder.vocab
+    outside = [token for token in ids if not 0 <= token < vocabulary]
+    if outside:
+        raise ApiError(
+            400, f"{param} names token {outside[0]}, outside {served.name}'s vocabulary of {vocabulary}", param=param
+        )
 
 
 def _sampling(body: Generation, served: Served, prompt_tokens: int, limits: Limits) -> Sampling:
     context = served.loaded.context_tokens
     _check_prompt(served.name, prompt_tokens, context, limits.max_prompt_tokens)
     room = context - prompt_tokens
+    _check_token_ids([token for token, _ in body.token_biases()], served, "logit_bias")
     asked = body.answer_limit()
     if asked is not None and limits.max_tokens_cap is not None and asked > limits.max_tokens_cap:
         raise ApiError(

@@ -1,20 +1,24 @@
-"""One onnxruntime-genai ``Engine`` per served model, stepped by a thread of its own.
+"""The continuous-batching engine: one thread per served model steps its `Decoder` over a fixed pool of rows.
 
-The runtime's Engine batches the requests it holds: each ``Engine.run`` decodes one token for every request in the
-batch, each with its own turn options (sampling, token cap, guidance). Its objects are not thread-safe, so only the
-engine thread touches them: the event loop hands it `Job`s and cancellations through a queue, and it hands back
-`Delta`, `Finished` and `Failed` events through ``loop.call_soon_threadsafe``, one call per step.
+The HTTP layer sees a small interface: `EngineWorker.submit` a `Job`, `cancel` it, and read its events from
+``job.events`` (`Delta` pieces of text, then `Finished` or `Failed`). Inside, each *step* is:
 
-What 0.18 does on CPU (measured; see the README's "Serve" section): without a PagedAttention model (which its
-builder makes only for CUDA and WebGPU fp16) the Engine batches *statically*: requests that arrive while a batch runs
-wait until every request of it has finished, then start together. Per-turn seeds and stop strings need dynamic
-batching, so stop strings are matched here (`text`), and a request with a seed runs beside the batch through its
-own ``Generator``, which takes a seed.
+1. prefill: up to ``prefill_chunk`` prompt tokens in all, from the requests still reading their prompts, oldest first,
+   each its next chunk in a run of its own (batch size 1), and the oldest's always; a request whose prompt is read
+   draws its first token and starts decoding;
+2. decode: one token for every row that is decoding, in one run.
+
+So a step costs one decode run for the whole batch plus at most one chunk's worth of prompt tokens: decoding rows
+are never stalled for longer than one chunk by newcomers' prompts, and a newcomer starts reading its prompt at the
+first step after it arrives, several short prompts in the same step (llama-server with ``-cb`` also fills each batch
+with every slot's next token first, then prompt tokens).
+A request waits only while every row is taken. A row is freed the moment its request ends, is cancelled (the client
+left, or its time ran out) or the server shuts down; the next waiting request takes it at the next step.
 """
 
 from __future__ import annotations
 
-import asyncio
+import collections
 import contextlib
 import queue
 import threading
@@ -22,104 +26,51 @@ from typing import Any
 
 import attrs
 
+from slmdeploy.serve.events import Delta, Event, Failed, Finished, Job, TokenLogprob
+from slmdeploy.serve.guidance import Grammar, compile_grammar
 from slmdeploy.serve.models import LoadedModel
+from slmdeploy.serve.sampling import Choice, RowSampler
 from slmdeploy.serve.text import TokenText
 
-TOKEN, TURN_FINISHED, FAILED = 1, 2, 8  # og.EngineEventFlags, as bits
 IDLE_WAIT_S = 0.5
 
 
-@attrs.frozen
-class Sampling:
-    """A request's turn settings; None: the package's own (its ``search`` options)."""
-
-    max_new: int
-    min_new: int = 0
-    """Tokens before the end-of-sequence token may end the answer (vLLM's ``min_tokens``)."""
-    temperature: float | None = None
-    top_p: float | None = None
-    seed: int | None = None
-    stops: tuple[str, ...] = ()
-    guidance: tuple[str, str] | None = None
-    """(kind, text): ``json_schema`` with the schema as JSON text, or ``lark_grammar`` with a llguidance grammar (a
-    tool call's shape); the answer is constrained to it."""
-    top_k: int | None = None
-    repetition_penalty: float | None = None
-    frequency_penalty: float = 0.0
-    """OpenAI's: subtracted from a token's logit once per time it was generated."""
-    presence_penalty: float = 0.0
-    """OpenAI's: subtracted from a token's logit once if it was generated at all."""
-    logit_bias: tuple[tuple[int, float], ...] = ()
-    """(token id, bias) pairs added to the logits before sampling."""
-    logprobs: int | None = None
-    """None: no log-probabilities; 0: the chosen token's; k: and the k likeliest alternatives (``top_logprobs``)."""
-
-
-@attrs.frozen
-class TokenLogprob:
-    """One generated token's log-probability, and the likeliest alternatives' (OpenAI's ``logprobs.content``)."""
-
-    token: str
-    logprob: float
-    top: tuple[tuple[str, float], ...] = ()
-
-
-@attrs.frozen
-class Delta:
-    text: str
-    logprobs: tuple[TokenLogprob, ...] = ()
-    """The tokens behind `text`, when the request asked for ``logprobs``."""
-
-
-@attrs.frozen
-class Finished:
-    reason: str
-    """``stop`` or ``length``, as OpenAI names them."""
-    prompt_tokens: int
-    completion_tokens: int
-
-
-@attrs.frozen
-class Failed:
-    message: str
-    status: int = 500
-
-
-Event = Delta | Finished | Failed
-FINISH_REASONS = {
-    "EOS": "stop",
-    "STOP_STRING": "stop",
-    "MAX_GENERATED_TOKENS": "length",
-    "MAX_SESSION_TOKENS": "length",
-}
-
-
 @attrs.define(eq=False)
-class Job:
-    """One chat completion: asked for on the event loop, answered by the engine thread through `events`."""
+class Row:
+    """A request holding a KV row: its prompt, how much of it is read, and its answer so far."""
 
-    ids: list[int]
-    sampling: Sampling
-    loop: asyncio.AbstractEventLoop
-    events: asyncio.Queue[Event] = attrs.field(factory=asyncio.Queue)
-    # the engine thread's side
-    text: TokenText | None = None
-    request: Any = None
-    turn: int = 0
-    generator: Any = None
+    job: Job
+    sampler: RowSampler
+    text: TokenText
+    grammar: Grammar | None
+    read: int = 0
+    """Prompt tokens in the cache."""
+    length: int = 0
+    """Tokens in the cache (prompt and answer) once decoding."""
+    last: int = -1
+    """The token drawn last, to be fed at the next decode."""
     generated: int = 0
+    answer: list[int] = attrs.field(factory=list)
+
+    @property
+    def decoding(self) -> bool:
+        return self.read == len(self.job.ids)
 
 
 class EngineWorker:
-    """The thread that owns a model's Engine: start it, `submit` jobs, `cancel` them, `stop` it."""
+    """The thread that owns a model's decoder: start it, `submit` jobs, `cancel` them, `stop` it."""
 
-    def __init__(self, loaded: LoadedModel, max_batch: int) -> None:
+    def __init__(self, loaded: LoadedModel, max_batch: int, drawn: Any = None) -> None:
+        """`drawn`: a counter (``inc()``) of the tokens drawn, every row's, as they are drawn."""
         self.loaded = loaded
+        self.drawn = drawn
         self.max_batch = max_batch
         self.commands: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self.thread = threading.Thread(target=self._run, name=f"engine {loaded.spec.name}", daemon=True)
-        self.batch: dict[Any, Job] = {}
-        self.seeded: list[Job] = []
+        self.rows: list[Row | None] = [None] * max_batch
+        self.waiting: collections.deque[Job] = collections.deque()
+        self.steps = 0
+        """Steps run so far (tests read it to see when a request joined)."""
 
     def start(self) -> None:
         self.thread.start()
@@ -135,21 +86,13 @@ class EngineWorker:
         self.commands.put(("stop", message))
 
     def _run(self) -> None:
-        import onnxruntime_genai as og
-
-        self.og = og
-        self.engine = og.Engine(self.loaded.model)
-        self.buffer = self.engine.create_event_buffer(4 * self.max_batch)
-        try:
-            while self._take_commands(wait=not self.batch and not self.seeded):
-                if self.batch:
-                    self._step_batch()
-                for job in list(self.seeded):
-                    self._step_seeded(job)
-        except Exception as error:  # noqa: BLE001 - the runtime failed: every client hears why, nothing hangs
-            self._fail_all(f"the runtime failed: {error}", 500)
-        finally:
-            del self.engine
+        while self._take_commands(wait=not self.waiting and not any(self.rows)):
+            try:
+                self._admit()
+                if any(self.rows):
+                    self._step()
+            except Exception as error:  # noqa: BLE001 - the runtime failed: the requests in hand hear why, and the
+                self._fail_all(f"the runtime failed: {error}", 500)  # engine goes on with the next ones
 
     def _take_commands(self, wait: bool) -> bool:
         try:
@@ -160,149 +103,135 @@ class EngineWorker:
             commands.append(self.commands.get_nowait())
         for verb, argument in commands:
             if verb == "stop":
-                self._fail_all(argument, 503, pending=[job for verb, job in commands if verb == "start"])
+                self.waiting.extend(job for verb, job in commands if verb == "start")
+                self._fail_all(argument, 503)
                 return False
-            (self._begin if verb == "start" else self._cancel)(argument)
+            if verb == "start":
+                self.waiting.append(argument)
+            else:
+                self._cancel(argument)
         return True
 
-    def _begin(self, job: Job) -> None:
-        job.text = TokenText(self.loaded.tokenizer, self.loaded.eos, job.sampling.stops)
-        try:
-            if job.sampling.seed is not None and job.sampling.temperature != 0:
-                self._begin_seeded(job)
-            else:
-                self._begin_in_batch(job)
-        except RuntimeError as error:  # the runtime refused this request (a schema guidance cannot compile)
-            _post([(job, Failed(f"the runtime refused the request: {error}", 400))])
-
-    def _begin_in_batch(self, job: Job) -> None:
-        og, sampling, defaults = self.og, job.sampling, self.loaded.defaults
-        request = self.engine.create_request()
-        options = og.TurnOptions(request)
-        options.set_max_generated_tokens(sampling.max_new)
-        if sampling.min_new:
-            options.set_min_generated_tokens(sampling.min_new)
-        temperature = defaults.get("temperature", 1.0) if sampling.temperature is None else sampling.temperature
-        sample = bool(defaults.get("do_sample", True)) and temperature > 0
-        options.set_do_sample(sample)
-        if sample:
-            options.set_temperature(temperature)
-            options.set_top_p(defaults.get("top_p", 1.0) if sampling.top_p is None else sampling.top_p)
-            options.set_top_k(int(defaults.get("top_k", 0)))
-        if "repetition_penalty" in defaults:
-            options.set_repetition_penalty(float(defaults["repetition_penalty"]))
-        if sampling.guidance:
-            options.set_guidance(*sampling.guidance)
-        job.turn = request.begin_turn(_int32(job.ids), options)
-        job.request = request
-        self.batch[request] = job
-
-    def _begin_seeded(self, job: Job) -> None:
-        sampling, defaults = job.sampling, self.loaded.defaults
-        params = self.og.GeneratorParams(self.loaded.model)
-        params.set_search_options(
-            do_sample=True,
-            temperature=defaults.get("temperature", 1.0) if sampling.temperature is None else sampling.temperature,
-            top_p=defaults.get("top_p", 1.0) if sampling.top_p is None else sampling.top_p,
-            top_k=int(defaults.get("top_k", 0)),
-            repetition_penalty=float(defaults.get("repetition_penalty", 1.0)),
-            random_seed=sampling.seed,
-            max_length=len(job.ids) + sampling.max_new,
-            min_length=len(job.ids) + sampling.min_new if sampling.min_new else 0,
-        )
-        if sampling.guidance:
-            params.set_guidance(*sampling.guidance)
-        job.generator = self.og.Generator(self.loaded.model, params)
-        job.generator.append_tokens(_int32(job.ids))
-        self.seeded.append(job)
-
-    def _step_batch(self) -> None:
-        out: list[tuple[Job, Event]] = []
-        for event in self.engine.run(self.buffer):
-            job = self.batch.get(event.request)
-            if job is None:
+    def _admit(self) -> None:
+        """Waiting requests take the lowest free rows (decode runs over rows 0..n-1, so low rows keep n small)."""
+        while self.waiting and None in self.rows:
+            job = self.waiting.popleft()
+            try:
+                grammar = compile_grammar(self.loaded, job.sampling.guidance) if job.sampling.guidance else None
+            except ValueError as error:
+                _post([(job, Failed(f"the request's response_format cannot be followed: {error}", 400))])
                 continue
-            flags = int(event.flags)
-            if flags & TOKEN:
-                self._token(job, int(event.token), out)
-            if flags & FAILED:
-                out.append((job, Failed(f"the runtime failed on this request ({event.error_code.name})")))
-                self._close(job)
-            elif flags & TURN_FINISHED:
-                reason = FINISH_REASONS.get(event.finish_reason.name, "stop")
-                self._finish(job, reason, int(event.usage.prompt_tokens), out)
-        _post(out)
+            loaded = self.loaded
+            sampler = RowSampler(job.sampling, loaded.defaults, loaded.eos, job.ids)
+            text = TokenText(loaded.tokenizer, loaded.eos, job.sampling.stops)
+            self.rows[self.rows.index(None)] = Row(job, sampler, text, grammar)
 
-    def _step_seeded(self, job: Job) -> None:
+    def _step(self) -> None:
         out: list[tuple[Job, Event]] = []
-        job.generator.generate_next_token()
-        token = int(job.generator.get_next_tokens()[0])
-        self._token(job, token, out)
-        assert job.text is not None
-        if token in self.loaded.eos or job.text.stopped:
-            self._finish(job, "stop", len(job.ids), out)
-        elif job.generator.is_done():
-            self._finish(job, "length", len(job.ids), out)
+        reading = sorted((row for row in self.rows if row is not None and not row.decoding), key=_arrival)
+        budget = self.loaded.prefill_chunk or sum(len(row.job.ids) for row in reading)
+        for row in reading:  # the oldest first, each its next chunk, while the step's budget holds it (one at least)
+            size = self._chunk_size(row)
+            if size > budget and row is not reading[0]:
+                break
+            budget -= size
+            self._prefill(row, size, out)
+        decoding = [index for index, row in enumerate(self.rows) if row is not None and row.decoding]
+        if decoding:
+            self._decode(decoding[-1] + 1, out)
+        self.steps += 1
         _post(out)
 
-    def _token(self, job: Job, token: int, out: list[tuple[Job, Event]]) -> None:
-        assert job.text is not None
-        if job.text.stopped:
-            return
-        if token not in self.loaded.eos:
-            job.generated += 1
-        if text := job.text.feed(token):
-            out.append((job, Delta(text)))
-        if job.text.stopped and job.request is not None:
-            job.request.cancel_turn(job.turn)
+    def _chunk_size(self, row: Row) -> int:
+        """The row's next chunk: up to the next multiple of the chunk size (the chunks onnxruntime-genai reads)."""
+        rest = len(row.job.ids) - row.read
+        return min(rest, self.loaded.prefill_chunk) if self.loaded.prefill_chunk else rest
 
-    def _finish(self, job: Job, reason: str, prompt_tokens: int, out: list[tuple[Job, Event]]) -> None:
-        assert job.text is not None
-        if rest := job.text.stop.flush():
-            out.append((job, Delta(rest)))
-        out.append((job, Finished(reason, prompt_tokens, job.generated)))
-        self._close(job)
+    def _prefill(self, row: Row, size: int, out: list[tuple[Job, Event]]) -> None:
+        ids = row.job.ids[row.read : row.read + size]
+        logits = self.loaded.decoder.prefill(self.rows.index(row), ids, row.read)
+        row.read += len(ids)
+        if row.decoding:
+            row.length = row.read
+            self._take(row, logits, out)
+
+    def _decode(self, count: int, out: list[tuple[Job, Event]]) -> None:
+        rows = self.rows[:count]
+        tokens = [row.last if row is not None and row.decoding else 0 for row in rows]
+        lengths = [(row.length if row.decoding else row.read) if row is not None else 0 for row in rows]
+        logits = self.loaded.decoder.decode(tokens, lengths)
+        for index, row in enumerate(rows):
+            if row is not None and row.decoding and self.rows[index] is row:
+                row.length += 1
+                self._take(row, logits[index], out)
+
+    def _take(self, row: Row, logits: Any, out: list[tuple[Job, Event]]) -> None:
+        """Draw `row`'s next token from `logits`, send its text, and end the request if it is done."""
+        choice = row.sampler.choose(logits, row.grammar.allowed() if row.grammar else None)
+        if self.drawn is not None:
+            self.drawn.inc()
+        row.last = choice.token
+        row.answer.append(choice.token)
+        eos = choice.token in self.loaded.eos
+        if not eos:
+            row.generated += 1
+        if row.grammar is not None and not eos and not row.grammar.accept(choice.token):
+            out.append((row.job, Failed(f"the response format's grammar failed: {row.grammar.error()}", 500)))
+            self._free(row.job)
+            return
+        text = row.text.feed(choice.token)
+        if text or (choice.logprob is not None and not eos):
+            out.append((row.job, Delta(text, self._logprobs(choice) if not eos else ())))
+        sampling = row.job.sampling
+        if eos or row.text.stopped or (row.grammar is not None and row.grammar.finished()):
+            self._finish(row, "stop", out)
+        elif row.generated >= sampling.max_new or row.length + 1 > self.loaded.decoder.capacity:
+            self._finish(row, "length", out)
+
+    def _logprobs(self, choice: Choice) -> tuple[TokenLogprob, ...]:
+        if choice.logprob is None:
+            return ()
+        decode = self.loaded.tokenizer.decode
+        top = tuple((decode([token]), logprob) for token, logprob in choice.top)
+        return (TokenLogprob(decode([choice.token]), choice.logprob, top),)
+
+    def _finish(self, row: Row, reason: str, out: list[tuple[Job, Event]]) -> None:
+        if rest := row.text.stop.flush():
+            out.append((row.job, Delta(rest)))
+        out.append((row.job, Finished(reason, len(row.job.ids), row.generated, tuple(row.answer))))
+        self._free(row.job)
 
     def _cancel(self, job: Job) -> None:
-        if job.request is not None and job.request in self.batch:
-            job.request.cancel_turn(job.turn)  # its CANCELLED event closes it on the next step
-        elif job in self.seeded:
-            self._close(job)
+        with contextlib.suppress(ValueError):
+            self.waiting.remove(job)
+        self._free(job)
 
-    def _close(self, job: Job) -> None:
-        if job.request is not None:
-            self.batch.pop(job.request, None)
-            job.request.close()
-            job.request = None
-        if job in self.seeded:
-            self.seeded.remove(job)
-            job.generator = None
+    def _free(self, job: Job) -> None:
+        for index, row in enumerate(self.rows):
+            if row is not None and row.job is job:
+                self.rows[index] = None
 
-    def _fail_all(self, message: str, status: int, pending: list[Job] | None = None) -> None:
-        jobs = [*self.batch.values(), *self.seeded, *(pending or [])]
-        for job in list(self.batch.values()):
-            with contextlib.suppress(RuntimeError):  # a failed engine may refuse this too
-                job.request.cancel_turn(job.turn)
-                self._close(job)
-        self.seeded.clear()
-        for job in jobs:
-            _post([(job, Failed(message, status))])
+    def _fail_all(self, message: str, status: int) -> None:
+        jobs = [*(row.job for row in self.rows if row is not None), *self.waiting]
+        self.rows = [None] * self.max_batch
+        self.waiting.clear()
+        _post([(job, Failed(message, status)) for job in jobs])
+
+
+def _arrival(row: Row) -> int:
+    return row.job.sequence
 
 
 def _post(out: list[tuple[Job, Event]]) -> None:
-    """Hand a step's events to the event loop in one call (a closed loop has no one left to tell)."""
-    if not out:
-        return
+    """Hand a step's events to the event loops in one call each (a closed loop has no one left to tell)."""
+    by_loop: dict[Any, list[tuple[Job, Event]]] = {}
+    for job, event in out:
+        by_loop.setdefault(job.loop, []).append((job, event))
+    for loop, events in by_loop.items():
 
-    def deliver() -> None:
-        for job, event in out:
-            job.events.put_nowait(event)
+        def deliver(events: list[tuple[Job, Event]] = events) -> None:
+            for job, event in events:
+                job.events.put_nowait(event)
 
-    with contextlib.suppress(RuntimeError):
-        out[0][0].loop.call_soon_threadsafe(deliver)
-
-
-def _int32(ids: list[int]) -> Any:
-    import numpy as np
-
-    return np.asarray(ids, dtype=np.int32)
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(deliver)

@@ -18,6 +18,10 @@ class Metrics:
         self.requests = Counter("slmdeploy_requests", "Chat completions answered, by status", ["model", "status"], **kw)
         self.prompt_tokens = Counter("slmdeploy_prompt_tokens", "Prompt tokens read", ["model"], **kw)
         self.completion_tokens = Counter("slmdeploy_completion_tokens", "Tokens generated", ["model"], **kw)
+        self.engine_tokens = Counter(
+            "slmdeploy_engine_tokens", "Tokens the engine drew, counted as drawn (a cancelled answer adds no more)",
+            ["model"], **kw,
+        )  # fmt: skip
         self.ttft = Histogram(
             "slmdeploy_time_to_first_token_seconds", "From request to first token", ["model"],
             buckets=LATENCY_BUCKETS, **kw,

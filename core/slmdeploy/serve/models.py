@@ -84,19 +84,22 @@ def _folder_spec(folder: Path) -> ModelSpec:
 
 @attrs.define
 class LoadedModel:
-    """A package loaded for serving: the runtime's model and tokenizer, its limits and generation defaults."""
+    """A package loaded for serving: its decoder (a pool of KV rows), tokenizer, limits and generation defaults."""
 
     spec: ModelSpec
-    model: Any
+    decoder: Any
+    """The `slmdeploy.serve.decoder.Decoder`, holding ``max_batch`` rows of the package's context each."""
     tokenizer: Any
     context_tokens: int
     """Prompt plus answer, at most: the package's ``search.max_length`` (else the model's context length)."""
     eos: frozenset[int]
     defaults: dict[str, Any]
     """The package's search options (temperature, top_p, top_k, repetition_penalty, do_sample)."""
+    prefill_chunk: int = 0
+    """Prompt tokens read per step (the package's ``search.chunk_size``, from ``[runtime] prefill_chunk``); 0: all."""
+    guidance_tokenizer: Any = None
+    """llguidance's tokenizer, made when a request first asks for a response format."""
 
-    vocabulary: int = 0
-    """Token ids are below it (``model.vocab_size``)."""
     reads_tools: bool = False
     """Whether the package's chat template renders a ``tools`` variable (`slmdeploy.serve.tools`)."""
     tool_call: CallFormat = HERMES
@@ -124,37 +127,32 @@ class LoadedModel:
 
 
 def load(spec: ModelSpec, threads: int, max_batch: int) -> LoadedModel:
-    """Load `spec`'s package with `threads` intra-op threads, for an Engine of at most `max_batch` requests."""
+    """Load `spec`'s package with `threads` intra-op threads and `max_batch` KV rows of its whole context each."""
     import onnxruntime_genai as og
 
-    from slmdeploy.model.runtime import ALL_LOGITS_GRAPH, last_position_logits_only, load_genai_model
+    from slmdeploy.model.runtime import load_genai_model
+    from slmdeploy.serve.decoder import Decoder
     from slmdeploy.serve.tools import call_format, template_reads_tools
 
     config = json.loads((spec.folder / PACKAGE_FILE).read_text(encoding="utf-8"))
     search = config.get("search", {})
-    if last_position_logits_only(spec.folder) and not (spec.folder / ALL_LOGITS_GRAPH).is_file():
-        raise InputError(
-            f"{spec.name}'s graph computes the logits of the last position only, and the package has no "
-            f"{ALL_LOGITS_GRAPH}: the batching engine reads each request's own last position in a padded batch",
-            where=str(spec.folder),
-            fix="Rebuild it with the current olive plugin (which writes both), or with [convert] all_logits = true.",
-        )
-    # The static batch scheduler cannot read a prompt in chunks ([runtime] prefill_chunk): it refuses a package
-    # whose search.chunk_size is set, so the server reads each prompt in one step.
-    engine = {"engine": {"static_batching": {"max_batch_size": max_batch}}, "search": {"chunk_size": 0}}
-    model = load_genai_model(spec.folder, threads, engine, all_logits=True)
+    context = int(search.get("max_length") or config["model"]["context_length"])
+    decoder = Decoder(spec.folder, max_batch, threads, context)
+    # onnxruntime-genai's tokenizer and chat template (what `slmdeploy run` renders with); the runtime's model is
+    # needed to make it and is dropped at once (the tokenizer keeps what it needs), so its weights are not held twice
+    tokenizer = og.Tokenizer(load_genai_model(spec.folder, 1))
     eos = config["model"].get("eos_token_id", [])
     return LoadedModel(
         spec=spec,
-        model=model,
-        tokenizer=og.Tokenizer(model),
-        context_tokens=int(search.get("max_length") or config["model"]["context_length"]),
+        decoder=decoder,
+        tokenizer=tokenizer,
+        context_tokens=context,
         eos=frozenset(eos if isinstance(eos, list) else [eos]),
-        vocabulary=int(config["model"]["vocab_size"]),
         reads_tools=template_reads_tools(_chat_template(spec.folder)),
         tool_call=call_format(spec.folder),
         defaults={key: search[key] for key in ("do_sample", "temperature", "top_p", "top_k", "repetition_penalty")
                   if key in search},
+        prefill_chunk=int(search.get("chunk_size") or 0),
     )  # fmt: skip
 
 

@@ -10,7 +10,8 @@ from collections.abc import AsyncIterator
 
 import attrs
 
-from slmdeploy.serve.engine import Delta, EngineWorker, Event, Failed, Finished, Job, Sampling
+from slmdeploy.serve.engine import EngineWorker
+from slmdeploy.serve.events import Delta, Event, Failed, Finished, Job, Sampling
 from slmdeploy.serve.metrics import Metrics
 from slmdeploy.serve.models import LoadedModel
 from slmdeploy.serve.schema import ApiError
@@ -19,7 +20,7 @@ from slmdeploy.serve.schema import ApiError
 @attrs.frozen
 class Limits:
     max_batch: int = 8
-    """Requests one engine batch holds (``engine.static_batching.max_batch_size``)."""
+    """KV rows of the engine: requests decoded together."""
     max_queue: int = 32
     """Requests that may wait for a batch slot; beyond them, 429."""
     timeout_s: float = 300.0
@@ -52,7 +53,10 @@ class Pool:
 
     def __init__(self, loaded: list[LoadedModel], limits: Limits, metrics: Metrics) -> None:
         self.limits, self.metrics = limits, metrics
-        self.models = [Served(model, EngineWorker(model, limits.max_batch)) for model in loaded]
+        self.models = [
+            Served(model, EngineWorker(model, limits.max_batch, metrics.engine_tokens.labels(model.spec.name)))
+            for model in loaded
+        ]
         self.by_name = {name: served for served in self.models for name in (served.name, *served.loaded.spec.aliases)}
         self.closing = False
 
@@ -105,17 +109,17 @@ class Pool:
             job.events.put_nowait(Failed("the server is shutting down", 503))
         else:
             served.worker.submit(job)
-        finished = False
+        ended = False  # the engine said so: its row is free already
         try:
-            async for event in self._events(served, job, clock):
-                finished = isinstance(event, Finished | Failed)
+            async for event in self._events(job, clock):
+                ended = isinstance(event, Finished | Failed) and clock.status != "504"
                 yield event
         finally:
-            if not finished:
+            if not ended:  # the client left, or the time ran out: the row frees at the engine's next step
                 served.worker.cancel(job)
             clock.stop(served)
 
-    async def _events(self, served: Served, job: Job, clock: _Clock) -> AsyncIterator[Event]:
+    async def _events(self, job: Job, clock: _Clock) -> AsyncIterator[Event]:
         deadline = time.monotonic() + self.limits.timeout_s
         while True:
             try:
@@ -123,7 +127,6 @@ class Pool:
                     event = await job.events.get()
             except TimeoutError:
                 clock.status = "504"
-                served.worker.cancel(job)  # the engine stops generating for it and frees its row
                 yield Failed(f"the request took longer than the server's {self.limits.timeout_s:g} s limit", 504)
                 return
             clock.observe(event)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import time
 import uuid
@@ -11,7 +12,7 @@ from typing import Any
 
 from fastapi import Request
 
-from slmdeploy.serve.engine import Delta, Failed, Finished
+from slmdeploy.serve.events import Delta, Failed, Finished, TokenLogprob
 from slmdeploy.serve.schema import ApiError
 from slmdeploy.serve.tools import CallFormat, parse_call
 
@@ -42,30 +43,33 @@ class Reply:
         """The whole answer; a client that hangs up meanwhile cancels it."""
         watcher = asyncio.create_task(_cancel_on_disconnect(request, asyncio.current_task()))
         parts: list[str] = []
+        tokens: list[TokenLogprob] = []
         try:
             async for event in events:
                 if isinstance(event, Delta):
                     parts.append(event.text)
+                    tokens += event.logprobs
                 elif isinstance(event, Failed):
                     raise ApiError(event.status, event.message, type=error_type(event.status))
                 elif isinstance(event, Finished):
-                    return self._completion("".join(parts), event)
+                    return self._completion("".join(parts), event, tokens)
         finally:
             watcher.cancel()
             await events.aclose()  # type: ignore[attr-defined]
         raise ApiError(500, "the answer ended without a finish", type="server_error")
 
-    def _completion(self, text: str, finished: Finished) -> dict[str, Any]:
+    def _completion(self, text: str, finished: Finished, tokens: list[TokenLogprob]) -> dict[str, Any]:
         call = self._call(text, finished)
         message: dict[str, Any] = {"role": "assistant", "content": text}
         reason = finished.reason
         if call is not None:
             message, reason = {"role": "assistant", "content": None, "tool_calls": [call]}, "tool_calls"
-        choice = {"index": 0, "message": message, "finish_reason": reason, "logprobs": None}
+        choice = {"index": 0, "message": message, "finish_reason": reason, "logprobs": self._logprobs(tokens)}
         return {**self._head("chat.completion"), "choices": [choice], "usage": self._usage(finished)}
 
     async def stream(self, events: AsyncIterator[Any], include_usage: bool) -> AsyncIterator[str]:
         held: list[str] = []  # text that may be the start of a tool call, not sent until that is known
+        tokens: list[TokenLogprob] = []  # its tokens' log-probabilities, when asked for
         try:
             opening = self._chunk({"role": "assistant", "content": ""}, None)
             if opening:
@@ -73,14 +77,16 @@ class Reply:
             async for event in events:
                 if isinstance(event, Delta):
                     held.append(event.text)
+                    tokens += event.logprobs
                     if not self._may_be_call("".join(held)):
-                        yield self._chunk({"content": "".join(held)}, None)
+                        yield self._chunk({"content": "".join(held)}, None, self._logprobs(tokens))
                         held.clear()
+                        tokens.clear()
                 elif isinstance(event, Failed):
                     yield json.dumps(ApiError(event.status, event.message, type=error_type(event.status)).body())
                     return
                 elif isinstance(event, Finished):
-                    for chunk in self._last_chunks("".join(held), event, include_usage):
+                    for chunk in self._last_chunks("".join(held), tokens, event, include_usage):
                         yield chunk
             yield "[DONE]"
         finally:
@@ -91,12 +97,12 @@ class Reply:
         form = self.calls
         return form is not None and (form.start.startswith(start) or start.startswith(form.start))
 
-    def _last_chunks(self, held: str, finished: Finished, include_usage: bool) -> list[str]:
+    def _last_chunks(self, held: str, tokens: list[TokenLogprob], finished: Finished, include_usage: bool) -> list[str]:
         call = self._call(held, finished)
         if call is not None:
             chunks = [self._chunk({"tool_calls": [{"index": 0, **call}]}, None), self._chunk({}, "tool_calls")]
         else:
-            chunks = [self._chunk({"content": held}, None)] if held else []
+            chunks = [self._chunk({"content": held}, None, self._logprobs(tokens))] if held else []
             chunks.append(self._chunk({}, finished.reason))
         if include_usage:
             chunks.append(self._usage_chunk(finished))
@@ -105,9 +111,17 @@ class Reply:
     def _usage_chunk(self, finished: Finished) -> str:
         return json.dumps({**self._head("chat.completion.chunk"), "choices": [], "usage": self._usage(finished)})
 
-    def _chunk(self, delta: dict[str, Any], finish: str | None) -> str:
-        choice = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
+    def _chunk(self, delta: dict[str, Any], finish: str | None, logprobs: dict[str, Any] | None = None) -> str:
+        choice = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": logprobs}
         return json.dumps({**self._head("chat.completion.chunk"), "choices": [choice], "usage": None})
+
+    def _logprobs(self, tokens: list[TokenLogprob]) -> dict[str, Any] | None:
+        """OpenAI's ``logprobs`` of a chat choice: each token with its log-probability and the likeliest
+        alternatives; None when none were asked for."""
+        if not tokens:
+            return None
+        return {"content": [_token_logprob(item.token, item.logprob) | {"top_logprobs": [
+            _token_logprob(text, logprob) for text, logprob in item.top]} for item in tokens]}  # fmt: skip
 
 
 class TextReply(Reply):
@@ -117,18 +131,31 @@ class TextReply(Reply):
         super().__init__(model, prompt_tokens)
         self.id = f"cmpl-{uuid.uuid4().hex}"
 
-    def _completion(self, text: str, finished: Finished) -> dict[str, Any]:
-        choice = {"index": 0, "text": text, "finish_reason": finished.reason, "logprobs": None}
+    def _completion(self, text: str, finished: Finished, tokens: list[TokenLogprob]) -> dict[str, Any]:
+        choice = {"index": 0, "text": text, "finish_reason": finished.reason, "logprobs": self._logprobs(tokens)}
         return {**self._head("text_completion"), "choices": [choice], "usage": self._usage(finished)}
 
-    def _chunk(self, delta: dict[str, Any], finish: str | None) -> str:
+    def _chunk(self, delta: dict[str, Any], finish: str | None, logprobs: dict[str, Any] | None = None) -> str:
         if "role" in delta:  # chat's opening chunk: a text completion has none
             return ""
-        choice = {"index": 0, "text": delta.get("content", ""), "finish_reason": finish, "logprobs": None}
+        choice = {"index": 0, "text": delta.get("content", ""), "finish_reason": finish, "logprobs": logprobs}
         return json.dumps({**self._head("text_completion"), "choices": [choice], "usage": None})
 
     def _usage_chunk(self, finished: Finished) -> str:
         return json.dumps({**self._head("text_completion"), "choices": [], "usage": self._usage(finished)})
+
+    def _logprobs(self, tokens: list[TokenLogprob]) -> dict[str, Any] | None:
+        """The legacy endpoint's ``logprobs``: parallel lists of tokens, their log-probabilities, the likeliest
+        alternatives (a dict each) and each token's offset in the text."""
+        if not tokens:
+            return None
+        offsets = list(itertools.accumulate((len(item.token) for item in tokens[:-1]), initial=0))
+        return {"tokens": [item.token for item in tokens], "token_logprobs": [item.logprob for item in tokens],
+                "top_logprobs": [dict(item.top) for item in tokens], "text_offset": offsets}  # fmt: skip
+
+
+def _token_logprob(token: str, logprob: float) -> dict[str, Any]:
+    return {"token": token, "logprob": logprob, "bytes": list(token.encode("utf-8"))}
 
 
 async def _cancel_on_disconnect(request: Request, task: asyncio.Task[Any] | None) -> None:

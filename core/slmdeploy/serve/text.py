@@ -1,8 +1,7 @@
 """A request's tokens as text: incremental decoding, and stop strings that are never sent.
 
-onnxruntime-genai 0.18 refuses per-turn stop strings unless the Engine does dynamic batching (paged models only),
-so the server matches them itself, as llama-server does: text that could still become a stop string is held back
-until it cannot, and the turn is cancelled as soon as one matches."""
+Stop strings are matched on the text, as llama-server does: text that could still become a stop string is held back
+until it cannot, and the request ends (its row freed) as soon as one matches."""
 
 from __future__ import annotations
 
