@@ -17,6 +17,10 @@ from typing import Any
 SCALE_INPUT = 2  # MatMulNBits' and GatherBlockQuantized's scales
 
 
+EIGHT = "gguf_eight"
+"""The float32 8 of ``m + 8d``, one initializer shared by every offset term."""
+
+
 def narrow_scales(graph: Any) -> None:
     """Store every block-quantized operator's float32 scales that fp16 holds exactly as fp16 plus a Cast."""
     import numpy as np
@@ -59,15 +63,16 @@ def offsets_subgraph(graph: Any, prefix: str, offsets: Any, scales: tuple[str, A
         [
             numpy_helper.from_array(minimums.astype(np.float16), f"{prefix}/minimums"),
             numpy_helper.from_array(np.array(list(values.shape), np.int64), f"{prefix}/scales_shape"),
-            numpy_helper.from_array(eight, "gguf_eight"),
         ]
     )
+    if not any(tensor.name == EIGHT for tensor in graph.initializer):  # one constant for every offset term: a name
+        graph.initializer.append(numpy_helper.from_array(eight, EIGHT))  # given twice is a warning at every load
     step = f"{prefix}/offsets_from"
     return [
         helper.make_node("Cast", [f"{prefix}/minimums"], [f"{step}/m"], to=TensorProto.FLOAT, name=f"{step}/Widen"),
         helper.make_node("Reshape", [name, f"{prefix}/scales_shape"], [f"{step}/d"], name=f"{step}/Rows"),
         helper.make_node("Transpose", [f"{step}/d"], [f"{step}/dT"], perm=[1, 0], name=f"{step}/Transpose"),
-        helper.make_node("Mul", [f"{step}/dT", "gguf_eight"], [f"{step}/8d"], name=f"{step}/Eight"),
+        helper.make_node("Mul", [f"{step}/dT", EIGHT], [f"{step}/8d"], name=f"{step}/Eight"),
         helper.make_node("Add", [f"{step}/m", f"{step}/8d"], [f"{prefix}/offsets"], name=f"{step}/Add"),
     ]
 
