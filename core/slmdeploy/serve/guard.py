@@ -40,7 +40,7 @@ class HostPolicy:
             return True
         if self.bound in ("0.0.0.0", "::"):  # every address of the machine: any address literal, no other name
             return name == "localhost" or _is_address(name)
-        if _is_loopback(self.bound):
+        if is_loopback(self.bound):
             return name in LOOPBACK_NAMES or name == self.bound.lower()
         return name == self.bound.lower()
 
@@ -62,8 +62,9 @@ def _is_address(name: str) -> bool:
     return True
 
 
-def _is_loopback(name: str) -> bool:
-    return name == "localhost" or (_is_address(name) and ipaddress.ip_address(name).is_loopback)
+def is_loopback(host: str) -> bool:
+    """Whether `host` names this machine only (``localhost``, 127.0.0.0/8, ``::1``)."""
+    return host == "localhost" or (_is_address(host) and ipaddress.ip_address(host).is_loopback)
 
 
 class Guard:

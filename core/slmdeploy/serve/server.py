@@ -3,7 +3,6 @@ requests in flight (an error chunk or a 503) before the process exits."""
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -11,6 +10,7 @@ from typing import Any
 import attrs
 
 from slmdeploy.errors import ConfigError
+from slmdeploy.serve.guard import Guard, HostPolicy, header_timeout_protocol, is_loopback, with_cors
 from slmdeploy.serve.models import ModelSpec, load
 from slmdeploy.serve.pool import Limits, Pool
 
@@ -55,21 +55,11 @@ def api_key(options: ServeOptions) -> str | None:
     return key
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def serve(specs: Sequence[ModelSpec], options: ServeOptions, echo: Callable[[str], None]) -> None:
     """Load `specs` and answer on the options' address until interrupted."""
     import uvicorn
 
     from slmdeploy.serve.app import make_app
-    from slmdeploy.serve.guard import Guard, HostPolicy, header_timeout_protocol, with_cors
     from slmdeploy.serve.metrics import Metrics
 
     key = api_key(options)
