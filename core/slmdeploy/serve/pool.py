@@ -10,24 +10,28 @@ from collections.abc import AsyncIterator
 
 import attrs
 
+from slmdeploy.config.serving import ServeTable
 from slmdeploy.serve.engine import EngineWorker
 from slmdeploy.serve.events import Delta, Event, Failed, Finished, Job, Sampling
 from slmdeploy.serve.metrics import Metrics
 from slmdeploy.serve.models import LoadedModel
 from slmdeploy.serve.schema import ApiError
 
+DEFAULTS = ServeTable()
+"""The ``[serve]`` table's defaults: a server made without a project file takes the same limits."""
+
 
 @attrs.frozen
 class Limits:
-    max_batch: int = 8
+    max_batch: int = DEFAULTS.max_batch
     """KV rows of the engine: requests decoded together."""
-    max_queue: int = 32
+    max_queue: int = DEFAULTS.max_queue
     """Requests that may wait for a batch slot; beyond them, 429."""
-    timeout_s: float = 300.0
+    timeout_s: float = DEFAULTS.timeout
     """Longest a request may take, from admission to its last token; then 504, and the engine stops its answer."""
     max_prompt_tokens: int | None = None
     """Longest prompt, in tokens, after the chat template (None: the model's context less one); longer is a 400."""
-    default_max_tokens: int = 1024
+    default_max_tokens: int = DEFAULTS.default_max_tokens
     """An answer's length when the request names none (never more than the context leaves)."""
     max_tokens_cap: int | None = None
     """The most ``max_tokens`` a request may ask for (None: what the context leaves); more is a 400."""

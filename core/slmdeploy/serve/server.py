@@ -12,17 +12,17 @@ import attrs
 from slmdeploy.errors import ConfigError
 from slmdeploy.serve.guard import Guard, HostPolicy, header_timeout_protocol, is_loopback, with_cors
 from slmdeploy.serve.models import ModelSpec, load
-from slmdeploy.serve.pool import Limits, Pool
+from slmdeploy.serve.pool import DEFAULTS, Limits, Pool
 
 
 @attrs.frozen
 class ConnectionLimits:
     """What one connection may send and hold, and who may connect (browsers: `allowed_hosts`, `cors_origins`)."""
 
-    max_body_bytes: int = 4 * 1024 * 1024
-    max_connections: int = 512
-    header_timeout_s: float = 10.0
-    keep_alive_s: float = 5.0
+    max_body_bytes: int = DEFAULTS.max_body_bytes
+    max_connections: int = DEFAULTS.max_connections
+    header_timeout_s: float = DEFAULTS.header_timeout
+    keep_alive_s: float = DEFAULTS.keep_alive_timeout
     allowed_hosts: tuple[str, ...] = ()
     cors_origins: tuple[str, ...] = ()
 
