@@ -35,6 +35,7 @@ LIMIT_FLAGS: dict[str, tuple[str, Any, str]] = {
     "--header-timeout": ("header_timeout", SECONDS, "Seconds a connection may take to send its request's headers."),
     "--keep-alive-timeout": ("keep_alive_timeout", SECONDS, "Seconds an idle connection is kept between requests."),
 }
+LIMIT_KEYS = tuple(key for key, _, _ in LIMIT_FLAGS.values())
 
 
 def _limit_options(command: Any) -> Any:
@@ -119,6 +120,3 @@ def serve_limits(
         (*table.allowed_hosts, *hosts), (*table.cors_origins, *origins),
     )  # fmt: skip
     return limits, connections
-
-
-LIMIT_KEYS = tuple(key for key, _, _ in LIMIT_FLAGS.values())
