@@ -22,6 +22,9 @@ class Reply:
     (the model's call format), an answer that is a tool call becomes ``tool_calls`` (streamed as one
     ``delta.tool_calls`` once it is whole)."""
 
+    CHUNK_OBJECT = "chat.completion.chunk"
+    """The ``object`` of a streamed piece (and of the usage chunk)."""
+
     def __init__(self, model: str, prompt_tokens: int, calls: CallFormat | None = None) -> None:
         self.id = f"chatcmpl-{uuid.uuid4().hex}"
         self.created = int(time.time())
@@ -109,11 +112,11 @@ class Reply:
         return chunks
 
     def _usage_chunk(self, finished: Finished) -> str:
-        return json.dumps({**self._head("chat.completion.chunk"), "choices": [], "usage": self._usage(finished)})
+        return json.dumps({**self._head(self.CHUNK_OBJECT), "choices": [], "usage": self._usage(finished)})
 
     def _chunk(self, delta: dict[str, Any], finish: str | None, logprobs: dict[str, Any] | None = None) -> str:
         choice = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": logprobs}
-        return json.dumps({**self._head("chat.completion.chunk"), "choices": [choice], "usage": None})
+        return json.dumps({**self._head(self.CHUNK_OBJECT), "choices": [choice], "usage": None})
 
     def _logprobs(self, tokens: list[TokenLogprob]) -> dict[str, Any] | None:
         """OpenAI's ``logprobs`` of a chat choice: each token with its log-probability and the likeliest
@@ -127,6 +130,8 @@ class Reply:
 class TextReply(Reply):
     """A legacy completion's answer: ``text_completion`` objects, whole or streamed."""
 
+    CHUNK_OBJECT = "text_completion"
+
     def __init__(self, model: str, prompt_tokens: int) -> None:
         super().__init__(model, prompt_tokens)
         self.id = f"cmpl-{uuid.uuid4().hex}"
@@ -139,10 +144,7 @@ class TextReply(Reply):
         if "role" in delta:  # chat's opening chunk: a text completion has none
             return ""
         choice = {"index": 0, "text": delta.get("content", ""), "finish_reason": finish, "logprobs": logprobs}
-        return json.dumps({**self._head("text_completion"), "choices": [choice], "usage": None})
-
-    def _usage_chunk(self, finished: Finished) -> str:
-        return json.dumps({**self._head("text_completion"), "choices": [], "usage": self._usage(finished)})
+        return json.dumps({**self._head(self.CHUNK_OBJECT), "choices": [choice], "usage": None})
 
     def _logprobs(self, tokens: list[TokenLogprob]) -> dict[str, Any] | None:
         """The legacy endpoint's ``logprobs``: parallel lists of tokens, their log-probabilities, the likeliest
