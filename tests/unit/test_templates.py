@@ -113,6 +113,16 @@ def test_family_writes_the_package(name, registry, run_stage, tmp_path):
     assert (package.path / "model.onnx").samefile(folder / "model.onnx")  # weights are linked, not copied
 
 
+def test_the_tokenizer_is_written_compact_and_the_same(registry, run_stage, tmp_path):
+    folder = model_folder(tmp_path, fixture("qwen2.5"))
+    indented = json.dumps(json.loads((folder / "tokenizer.json").read_text()), indent=2)  # as transformers saves it
+    (folder / "tokenizer.json").write_text(indented)
+    package = run_stage(family_class(registry, "qwen"), OnnxModel(folder), tables=TABLES)
+    written = (package.path / "tokenizer.json").read_text()
+    assert json.loads(written) == json.loads(indented) and len(written) < len(indented) and "\n" not in written
+    assert (folder / "tokenizer.json").read_text() == indented  # the converted model's own file is not touched
+
+
 def test_qwen_templates_are_the_documented_ones(registry, run_stage, tmp_path):
     folder = model_folder(tmp_path, fixture("qwen2.5"))
     package = run_stage(family_class(registry, "qwen"), OnnxModel(folder), tables=TABLES)
