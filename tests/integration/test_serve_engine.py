@@ -179,6 +179,50 @@ def test_a_cancelled_request_frees_its_row_for_the_next(llama):
     assert worker.rows == [None]
 
 
+def test_a_prompt_that_starts_like_an_earlier_one_reads_only_the_rest_and_answers_the_same(llama):
+    """The first request's row keeps its prompt's whole chunks when it ends; while another row decodes past it, the
+    free row's placeholders land after them; then a prompt sharing 50 tokens takes that row and reads from token 48
+    (3 chunks of 16 kept). Its answer, log-probabilities included, is the one a fresh engine gives, bit for bit."""
+    first, longer = prompts((70, 20), seed=21)
+    (tail,) = prompts((30,), seed=22)
+    sharing = first[:50] + tail
+    scored = Sampling(max_new=NEW, temperature=0, repetition_penalty=1.0, logprobs=0)
+    worker = start_engine(llama)
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        ending = loop.create_task(answer(worker, first, greedy(3)))
+        running = loop.create_task(answer(worker, longer, greedy(60)))
+        await ending
+        await after_step(worker, worker.steps + 5)  # the free row sits inside the decode run for a few steps
+        assert not running.done()
+        return await scored_answer(worker, sharing, scored)
+
+    try:
+        reused = asyncio.run(scenario())
+    finally:
+        worker.stop("done")
+    assert worker.reused_tokens == 48
+    fresh = start_engine(llama)
+    try:
+        alone = asyncio.run(scored_answer(fresh, sharing, scored))
+    finally:
+        fresh.stop("done")
+    assert fresh.reused_tokens == 0
+    assert reused == alone and len(alone) == NEW
+
+
+async def scored_answer(worker, ids, sampling):
+    """Each generated token's (text, log-probability)."""
+    job = Job(ids, sampling, asyncio.get_running_loop())
+    worker.submit(job)
+    scored = []
+    while not isinstance(event := await job.events.get(), Finished):
+        assert not isinstance(event, Failed), event.message
+        scored += [(item.token, item.logprob) for item in event.logprobs]
+    return scored
+
+
 def test_8_rows_of_more_than_1024_tokens_fit_and_stay_exact(llama):
     asked = prompts((1030, 1050, 1025, 1060, 1040, 1045, 1035, 1055), seed=11)
     worker = start_engine(llama, chunk=256)

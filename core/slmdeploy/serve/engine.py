@@ -14,6 +14,11 @@ first step after it arrives, several short prompts in the same step (llama-serve
 with every slot's next token first, then prompt tokens).
 A request waits only while every row is taken. A row is freed the moment its request ends, is cancelled (the client
 left, or its time ran out) or the server shuts down; the next waiting request takes it at the next step.
+
+A freed row keeps the keys and values of its prompt's whole chunks (`Kept`), and a newcomer whose prompt starts with
+the same chunks takes that row and reads only the rest (prefix reuse, as llama-server's ``cache_prompt`` and vLLM's
+prefix caching do). Only whole chunks are reused, so the chunks still to read are the very runs a fresh read would
+make, on the very same cache: the answer is the same, bit for bit, as with nothing kept.
 """
 
 from __future__ import annotations
@@ -57,17 +62,40 @@ class Row:
         return self.read == len(self.job.ids)
 
 
+@attrs.define
+class Kept:
+    """The prompt tokens whose keys and values a row's cache holds from whole chunk runs (positions 0..n-1)."""
+
+    tokens: list[int] = attrs.field(factory=list)
+
+    def reusable(self, ids: list[int], chunk: int) -> int:
+        """How many of `ids` can be taken from this cache: whole chunks that match, and one token left to read."""
+        if not chunk or not self.tokens:
+            return 0
+        common = 0
+        for kept, new in zip(self.tokens, ids, strict=False):
+            if kept != new:
+                break
+            common += 1
+        return min(common, len(ids) - 1) // chunk * chunk
+
+
 class EngineWorker:
     """The thread that owns a model's decoder: start it, `submit` jobs, `cancel` them, `stop` it."""
 
-    def __init__(self, loaded: LoadedModel, max_batch: int, drawn: Any = None) -> None:
-        """`drawn`: a counter (``inc()``) of the tokens drawn, every row's, as they are drawn."""
+    def __init__(self, loaded: LoadedModel, max_batch: int, drawn: Any = None, reused: Any = None) -> None:
+        """`drawn`: a counter (``inc()``) of the tokens drawn, every row's, as they are drawn; `reused`: one
+        (``inc(n)``) of the prompt tokens taken from a row's kept cache instead of being read."""
         self.loaded = loaded
         self.drawn = drawn
+        self.reused = reused
         self.max_batch = max_batch
         self.commands: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self.thread = threading.Thread(target=self._run, name=f"engine {loaded.spec.name}", daemon=True)
         self.rows: list[Row | None] = [None] * max_batch
+        self.kept = [Kept() for _ in range(max_batch)]
+        self.reused_tokens = 0
+        """Prompt tokens taken from kept caches so far."""
         self.waiting: collections.deque[Job] = collections.deque()
         self.steps = 0
         """Steps run so far (tests read it to see when a request joined)."""
@@ -113,7 +141,8 @@ class EngineWorker:
         return True
 
     def _admit(self) -> None:
-        """Waiting requests take the lowest free rows (decode runs over rows 0..n-1, so low rows keep n small)."""
+        """Waiting requests take the free row whose kept cache starts their prompt, else the lowest free row (decode
+        runs over rows 0..n-1, so low rows keep n small)."""
         while self.waiting and None in self.rows:
             job = self.waiting.popleft()
             try:
@@ -124,7 +153,19 @@ class EngineWorker:
             loaded = self.loaded
             sampler = RowSampler(job.sampling, loaded.defaults, loaded.eos, job.ids)
             text = TokenText(loaded.tokenizer, loaded.eos, job.sampling.stops)
-            self.rows[self.rows.index(None)] = Row(job, sampler, text, grammar)
+            index, reuse = self._free_row_for(job.ids)
+            self.rows[index] = Row(job, sampler, text, grammar, read=reuse)
+            if reuse:
+                self.reused_tokens += reuse
+                if self.reused is not None:
+                    self.reused.inc(reuse)
+
+    def _free_row_for(self, ids: list[int]) -> tuple[int, int]:
+        """The free row to take for a prompt, and how many of its tokens that row's kept cache already holds."""
+        free = [index for index, row in enumerate(self.rows) if row is None]
+        reuse = {index: self.kept[index].reusable(ids, self.loaded.prefill_chunk) for index in free}
+        best = max(free, key=lambda index: (reuse[index], -index))
+        return best, reuse[best]
 
     def _step(self) -> None:
         out: list[tuple[Job, Event]] = []
@@ -158,7 +199,11 @@ class EngineWorker:
     def _decode(self, count: int, out: list[tuple[Job, Event]]) -> None:
         rows = self.rows[:count]
         tokens = [row.last if row is not None and row.decoding else 0 for row in rows]
-        lengths = [(row.length if row.decoding else row.read) if row is not None else 0 for row in rows]
+        # A row not decoding gets a placeholder just past what it holds: its prompt so far, or a free row's kept chunks
+        lengths = [
+            (row.length if row.decoding else row.read) if row is not None else len(self.kept[index].tokens)
+            for index, row in enumerate(rows)
+        ]
         logits = self.loaded.decoder.decode(tokens, lengths)
         for index, row in enumerate(rows):
             if row is not None and row.decoding and self.rows[index] is row:
@@ -207,13 +252,17 @@ class EngineWorker:
         self._free(job)
 
     def _free(self, job: Job) -> None:
+        chunk = self.loaded.prefill_chunk
         for index, row in enumerate(self.rows):
             if row is not None and row.job is job:
                 self.rows[index] = None
+                whole = row.read // chunk * chunk if chunk else 0  # positions written by whole chunk runs
+                self.kept[index] = Kept(list(job.ids[:whole]))
 
     def _fail_all(self, message: str, status: int) -> None:
         jobs = [*(row.job for row in self.rows if row is not None), *self.waiting]
         self.rows = [None] * self.max_batch
+        self.kept = [Kept() for _ in range(self.max_batch)]  # the runtime failed: what the cache holds is unknown
         self.waiting.clear()
         _post([(job, Failed(message, status)) for job in jobs])
 

@@ -22,6 +22,10 @@ class Metrics:
             "slmdeploy_engine_tokens", "Tokens the engine drew, counted as drawn (a cancelled answer adds no more)",
             ["model"], **kw,
         )  # fmt: skip
+        self.prompt_tokens_cached = Counter(
+            "slmdeploy_prompt_tokens_cached", "Prompt tokens taken from the cache of an earlier prompt, not read",
+            ["model"], **kw,
+        )  # fmt: skip
         self.ttft = Histogram(
             "slmdeploy_time_to_first_token_seconds", "From request to first token", ["model"],
             buckets=LATENCY_BUCKETS, **kw,

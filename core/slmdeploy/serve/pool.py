@@ -57,12 +57,14 @@ class Pool:
 
     def __init__(self, loaded: list[LoadedModel], limits: Limits, metrics: Metrics) -> None:
         self.limits, self.metrics = limits, metrics
-        self.models = [
-            Served(model, EngineWorker(model, limits.max_batch, metrics.engine_tokens.labels(model.spec.name)))
-            for model in loaded
-        ]
+        self.models = [Served(model, self._worker(model)) for model in loaded]
         self.by_name = {name: served for served in self.models for name in (served.name, *served.loaded.spec.aliases)}
         self.closing = False
+
+    def _worker(self, model: LoadedModel) -> EngineWorker:
+        name = model.spec.name
+        drawn, cached = self.metrics.engine_tokens.labels(name), self.metrics.prompt_tokens_cached.labels(name)
+        return EngineWorker(model, self.limits.max_batch, drawn, cached)
 
     def start(self) -> None:
         for served in self.models:
