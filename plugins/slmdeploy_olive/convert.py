@@ -32,6 +32,13 @@ class ConvertOptions:
         "by default only the last position's (all that generation reads): a prompt's prefill then skips the "
         "lm_head for all but one token, and its logits buffer (vocabulary x prompt length x 4 bytes) is not made",
     )
+    context_length: int = option(
+        0,
+        help="the most tokens (prompt and answer) the package holds, when fewer than the model's context: its rotary "
+        "tables keep that many positions (SmolLM2's 8,192 positions are 2.1 MB at float32), and genai_config.json "
+        "says so; 0: the model's own",
+        validator=attrs.validators.ge(0),
+    )
 
 
 class OliveConverter(LibraryVersioned, Converter):
@@ -47,6 +54,7 @@ class OliveConverter(LibraryVersioned, Converter):
             "trust_remote_code": artifact.trust_remote_code,
             "device": self.options.device,
             "all_logits": self.options.all_logits,
+            "context_length": self.options.context_length,
             "scratch": str(self.context.scratch),
             "out": str(output_dir / "model"),
         }
@@ -58,6 +66,7 @@ def convert_in_worker(task: dict[str, Any], progress: Callable[[str], None]) -> 
     import torch
 
     from slmdeploy_olive import architectures
+    from slmdeploy_olive.context import limit_context
     from slmdeploy_olive.logits import write_all_logits_twin
     from slmdeploy_olive.verify import FIXES, verify
     from slmdeploy_olive.workflow import run_workflow
@@ -108,6 +117,8 @@ def convert_in_worker(task: dict[str, Any], progress: Callable[[str], None]) -> 
     for name in ("config.json", "generation_config.json"):
         if (hf_folder / name).is_file():
             shutil.copy2(hf_folder / name, out / name)
+    if own := limit_context(out, task.get("context_length", 0)):
+        progress(f"context: {task['context_length']} positions kept of the model's {own}")
     if write_all_logits_twin(out):
         progress(f"the lm_head reads the last position only; {ALL_LOGITS_GRAPH} has every position's logits")
     progress("verifying the float32 export")
