@@ -212,6 +212,35 @@ def test_a_prompt_that_starts_like_an_earlier_one_reads_only_the_rest_and_answer
     assert reused == alone and len(alone) == NEW
 
 
+def test_a_prompt_that_starts_like_a_running_one_copies_its_chunks_and_answers_the_same(llama):
+    """Two requests share a 40-token system prompt and arrive while the first still decodes: the second row is given
+    a copy of the first's 2 whole chunks (32 tokens) and reads the rest; both answers are a fresh engine's."""
+    system, first_tail, second_tail = prompts((40, 20, 35), seed=31)
+    first, second = system + first_tail, system + second_tail
+    scored = Sampling(max_new=NEW, temperature=0, repetition_penalty=1.0, logprobs=0)
+    worker = start_engine(llama)
+
+    async def scenario():
+        running = asyncio.get_running_loop().create_task(answer(worker, first, greedy(40)))
+        await after_step(worker, 6)  # its 60-token prompt is read (4 chunks) and it decodes
+        joined = await scored_answer(worker, second, scored)
+        assert not running.done()
+        await running
+        return joined
+
+    try:
+        joined = asyncio.run(scenario())
+    finally:
+        worker.stop("done")
+    assert worker.reused_tokens == 32
+    fresh = start_engine(llama)
+    try:
+        alone = asyncio.run(scored_answer(fresh, second, scored))
+    finally:
+        fresh.stop("done")
+    assert joined == alone and len(alone) == NEW
+
+
 async def scored_answer(worker, ids, sampling):
     """Each generated token's (text, log-probability)."""
     job = Job(ids, sampling, asyncio.get_running_loop())

@@ -93,6 +93,11 @@ class Decoder:
         logits = self._run(0, count, ids, mask, positions, steps=1)
         return logits[:, -1].astype(np.float32)
 
+    def copy_prefix(self, source: int, target: int, positions: int) -> None:
+        """Row `target` holds the keys and values of row `source`'s first `positions` tokens (a prompt they share)."""
+        for buffer in self.kv.values():
+            buffer[target, :, :positions] = buffer[source, :, :positions]
+
     def _run(self, first: int, count: int, ids: Any, mask: Any, positions: Any, steps: int) -> Any:
         """Run rows first..first+count-1 with their KV bound in place; the logits (a view of our own buffer when the
         graph returns the last position only)."""

@@ -15,10 +15,12 @@ with every slot's next token first, then prompt tokens).
 A request waits only while every row is taken. A row is freed the moment its request ends, is cancelled (the client
 left, or its time ran out) or the server shuts down; the next waiting request takes it at the next step.
 
-A freed row keeps the keys and values of its prompt's whole chunks (`Kept`), and a newcomer whose prompt starts with
-the same chunks takes that row and reads only the rest (prefix reuse, as llama-server's ``cache_prompt`` and vLLM's
-prefix caching do). Only whole chunks are reused, so the chunks still to read are the very runs a fresh read would
-make, on the very same cache: the answer is the same, bit for bit, as with nothing kept.
+Prompts that start alike are read once (prefix reuse, as llama-server's ``cache_prompt`` and vLLM's prefix caching
+do): a freed row keeps the keys and values of its prompt's whole chunks (`Kept`), and a newcomer whose prompt starts
+with the same chunks takes that row and reads only the rest; when a busy row holds them (requests sharing a system
+prompt, arriving together), a free row is given a copy of them (a memcpy). Only whole chunks are reused, so the
+chunks still to read are the very runs a fresh read would make, on the same values: the answer is the same, bit for
+bit, as with nothing kept.
 """
 
 from __future__ import annotations
@@ -161,11 +163,25 @@ class EngineWorker:
                     self.reused.inc(reuse)
 
     def _free_row_for(self, ids: list[int]) -> tuple[int, int]:
-        """The free row to take for a prompt, and how many of its tokens that row's kept cache already holds."""
+        """The free row to take for a prompt, and how many of its tokens that row's cache holds: the free row whose
+        kept chunks start the prompt, or a free row given a copy of a busy row's chunks when those go further."""
+        chunk = self.loaded.prefill_chunk
+        reuse = [self._held(index).reusable(ids, chunk) for index in range(self.max_batch)]
         free = [index for index, row in enumerate(self.rows) if row is None]
-        reuse = {index: self.kept[index].reusable(ids, self.loaded.prefill_chunk) for index in free}
-        best = max(free, key=lambda index: (reuse[index], -index))
-        return best, reuse[best]
+        taken = max(free, key=lambda index: (reuse[index], -index))
+        source = max(range(self.max_batch), key=lambda index: (reuse[index], self.rows[index] is None))
+        if reuse[source] <= reuse[taken]:
+            return taken, reuse[taken]
+        taken = min(free, key=lambda index: (reuse[index] > 0, index))  # keeps other kept caches when it can
+        self.loaded.decoder.copy_prefix(source, taken, reuse[source])  # a busy row read them: a memcpy, not a run
+        return taken, reuse[source]
+
+    def _held(self, index: int) -> Kept:
+        """The prompt chunks row `index` holds: a busy row's read so far, a free row's kept ones."""
+        row, chunk = self.rows[index], self.loaded.prefill_chunk
+        if row is None:
+            return self.kept[index]
+        return Kept(list(row.job.ids[: row.read // chunk * chunk]) if chunk else [])
 
     def _step(self) -> None:
         out: list[tuple[Job, Event]] = []
