@@ -145,13 +145,15 @@ def quantized_figures(reference, converted, precision, ids, run_stage):
 
 
 @pytest.mark.parametrize("architecture", sorted(architectures.CONVERTS))
-def test_converts_quantizes_and_answers(architecture, tiny_model, run_stage, record_property):
+def test_converts_quantizes_and_answers(architecture, tiny_model, tiny_onnx_model, run_stage, record_property):
     folder = tiny_model(architectures.CONVERTS[architecture])
     config = json.loads((folder / "config.json").read_text())
     assert config["architectures"] == [architecture]
     ids = token_ids(folder, LONG_TEXT)
     reference = torch_logits(folder, ids)
-    converted = run_stage(OliveConverter, SourceModel(folder))
+    # The olive converter with its defaults, as run_stage(OliveConverter, SourceModel(folder)) runs it, made once a
+    # session: the serving engine's tests take the same conversion
+    converted = tiny_onnx_model(architectures.CONVERTS[architecture], convert=True)
     assert isinstance(converted, OnnxModel) and converted.precision == "fp32"
     check_norms(converted.path, architecture, folder)
     fp32 = compare(reference, genai_logits(converted.path, ids), ids)
@@ -262,13 +264,13 @@ def test_plan_refuses_an_architecture_it_does_not_convert(architecture, reason, 
         {"precision": "fp32"},
     ],
 )
-def test_quantization_options(options, tiny_model, run_stage):
+def test_quantization_options(options, tiny_model, tiny_onnx_model, run_stage):
     import onnx
 
     folder = tiny_model("llama")
     ids = token_ids(folder)
     reference = torch_logits(folder, ids)
-    converted = run_stage(OliveConverter, SourceModel(folder))
+    converted = tiny_onnx_model("llama", convert=True)  # converted once for every option (and other test modules)
     quantized = run_stage(OliveQuantizer, converted, options)
     figures = compare(reference, genai_logits(quantized.path, ids), ids)
     precision = options["precision"]
