@@ -136,6 +136,31 @@ def test_a_request_joins_a_running_batch_at_the_next_step(llama):
     assert first_step < joined_at + 50, (joined_at, first_step)
 
 
+def test_a_short_prompt_is_not_held_up_by_a_long_ones_whole_prefill(llama):
+    """A 1,000-token prompt (63 chunks of 16) and three short ones arrive together, the long one first: the short ones
+    are read first and answer before the long one's first token (oldest first, they would wait for its 63 chunks);
+    the long one, passed over, still gets a chunk at least every fourth step; every answer is the one it gives alone."""
+    long_prompt, *short = prompts((1000, 6, 9, 12), seed=41)
+    worker = start_engine(llama)
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        long_first: list[int] = []
+        long_task = loop.create_task(answer(worker, long_prompt, greedy(4), first_token=long_first))
+        short_tasks = [loop.create_task(answer(worker, ids, greedy(2))) for ids in short]  # submitted in one go
+        answered = await asyncio.gather(*short_tasks)
+        assert not long_first  # every short one has answered, the long one has no token yet
+        return answered, await long_task, long_first[0]
+
+    try:
+        answered, long_answer, long_first_step = asyncio.run(scenario())
+    finally:
+        worker.stop("done")
+    assert [list(done.tokens) for done in answered] == [greedy_alone(llama, ids, 2) for ids in short]
+    assert list(long_answer.tokens) == greedy_alone(llama, long_prompt, 4)
+    assert long_first_step <= 63 + 3 + 5  # its 63 chunks, at most 3 steps given to the short ones, a few to see it
+
+
 def test_a_seeded_answer_is_the_same_alone_and_in_a_batch(llama):
     seeded = Sampling(max_new=24, temperature=1.0, top_p=0.9, top_k=40, seed=1234, repetition_penalty=1.1)
     others = [(ids, Sampling(max_new=30, temperature=0.8)) for ids in prompts((9, 70, 2, 25, 40), seed=5)]

@@ -3,9 +3,10 @@
 The HTTP layer sees a small interface: `EngineWorker.submit` a `Job`, `cancel` it, and read its events from
 ``job.events`` (`Delta` pieces of text, then `Finished` or `Failed`). Inside, each *step* is:
 
-1. prefill: up to ``prefill_chunk`` prompt tokens in all, from the requests still reading their prompts, oldest first,
-   each its next chunk in a run of its own (batch size 1), and the oldest's always; a request whose prompt is read
-   draws its first token and starts decoding;
+1. prefill: up to ``prefill_chunk`` prompt tokens in all, from the requests still reading their prompts, the one with
+   the fewest tokens left first (one passed over three steps in a row goes first), each its next chunk in a run of
+   its own (batch size 1), and the first's always; a request whose prompt is read draws its first token and starts
+   decoding;
 2. decode: one token for every row that is decoding, in one run.
 
 So a step costs one decode run for the whole batch plus at most one chunk's worth of prompt tokens: decoding rows
@@ -40,6 +41,8 @@ from slmdeploy.serve.sampling import Choice, RowSampler
 from slmdeploy.serve.text import TokenText
 
 IDLE_WAIT_S = 0.5
+STARVED_STEPS = 3
+"""A prompt passed over this many steps in a row (shorter ones went first) gets the next step's first chunk."""
 
 
 @attrs.define(eq=False)
@@ -57,6 +60,8 @@ class Row:
     last: int = -1
     """The token drawn last, to be fed at the next decode."""
     generated: int = 0
+    passed_over: int = 0
+    """Steps in a row in which this prompt got no chunk."""
     answer: list[int] = attrs.field(factory=list)
 
     @property
@@ -185,14 +190,17 @@ class EngineWorker:
 
     def _step(self) -> None:
         out: list[tuple[Job, Event]] = []
-        reading = sorted((row for row in self.rows if row is not None and not row.decoding), key=_arrival)
+        reading = sorted((row for row in self.rows if row is not None and not row.decoding), key=_reading_order)
         budget = self.loaded.prefill_chunk or sum(len(row.job.ids) for row in reading)
-        for row in reading:  # the oldest first, each its next chunk, while the step's budget holds it (one at least)
+        for row in reading:  # each its next chunk, while the step's budget holds it (one at least)
             size = self._chunk_size(row)
             if size > budget and row is not reading[0]:
                 break
             budget -= size
             self._prefill(row, size, out)
+            row.passed_over = -1
+        for row in reading:
+            row.passed_over += 1
         decoding = [index for index, row in enumerate(self.rows) if row is not None and row.decoding]
         if decoding:
             self._decode(decoding[-1] + 1, out)
@@ -283,8 +291,10 @@ class EngineWorker:
         _post([(job, Failed(message, status)) for job in jobs])
 
 
-def _arrival(row: Row) -> int:
-    return row.job.sequence
+def _reading_order(row: Row) -> tuple[bool, int, int]:
+    """Prompts with the fewest tokens left to read first (a short prompt is not held up for a long one's whole
+    prefill), except one passed over `STARVED_STEPS` steps in a row, which goes first; then by arrival."""
+    return row.passed_over < STARVED_STEPS, len(row.job.ids) - row.read, row.job.sequence
 
 
 def _post(out: list[tuple[Job, Event]]) -> None:
