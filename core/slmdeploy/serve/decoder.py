@@ -29,7 +29,10 @@ ELEMENT_TYPES = {1: "float32", 10: "float16", 16: "bfloat16", 7: "int64", 6: "in
 class Decoder:
     """The decoder of the package in `folder`: `rows` KV rows of `capacity` tokens each, `threads` intra-op threads."""
 
-    def __init__(self, folder: Path, rows: int, threads: int, capacity: int | None = None) -> None:
+    def __init__(
+        self, folder: Path, rows: int, threads: int, capacity: int | None = None, profile: str | None = None
+    ) -> None:
+        """`profile`: a file name prefix for onnxruntime's profiler trace, written when `end_profiling` is called."""
         import numpy as np
         import onnxruntime as ort
 
@@ -45,6 +48,8 @@ class Decoder:
         options.intra_op_num_threads = settings["intra_op_num_threads"]
         options.inter_op_num_threads = settings["inter_op_num_threads"]
         options.enable_mem_pattern = settings["enable_mem_pattern"]
+        if profile:
+            options.enable_profiling, options.profile_file_prefix = True, profile
         self.session = ort.InferenceSession(
             str(folder / decoder.get("filename", "model.onnx")), options, providers=["CPUExecutionProvider"]
         )
