@@ -217,7 +217,7 @@ def test_a_prompt_that_starts_like_an_earlier_one_reads_only_the_rest_and_answer
     async def scenario():
         loop = asyncio.get_running_loop()
         ending = loop.create_task(answer(worker, first, greedy(3)))
-        running = loop.create_task(answer(worker, longer, greedy(60)))
+        running = loop.create_task(answer(worker, longer, greedy(400)))  # far longer than the rest
         await ending
         await after_step(worker, worker.steps + 5)  # the free row sits inside the decode run for a few steps
         assert not running.done()
@@ -246,7 +246,7 @@ def test_a_prompt_that_starts_like_a_running_one_copies_its_chunks_and_answers_t
     worker = start_engine(llama)
 
     async def scenario():
-        running = asyncio.get_running_loop().create_task(answer(worker, first, greedy(40)))
+        running = asyncio.get_running_loop().create_task(answer(worker, first, greedy(400)))
         await after_step(worker, 6)  # its 60-token prompt is read (4 chunks) and it decodes
         joined = await scored_answer(worker, second, scored)
         assert not running.done()
