@@ -148,8 +148,8 @@ class EngineWorker:
         return True
 
     def _admit(self) -> None:
-        """Waiting requests take the free row whose kept cache starts their prompt, else the lowest free row (decode
-        runs over rows 0..n-1, so low rows keep n small)."""
+        """Waiting requests take the free row whose kept cache starts their prompt, else the lowest free row that
+        keeps nothing, else the lowest (decode runs over rows 0..n-1, so low rows keep n small)."""
         while self.waiting and None in self.rows:
             job = self.waiting.popleft()
             try:
@@ -173,11 +173,12 @@ class EngineWorker:
         chunk = self.loaded.prefill_chunk
         reuse = [self._held(index).reusable(ids, chunk) for index in range(self.max_batch)]
         free = [index for index, row in enumerate(self.rows) if row is None]
-        taken = max(free, key=lambda index: (reuse[index], -index))
+        # the most reuse; else a row that keeps nothing (other prompts' chunks stay for later), the lowest first
+        taken = min(free, key=lambda index: (-reuse[index], bool(self.kept[index].tokens), index))
         source = max(range(self.max_batch), key=lambda index: (reuse[index], self.rows[index] is None))
         if reuse[source] <= reuse[taken]:
             return taken, reuse[taken]
-        taken = min(free, key=lambda index: (reuse[index] > 0, index))  # keeps other kept caches when it can
+        taken = min(free, key=lambda index: (bool(self.kept[index].tokens), index))
         self.loaded.decoder.copy_prefix(source, taken, reuse[source])  # a busy row read them: a memcpy, not a run
         return taken, reuse[source]
 
