@@ -154,7 +154,7 @@ def _error(error: ApiError) -> Any:
     return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
 
 
-def bind_front(routes: list[tuple[Sequence[str], Any]], stats: Any, guard: dict[str, Any], key: str | None,
+def bind_front(routes: Sequence[tuple[Sequence[str], Any]], stats: Any, guard: dict[str, Any], key: str | None,
                max_connections: int) -> Any:  # fmt: skip
     """The front deployment, one replica on any node, using no CPU; as many requests at once as connections."""
     from ray import serve

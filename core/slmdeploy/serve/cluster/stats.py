@@ -63,8 +63,8 @@ def merged_metrics(reports: list[dict[str, Any]]) -> tuple[bytes, str]:
                 earliest = sample.name.endswith("_created") and key in summed
                 summed[key] = min(summed[key], sample.value) if earliest else summed.get(key, 0.0) + sample.value
     for name, family in families.items():
-        for (sample, labels), value in values[name].items():
-            family.add_sample(sample, dict(labels), value)
+        for (sample_name, labels), value in values[name].items():
+            family.add_sample(sample_name, dict(labels), value)
 
     class Collected:
         def collect(self) -> list[Metric]:
