@@ -37,8 +37,9 @@ class Forwarded:
         }  # fmt: skip
 
 
-async def call_app(app: Any, request: Forwarded) -> AsyncIterator[Message]:
-    """`app`'s response to `request`, message by message; closing this early tells the app the client left."""
+async def call_app(app: Any, request: Forwarded) -> AsyncIterator[list[Message]]:
+    """`app`'s response to `request`, in batches of the messages ready at once (under load a batch holds several
+    tokens' chunks: one Ray object instead of each); closing this early tells the app the client left."""
     messages: asyncio.Queue[Message | None] = asyncio.Queue()
     gone = asyncio.Event()
     sent = False
@@ -59,8 +60,13 @@ async def call_app(app: Any, request: Forwarded) -> AsyncIterator[Message]:
 
     task = asyncio.create_task(run())
     try:
-        while (message := await messages.get()) is not None:
-            yield message
+        ended = False
+        while not ended:
+            batch = [await messages.get()]
+            while not messages.empty():
+                batch.append(messages.get_nowait())
+            ended = batch[-1] is None
+            yield [message for message in batch if message is not None]
     finally:
         gone.set()
         with contextlib.suppress(Exception, asyncio.CancelledError):

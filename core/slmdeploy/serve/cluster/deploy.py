@@ -10,7 +10,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from slmdeploy.errors import ConfigError, SlmdeployError
+from slmdeploy.errors import ConfigError, PluginError, SlmdeployError
 from slmdeploy.execute.executors.raynodes import connect, probe_nodes
 from slmdeploy.serve.cluster.options import ClusterOptions, deployment_options, measured_peak_bytes
 from slmdeploy.serve.cluster.packages import PlacedPackage, place
@@ -32,6 +32,7 @@ def serve_on_ray(
             f"--host {options.host}: with --ray the server listens on this machine's loopback address only",
             fix="Keep the default 127.0.0.1 and put a reverse proxy (with TLS and a key) in front for other machines.",
         )
+    _require_ray_serve()
     key = api_key(options)
     with connect(cluster.address, None, cluster.where):
         placed = [place(spec, cluster.cache_root) for spec in specs]
@@ -47,6 +48,20 @@ def serve_on_ray(
             finally:
                 echo("stopping: ending the requests in flight, removing the deployments")
                 _take_down(stats)
+
+
+def _require_ray_serve() -> None:
+    import importlib.util
+
+    if (
+        importlib.util.find_spec("ray") is None
+        or importlib.util.find_spec("ray.serve") is None
+        or (importlib.util.find_spec("aiohttp") is None)
+    ):
+        raise PluginError(
+            "slmdeploy serve --ray needs Ray Serve, which is not installed in this environment",
+            fix='Install it with `pip install "slmdeploy[serve,ray-serve]"` here and on every node of the cluster.',
+        )
 
 
 def _probe(placed: Sequence[PlacedPackage]) -> None:

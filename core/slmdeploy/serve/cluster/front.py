@@ -12,7 +12,7 @@ import json
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from slmdeploy.serve.cluster.bridge import Forwarded
+from slmdeploy.serve.cluster.bridge import Forwarded, Message
 from slmdeploy.serve.schema import ApiError
 
 ATTEMPTS = 3
@@ -74,7 +74,7 @@ class Front:
         for attempt in range(ATTEMPTS):
             answer = handle.options(stream=True).forward.remote(request)
             try:
-                start = await answer.__anext__()
+                first = await answer.__anext__()
                 break
             except Exception as error:  # noqa: BLE001 - a lost or unreachable replica, in Ray's many kinds
                 answer.cancel()
@@ -82,9 +82,10 @@ class Front:
                     return _error(ApiError(503, f"no replica could answer: {type(error).__name__}", type="server_error",
                                            code="replica_unavailable"))  # fmt: skip
                 await asyncio.sleep(RETRY_WAIT_S)
+        start, *rest = first
         headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in start["headers"]}
         streamed = headers.get("content-type", "").startswith("text/event-stream")
-        return StreamingResponse(_body(answer, streamed), status_code=start["status"], headers=headers)
+        return StreamingResponse(_body(rest, answer, streamed), status_code=start["status"], headers=headers)
 
     async def health(self, request: Any) -> Any:
         """Up when every model has a replica reporting; which models and replicas, to a client that may use them."""
@@ -129,17 +130,24 @@ class Front:
         return JSONResponse({"object": "list", "data": cards})
 
 
-async def _body(answer: Any, streamed: bool) -> AsyncIterator[bytes]:
-    """The answer's body as it comes; a replica lost meanwhile ends a stream with an error chunk."""
+async def _body(first: list[Message], answer: Any, streamed: bool) -> AsyncIterator[bytes]:
+    """The answer's body as it comes (`first`: what came with its start), a batch at a time; a replica lost
+    meanwhile ends a stream with an error chunk."""
     try:
-        async for message in answer:
-            if message["type"] == "http.response.body" and message.get("body"):
-                yield message["body"]
+        if body := _joined(first):
+            yield body
+        async for batch in answer:
+            if body := _joined(batch):
+                yield body
     except Exception:  # noqa: BLE001 - the replica's worker or node is gone
         if streamed:
             yield _error_chunk(ApiError(503, LOST, type="server_error", code="replica_lost"))
     finally:
         answer.cancel()
+
+
+def _joined(batch: list[Message]) -> bytes:
+    return b"".join(message.get("body", b"") for message in batch if message["type"] == "http.response.body")
 
 
 def _error_chunk(error: ApiError) -> bytes:

@@ -34,12 +34,13 @@ class ModelReplica:
         self.stopped = threading.Event()
         threading.Thread(target=self._report, name="slmdeploy-replica-report", daemon=True).start()
 
-    async def forward(self, request: Forwarded) -> AsyncIterator[Message]:
-        """The app's response to `request`, as ASGI messages (the front relays them to its client)."""
-        async for message in call_app(self.app, request):
-            if message["type"] == "http.response.body" and not message.get("more_body", False):
+    async def forward(self, request: Forwarded) -> AsyncIterator[list[Message]]:
+        """The app's response to `request`, as batches of ASGI messages (the front relays them to its client)."""
+        async for batch in call_app(self.app, request):
+            if any(message["type"] == "http.response.body" and not message.get("more_body", False)
+                   for message in batch):  # fmt: skip
                 await self.stats.report.remote(self.identity["replica"], self._state())  # counted before it is sent
-            yield message
+            yield batch
 
     def check_health(self) -> None:
         """Ray Serve's health check: a replica whose engine thread has died is replaced."""
