@@ -1,7 +1,8 @@
 """`slmdeploy serve --ray` on a three-node `ray.cluster_utils.Cluster` on this machine (loopback only): two replicas
 of the tiny model on different nodes behind Ray Serve. The single-machine server's checks run against both servers
-(the `server` fixture is parametrized); greedy answers are the same on both; a replica whose worker is killed
-mid-stream ends that stream with an error chunk, and the next requests are answered by the other."""
+(the `server` fixture is parametrized); greedy answers are the same on both; a replica whose worker is killed, or
+whose node is removed, mid-stream ends that stream with an error chunk, and the next requests are answered by the
+other."""
 
 from __future__ import annotations
 
@@ -184,3 +185,22 @@ def wait_busy(server, timeout_s=30):
             return found
         time.sleep(0.05)
     pytest.fail("no replica reported the running request")
+
+
+def test_a_node_lost_mid_stream_ends_its_stream_with_an_error_and_the_next_20_succeed(servers, cluster):
+    server = servers["ray"]
+    wait_for_replicas(server, 2)
+    chunks = iter(ask(server, stream=True, max_tokens=LONG, extra_body={"min_tokens": LONG}))
+    next(chunks)
+    serving = next(replica for replica in wait_busy(server) if replica["active"] > 0)
+    node = next(node for node in cluster.worker_nodes if node.node_id == serving["node"])
+    cluster.remove_node(node, allow_graceful=False)
+    with pytest.raises(openai.APIError) as raised:
+        for _ in chunks:
+            pass
+    assert "replica answering this request was lost" in str(raised.value)
+    answers = [ask(server, max_tokens=4, extra_body={"min_tokens": 4}) for _ in range(20)]
+    assert [answer.usage.completion_tokens for answer in answers] == [4] * 20
+    cluster.add_node(num_cpus=1, object_store_memory=STORE_BYTES)  # room for Ray Serve's replacement
+    restarted = wait_for_replicas(server, 2, without=serving["replica"])
+    assert serving["node"] not in {replica["node"] for replica in restarted}

@@ -1,6 +1,7 @@
 """`slmdeploy serve` with ``[serve] ray = true`` and ``autoscale = "1:2"`` on a three-node `ray.cluster_utils.Cluster`
 on this machine: one replica when idle, two under a bounded load (more requests than the engine's batch), back to
-one after it, every request answered meanwhile."""
+one after it, every request answered meanwhile: the streams running while a replica is removed end whole (its rows
+drain before it stops)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,8 @@ METRICS_EVERY_S = "0.5"
 SCALED_S = 120  # at most, for each change of the replica count (polled)
 CLIENTS = 6  # three times the batch of 2: the queue is long enough to scale up
 ANSWER_TOKENS = 1500
+LONG_TOKENS = 8000  # a stream of several seconds: one is always running on each replica as one is removed
+LONG_CLIENTS = 2
 SERVE_TABLE = """
 [serve]
 ray = true
@@ -88,30 +91,42 @@ def wait_for_count(server, count):
     pytest.fail(f"the server did not reach {count} replicas in {SCALED_S} s (it has {replica_count(server)})")
 
 
+def keep_asking(server, stop, tokens, stream=False):
+    """Requests of exactly `tokens` tokens one after another until `stop`; the tokens of each answer."""
+    answered = []
+    while not stop.is_set():
+        request = {"model": "tiny-int4", "messages": [{"role": "user", "content": "hello"}], "max_tokens": tokens,
+                   "extra_body": {"min_tokens": tokens}}  # fmt: skip
+        if stream:
+            chunks = list(client(server).chat.completions.create(
+                **request, stream=True, stream_options={"include_usage": True}))  # fmt: skip
+            assert [chunk.choices[0].finish_reason for chunk in chunks if chunk.choices][-1] == "length"
+            answered.append(chunks[-1].usage.completion_tokens)
+        else:
+            answered.append(client(server).chat.completions.create(**request).usage.completion_tokens)
+    return answered
+
+
+def under_load(server, clients, tokens, until_count, stream=False):
+    """`clients` asking all along until the server reports `until_count` replicas; every answer's tokens."""
+    stop = threading.Event()
+    with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+        load = [pool.submit(keep_asking, server, stop, tokens, stream) for _ in range(clients)]
+        try:
+            wait_for_count(server, until_count)
+        finally:
+            stop.set()
+        return [answered for done in load for answered in done.result(timeout=SCALED_S)]
+
+
 def test_replicas_follow_the_queue_from_one_to_two_and_back(cluster, scaling_project):
     server = ServerProcess(scaling_project, "--address", cluster.address, "--threads", "1")
     try:
         wait_for_count(server, 1)
-        stop = threading.Event()
-
-        def keep_asking():
-            answered = []
-            while not stop.is_set():
-                answer = client(server).chat.completions.create(
-                    model="tiny-int4", messages=[{"role": "user", "content": "hello"}], max_tokens=ANSWER_TOKENS,
-                    extra_body={"min_tokens": ANSWER_TOKENS},
-                )  # fmt: skip
-                answered.append(answer.usage.completion_tokens)
-            return answered
-
-        with concurrent.futures.ThreadPoolExecutor(CLIENTS) as pool:
-            load = [pool.submit(keep_asking) for _ in range(CLIENTS)]
-            try:
-                wait_for_count(server, 2)
-            finally:
-                stop.set()
-            answered = [tokens for done in load for tokens in done.result(timeout=SCALED_S)]
+        answered = under_load(server, CLIENTS, ANSWER_TOKENS, until_count=2)
         assert answered and set(answered) == {ANSWER_TOKENS}  # none failed while a replica was added
-        wait_for_count(server, 1)
+        # two long streams all along, fewer than the batch: one replica is enough, and the one removed is draining one
+        streamed = under_load(server, LONG_CLIENTS, LONG_TOKENS, until_count=1, stream=True)
+        assert streamed and set(streamed) == {LONG_TOKENS}  # no stream was cut by the scale-down
     finally:
         assert server.stop() == 0, server.output()
