@@ -52,13 +52,15 @@ class ModelReplica:
         import ray
 
         key = self.identity["replica"]
-        while not self.stopped.wait(REPORT_S):
+        while True:  # a first report at once: /health counts this replica as soon as it is up
             try:
                 closing = ray.get(self.stats.report.remote(key, self._state()), timeout=10)
             except Exception:  # noqa: BLE001 - the driver (and its stats actor) gone: the server is closing
                 closing = True
             if closing:
                 self.pool.shut_down()
+            if self.stopped.wait(REPORT_S):
+                return
 
     def _state(self) -> dict[str, Any]:
         body, _ = self.pool.metrics.render()
