@@ -53,7 +53,7 @@ def tests(session: nox.Session) -> None:
     """The whole test suite: core unit tests (seconds), then integration tests on real models (minutes), with the
     builds on a three-node Ray cluster started on this machine (``nox -s tests -- -m ray`` runs only those) and the
     server driven by the openai client and a headless Chromium."""
-    install_ml(session, "test", "ray", "serve", "clients")
+    install_ml(session, "test", "ray", "serve", "ray-serve", "clients")
     install_chromium(session)
     session.run("pytest", *session.posargs)
 
@@ -86,6 +86,15 @@ def bench_ray(session: nox.Session) -> None:
     their ratio, every step's queue and run time."""
     install_ml(session, "test", "ray")
     session.run("python", "benchmarks/bench_ray.py", *session.posargs)
+
+
+@nox.session(name="bench-serve-ray", python=PYTHON)
+def bench_serve_ray(session: nox.Session) -> None:
+    """`slmdeploy serve --ray` on a three-node Ray cluster on this machine (each replica's node pinned to its own core)
+    against the single-machine server, in one run: aggregate tokens/s at 8 and 16 clients with 1 and 2 replicas, and
+    the Ray path's overhead at 1 replica, as ratios. Bounded load, loopback only; never gates."""
+    install_ml(session, "serve", "ray", "ray-serve", "test")
+    session.run("python", "benchmarks/bench_serve_ray.py", *session.posargs)
 
 
 @nox.session(python=PYTHON)

@@ -13,6 +13,8 @@ from slmdeploy.cli.session import Session
 from slmdeploy.errors import PluginError
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from slmdeploy.config.serving import ServeTable
     from slmdeploy.serve.pool import Limits
     from slmdeploy.serve.server import ConnectionLimits
@@ -65,6 +67,12 @@ def _limit_options(command: Any) -> Any:
     "--cors-origin", "cors_origins", multiple=True, metavar="ORIGIN",
     help="A web origin (https://app.example) whose pages may call the API from a browser; repeatable. None: CORS off.",
 )  # fmt: skip
+@click.option(
+    "--ray", "on_ray", is_flag=True, default=None, help="Serve as Ray Serve deployments on a Ray cluster. [serve] ray."
+)
+@click.option("--address", metavar="ADDR", help="The Ray cluster (host:port; else RAY_ADDRESS, else Ray started here).")
+@click.option("--replicas", type=POSITIVE, help="Replicas of each model on the cluster. [serve] replicas.")
+@click.option("--autoscale", metavar="MIN:MAX", help="Replicas follow the queue length, MIN to MAX. [serve] autoscale.")
 @_limit_options
 @click.pass_obj
 def serve(
@@ -77,6 +85,10 @@ def serve(
     threads: int,
     allowed_hosts: tuple[str, ...],
     cors_origins: tuple[str, ...],
+    on_ray: bool | None,
+    address: str | None,
+    replicas: int | None,
+    autoscale: str | None,
     **limits: Any,
 ) -> None:
     """Serve the deployed models through an OpenAI-compatible API (/v1/chat/completions) and a chat page (/)."""
@@ -88,6 +100,7 @@ def serve(
         )
     from slmdeploy.config.project import PROJECT_FILE, load_project
     from slmdeploy.config.serving import ServeTable
+    from slmdeploy.execute.cache import STATE_DIR
     from slmdeploy.execute.publish import BUILD_DIR
     from slmdeploy.machine import resolve_threads
     from slmdeploy.serve.models import folder_specs, project_specs
@@ -97,10 +110,51 @@ def serve(
     file = session.project_dir / PROJECT_FILE
     in_project = file.is_file()
     specs = project_specs(session.project_dir / BUILD_DIR, models) if in_project else folder_specs(models)
-    table = load_project(file).serve if in_project else ServeTable()
+    project = load_project(file) if in_project else None
+    table = project.serve if project is not None else ServeTable()
     request_limits, connections = serve_limits(table, limits, allowed_hosts, cors_origins)
     options = ServeOptions(host, port, resolve_threads(threads), api_key_env, request_limits, connections)
-    run_server(specs, options, lambda line: click.echo(line, err=True))
+    echo = lambda line: click.echo(line, err=True)  # noqa: E731
+    if on_ray or (on_ray is None and table.ray):
+        from slmdeploy.serve.cluster.deploy import serve_on_ray
+
+        cache = None
+        if project is not None:
+            cache_dir = project.build.cache_dir
+            cache = (project.root / cache_dir).resolve() if cache_dir else project.root / STATE_DIR
+        serve_on_ray(specs, options, cluster_options(table, address, replicas, autoscale, cache), echo)
+    elif address or replicas or autoscale:
+        raise click.UsageError("--address, --replicas and --autoscale serve on a Ray cluster: add --ray")
+    else:
+        run_server(specs, options, echo)
+
+
+def cluster_options(
+    table: ServeTable, address: str | None, replicas: int | None, autoscale: str | None, cache_root: Path | None
+) -> Any:
+    """Where and how many replicas: the flags over the project's ``[serve]`` table (a flag of either kind replaces
+    both of the table's replicas and autoscale)."""
+    from slmdeploy.config.serving import replica_range
+    from slmdeploy.serve.cluster.options import ClusterOptions
+
+    if replicas is not None and autoscale is not None:
+        raise click.UsageError("give --replicas N or --autoscale MIN:MAX, not both")
+    if autoscale is not None:
+        try:
+            scaled: tuple[int, int] | None = replica_range(autoscale)
+        except ValueError:
+            raise click.BadParameter(
+                f"{autoscale!r} is not MIN:MAX with 1 <= MIN <= MAX", param_hint="--autoscale"
+            ) from None
+    elif replicas is None and table.autoscale is not None:
+        scaled = replica_range(table.autoscale)
+    else:
+        scaled = None
+    where = {"address": "--address" if address else "[serve] address"}
+    return ClusterOptions(
+        address or table.address, replicas or table.replicas, scaled, table.upscale_delay, table.downscale_delay,
+        cache_root, where,
+    )  # fmt: skip
 
 
 def serve_limits(

@@ -11,6 +11,24 @@ _positive = attrs.validators.ge(1)
 _optional_positive = attrs.validators.optional(attrs.validators.ge(1))
 
 
+def replica_range(text: str) -> tuple[int, int]:
+    """``"MIN:MAX"`` (replicas of each model under autoscaling) as two whole numbers, 1 <= MIN <= MAX."""
+    low, colon, high = text.partition(":")
+    if not (colon and low.strip().isdigit() and high.strip().isdigit()) or not 1 <= int(low) <= int(high):
+        raise ValueError(f"'autoscale' must be \"MIN:MAX\" with whole numbers 1 <= MIN <= MAX: {text!r}")
+    return int(low), int(high)
+
+
+def _valid_autoscale(instance: ServeTable, attribute: attrs.Attribute, value: str | None) -> None:  # type: ignore[type-arg]
+    if value is None:
+        return
+    replica_range(value)
+    if instance.replicas != 1:
+        raise ValueError(
+            f"'autoscale' must be left out when replicas is set (replicas = {instance.replicas}): {value!r}"
+        )
+
+
 @attrs.define
 class ServeTable:
     max_batch: int = option(8, help="requests decoded together (rows of the engine's batch)", validator=_positive)
@@ -49,3 +67,20 @@ class ServeTable:
     cors_origins: list[str] = option(
         [], help="web origins whose pages may call the API from a browser (none by default)"
     )
+    ray: bool = option(False, help="serve as Ray Serve deployments on a Ray cluster (slmdeploy serve --ray)")
+    address: str | None = option(
+        None, help="the Ray cluster to serve on (else RAY_ADDRESS, else a Ray instance started here)"
+    )
+    replicas: int = option(1, help="replicas of each model on the Ray cluster", validator=_positive)
+    autoscale: str | None = option(
+        None, help='"MIN:MAX": replicas of each model follow the queue length on the Ray cluster',
+        validator=_valid_autoscale,
+    )  # fmt: skip
+    upscale_delay: float = option(
+        30.0, help="seconds the queue must stay long before a replica is added (Ray Serve's upscale_delay_s)",
+        validator=attrs.validators.ge(0.0),
+    )  # fmt: skip
+    downscale_delay: float = option(
+        600.0, help="seconds the queue must stay short before a replica is removed (Ray Serve's downscale_delay_s)",
+        validator=attrs.validators.ge(0.0),
+    )  # fmt: skip

@@ -47,7 +47,7 @@ def make_app(pool: Pool, api_key: str | None = None) -> FastAPI:
     async def health(request: Request) -> dict[str, Any]:
         """Up or not, for anyone; which models are served, only to a client that may use them."""
         status: dict[str, Any] = {"status": "shutting down" if pool.closing else "ok"}
-        if api_key is None or _has_key(request, api_key):
+        if api_key is None or has_key(request, api_key):
             status["models"] = [model.name for model in pool.models]
         return status
 
@@ -170,14 +170,14 @@ def _model_card(served: Served) -> dict[str, Any]:
     return {"id": served.name, "object": "model", "created": served.created, "owned_by": "slmdeploy"}
 
 
-def _has_key(request: Request, api_key: str) -> bool:
+def has_key(request: Request, api_key: str) -> bool:
     scheme, _, given = request.headers.get("authorization", "").partition(" ")
     return scheme.lower() == "bearer" and secrets.compare_digest(given.strip().encode(), api_key.encode())
 
 
 def _key_check(api_key: str | None) -> Any:
     async def check(request: Request) -> None:
-        if api_key is not None and not _has_key(request, api_key):
+        if api_key is not None and not has_key(request, api_key):
             raise ApiError(
                 401, "a valid API key is needed: Authorization: Bearer <key>", type="authentication_error",
                 code="invalid_api_key",
