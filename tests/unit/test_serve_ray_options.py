@@ -61,7 +61,7 @@ def test_a_deployment_asks_for_the_threads_and_the_measured_peak_and_scales_on_t
     assert scaled["ray_actor_options"] == {"num_cpus": 1}
     assert scaled["autoscaling_config"] == {
         "min_replicas": 1, "initial_replicas": 1, "max_replicas": 3, "target_ongoing_requests": 4,
-        "upscale_delay_s": 2.0, "downscale_delay_s": 600.0,
+        "upscale_delay_s": 2.0, "downscale_delay_s": 600.0, "look_back_period_s": 2.0,
     }  # fmt: skip
 
 

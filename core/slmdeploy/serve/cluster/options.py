@@ -13,6 +13,8 @@ from slmdeploy.serve.pool import Limits
 FRONT_CPUS = 0.0
 """The front only relays bytes: it takes no CPU a replica could use (it fits on a head node of no CPUs)."""
 DRAIN_WAIT_S = 0.5
+LOOK_BACK_S = 30.0
+"""Ray Serve's default window over which the requests per replica are averaged (``look_back_period_s``)."""
 """How often Ray Serve looks whether a replica it is stopping still holds requests (graceful_shutdown_wait_loop_s)."""
 
 
@@ -65,6 +67,9 @@ def autoscaling(limits: Limits, cluster: ClusterOptions) -> dict[str, Any]:
         "target_ongoing_requests": limits.max_batch,
         "upscale_delay_s": cluster.upscale_delay_s,
         "downscale_delay_s": cluster.downscale_delay_s,
+        # the queue is averaged over Ray Serve's 30 s, or over the shorter delay asked for: a 1 s delay over a 30 s
+        # average would still take most of 30 s to see a change in load
+        "look_back_period_s": min(LOOK_BACK_S, cluster.upscale_delay_s, cluster.downscale_delay_s),
     }
 
 
