@@ -1,0 +1,150 @@
+"""LoRA adapters at run time (``[convert] adapters = "runtime"``): one base, an ``.onnx_adapter`` file per adapter.
+
+A tiny random Llama and two PEFT LoRA adapters made here, of different ranks on different projections; the same
+project built with ``adapters = "merge"`` is the reference (each adapter merged into its own copy of the base).
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from slmdeploy.testing import run_slmdeploy
+from slmdeploy.testing.models import make_tiny_model
+
+PROJECT = """\
+[project]
+name = "tiny"
+[source]
+path = "{base}"
+adapter = [{adapters}]
+[convert]
+plugin = "olive"
+adapters = "{mode}"
+[quantize]
+plugin = "olive"
+precision = ["fp32", "int4"]
+"""
+# rank 4 on the attention's q and v; rank 8 on o and the MLP's gate and down: different ranks, different targets
+ADAPTERS = {"support": (1, 4, ("q_proj", "v_proj")), "sales": (2, 8, ("o_proj", "gate_proj", "down_proj"))}
+PROMPT = "the quick brown fox jumps over"
+NEW_TOKENS = 24
+
+
+def make_adapter(base: Path, folder: Path, seed: int, rank: int, targets: tuple[str, ...], **config) -> Path:
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    lora = LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=list(targets), init_lora_weights=False, **config)
+    get_peft_model(model, lora).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("adapters")
+    base = make_tiny_model(folder / "base", "llama")
+    for name, (seed, rank, targets) in ADAPTERS.items():
+        make_adapter(base, folder / "adapters" / name, seed, rank, targets)
+    return folder
+
+
+def write_project(folder: Path, models: Path, mode: str, adapters=tuple(ADAPTERS)) -> Path:
+    folder.mkdir(parents=True)
+    listed = ", ".join(f'"{models / "adapters" / name}"' for name in adapters)
+    text = PROJECT.format(base=models / "base", adapters=listed, mode=mode)
+    (folder / "slmdeploy.toml").write_text(textwrap.dedent(text), encoding="utf-8")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def built(models, tmp_path_factory):
+    """The project built both ways: {"runtime": folder, "merge": folder}."""
+    found = {}
+    for mode in ("runtime", "merge"):
+        project = write_project(tmp_path_factory.mktemp(mode) / "p", models, mode)
+        result = run_slmdeploy(project, "build")
+        assert result.returncode == 0, result.stderr
+        found[mode] = project
+    return found
+
+
+def greedy(folder: Path, adapter: str | None = None) -> list[int]:
+    """Greedy tokens of onnxruntime-genai on `folder`, with `adapter` (a file of the package) active."""
+    import onnxruntime_genai as og
+
+    model = og.Model(str(folder))
+    tokenizer = og.Tokenizer(model)
+    params = og.GeneratorParams(model)
+    params.set_search_options(do_sample=False, max_length=64)
+    generator = og.Generator(model, params)
+    if adapter is not None:
+        adapters = og.Adapters(model)
+        adapters.load(str(folder / "adapters" / f"{adapter}.onnx_adapter"), adapter)
+        generator.set_active_adapter(adapters, adapter)
+    generator.append_tokens(tokenizer.encode(PROMPT))
+    tokens = []
+    while not generator.is_done() and len(tokens) < NEW_TOKENS:
+        generator.generate_next_token()
+        tokens.append(int(generator.get_next_tokens()[0]))
+    return tokens
+
+
+def test_runtime_adapters_answer_as_the_merged_variants(built):
+    runtime, merged = built["runtime"] / "build", built["merge"] / "build"
+    answers = {name: greedy(runtime / "fp32" / "model", name) for name in ADAPTERS}
+    for name in ADAPTERS:
+        assert answers[name] == greedy(merged / f"{name}-fp32" / "model"), name
+    assert answers["support"] != answers["sales"]
+    assert greedy(runtime / "fp32" / "model") not in answers.values()
+
+
+def test_the_package_holds_the_base_once_and_an_adapter_file_each(built):
+    package = built["runtime"] / "build" / "int4" / "model"
+    index = json.loads((package / "adapters.json").read_text())["adapters"]
+    assert {name: (item["rank"], tuple(item["targets"])) for name, item in index.items()} == {
+        "support": (4, ("q_proj", "v_proj")),
+        "sales": (8, ("down_proj", "gate_proj", "o_proj")),
+    }
+    assert sorted(file.name for file in (package / "adapters").iterdir()) == [
+        "sales.onnx_adapter",
+        "support.onnx_adapter",
+    ]
+    assert len(list(package.glob("model.onnx*"))) == 2  # one graph and its weights, for every adapter
+
+
+def test_the_base_alone_answers_as_its_pytorch_source(built, models):
+    import numpy as np
+    from transformers import AutoTokenizer
+
+    from slmdeploy.testing.fidelity import genai_logits, torch_logits
+
+    ids = AutoTokenizer.from_pretrained(models / "base")(PROMPT)["input_ids"]
+    package = built["runtime"] / "build" / "fp32" / "model"
+    assert np.abs(genai_logits(package, ids) - torch_logits(models / "base", ids)).max() < 1e-4
+
+
+@pytest.mark.parametrize(
+    ("config", "reason"),
+    [
+        ({"use_dora": True}, "it is DoRA (use_dora)"),
+        ({"modules_to_save": ["lm_head"]}, "it trains whole modules beside the LoRA (modules_to_save: ['lm_head'])"),
+        ({"target_modules": ["q_proj", "lm_head"]}, "it targets lm_head, which the model builder does not keep"),
+    ],
+)
+def test_adapters_that_are_not_plain_lora_are_refused_when_planned(models, tmp_path, config, reason):
+    targets = config.pop("target_modules", ["q_proj"])
+    make_adapter(models / "base", tmp_path / "adapters" / "odd", 3, 4, tuple(targets), **config)
+    project = write_project(tmp_path / "p", tmp_path, "runtime", adapters=("odd",))
+    (tmp_path / "base").symlink_to(models / "base")
+    result = run_slmdeploy(project, "plan")
+    said = " ".join(result.stderr.split())
+    assert result.returncode == 2, result.stderr
+    assert f"slmdeploy.toml:5: the LoRA adapter {tmp_path / 'adapters' / 'odd'} cannot be applied at run time" in said
+    assert reason in said and 'Set [convert] adapters = "merge"' in said and "Traceback" not in said
