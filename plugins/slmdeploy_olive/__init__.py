@@ -97,4 +97,4 @@ def slmdeploy_chat_backend(model: DeployedModel, threads: int) -> Any:
         return None
     from slmdeploy_olive.chat import GenaiChat
 
-    return GenaiChat(model.folder, threads)
+    return GenaiChat(model.folder, threads, getattr(model, "adapter_file", None))

@@ -117,6 +117,17 @@ def test_the_package_holds_the_base_once_and_an_adapter_file_each(built):
         "support.onnx_adapter",
     ]
     assert len(list(package.glob("model.onnx*"))) == 2  # one graph and its weights, for every adapter
+    import onnx
+
+    nodes = onnx.load(str(package / "model.onnx"), load_external_data=False).graph.node
+    kinds = {(("/lora_" in node.name), node.op_type) for node in nodes if "MatMul" in node.op_type}
+    assert (False, "MatMulNBits") in kinds and (True, "MatMul") in kinds and (True, "MatMulNBits") not in kinds
+
+
+def test_int4_adapters_change_the_answer(built):
+    package = built["runtime"] / "build" / "int4" / "model"
+    answers = [greedy(package, name) for name in (None, *ADAPTERS)]
+    assert len({tuple(answer) for answer in answers}) == 3
 
 
 def test_the_base_alone_answers_as_its_pytorch_source(built, models):
@@ -148,3 +159,25 @@ def test_adapters_that_are_not_plain_lora_are_refused_when_planned(models, tmp_p
     assert result.returncode == 2, result.stderr
     assert f"slmdeploy.toml:5: the LoRA adapter {tmp_path / 'adapters' / 'odd'} cannot be applied at run time" in said
     assert reason in said and 'Set [convert] adapters = "merge"' in said and "Traceback" not in said
+
+
+def test_each_adapter_is_a_variant_sharing_its_base_files(built):
+    project = built["runtime"]
+    listed = json.loads(run_slmdeploy(project, "ls", "--json").stdout)
+    by_variant = {item["variant"]: item for item in listed}
+    assert sorted(by_variant) == ["fp32", "int4", "sales-fp32", "sales-int4", "support-fp32", "support-int4"]
+    for name in ADAPTERS:
+        item, base = by_variant[f"{name}-int4"], by_variant["int4"]
+        assert item["name"] == f"{base['name']}:{name}" and item["adapter"] == name and item["base"] == "int4"
+        assert item["folder"] == base["folder"] and item["registration"] is None
+        assert item["size_bytes"] == (project / "build/int4/model/adapters" / f"{name}.onnx_adapter").stat().st_size
+    manifest = json.loads((project / "build" / "int4" / "manifest.json").read_text())
+    assert [item["variant"] for item in manifest["adapters"]] == ["support-int4", "sales-int4"]
+    shown = run_slmdeploy(project, "ls").stdout
+    assert "sales-int4, support-int4: LoRA adapters applied at run time on int4's files" in " ".join(shown.split())
+
+
+def test_run_picks_the_adapter_by_name(built):
+    result = run_slmdeploy(built["runtime"], "run", "tiny-fp32:sales", "--prompt", PROMPT, "--max-tokens", "8")
+    assert result.returncode == 0, result.stderr
+    assert "tiny-fp32:sales: running with onnxruntime-genai" in result.stderr and "LoRA adapter sales" in result.stderr

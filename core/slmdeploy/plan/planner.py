@@ -157,8 +157,10 @@ def _choices(stage: str, registry: Registry) -> str:
 
 def _check_runtime_adapters(options: ProjectOptions, steps: tuple[Step, ...]) -> None:
     """``[convert] adapters = "runtime"`` needs a converter that writes adapter files."""
-    convert = next((step for step in steps if step.stage == "convert" and step.provided is not None), None)
-    if options.adapters != "runtime" or convert is None or getattr(convert.provided.cls, "RUNTIME_ADAPTERS", False):
+    convert = next((step for step in steps if step.stage == "convert"), None)
+    if options.adapters != "runtime" or convert is None or convert.provided is None:
+        return
+    if getattr(convert.provided.cls, "RUNTIME_ADAPTERS", False):
         return
     raise ConfigError(
         f'[convert] adapters = "runtime", but the convert plugin {convert.plugin_name!r} does not make adapter files',
