@@ -31,6 +31,7 @@ EXTRACT_PASS = {
     "type": "ExtractAdapters",
     "make_inputs": True,
     "dynamic_lora_r": True,
+    # an empty default for each LoRA input: onnxruntime-genai 0.18 feeds only the active adapter's, and nothing else
     "optional_inputs": True,
     "save_format": "onnx_adapter",
     "save_as_external_data": True,

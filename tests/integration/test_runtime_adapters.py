@@ -181,3 +181,94 @@ def test_run_picks_the_adapter_by_name(built):
     result = run_slmdeploy(built["runtime"], "run", "tiny-fp32:sales", "--prompt", PROMPT, "--max-tokens", "8")
     assert result.returncode == 0, result.stderr
     assert "tiny-fp32:sales: running with onnxruntime-genai" in result.stderr and "LoRA adapter sales" in result.stderr
+
+
+def genai_greedy(folder: Path, ids: list[int], new_tokens: int, adapter: str | None) -> list[int]:
+    """onnxruntime-genai's greedy answer to the token ids `ids`, the request alone, with `adapter` active."""
+    import numpy as np
+    import onnxruntime_genai as og
+
+    model = og.Model(str(folder))
+    params = og.GeneratorParams(model)
+    params.set_search_options(do_sample=False, max_length=len(ids) + new_tokens, repetition_penalty=1.0)
+    generator = og.Generator(model, params)
+    if adapter is not None:
+        adapters = og.Adapters(model)
+        adapters.load(str(folder / "adapters" / f"{adapter}.onnx_adapter"), adapter)
+        generator.set_active_adapter(adapters, adapter)
+    generator.append_tokens(np.array(ids, dtype=np.int32))
+    tokens = []
+    while not generator.is_done():
+        generator.generate_next_token()
+        tokens.append(int(generator.get_next_tokens()[0]))
+    return tokens
+
+
+def test_the_engine_decodes_rows_of_different_adapters_together_exactly(built):
+    """Rows of three adapters (the base one of them) joining at different steps: each answer equals the request
+    alone in onnxruntime-genai with its adapter; the grouped runs leave every row's cache as its own runs wrote it."""
+    import asyncio
+
+    import numpy as np
+
+    from slmdeploy.serve.engine import EngineWorker
+    from slmdeploy.serve.events import Finished, Job, Sampling
+    from slmdeploy.serve.models import ModelSpec, load
+
+    package = built["runtime"] / "build" / "fp32" / "model"
+    rng = np.random.default_rng(0)
+    picks = [None, "support", "sales", "sales", None, "support", "support", "sales"]
+    asked = [[int(token) for token in rng.integers(4, 300, length)] for length in (5, 23, 1, 40, 12, 7, 31, 18)]
+    new = 10
+    alone = [genai_greedy(package, ids, new, adapter) for ids, adapter in zip(asked, picks, strict=True)]
+    spec = ModelSpec(
+        "tiny", package, adapters=tuple((name, package / f"adapters/{name}.onnx_adapter") for name in ADAPTERS)
+    )
+    worker = EngineWorker(load(spec, 1, 8), 8)
+    worker.start()
+
+    async def one(index, ids, adapter):
+        while worker.steps < 2 * index:
+            await asyncio.sleep(0.005)
+        job = Job(ids, Sampling(max_new=new, temperature=0, repetition_penalty=1.0), asyncio.get_running_loop())
+        job.adapter = adapter
+        worker.submit(job)
+        while not isinstance(event := await job.events.get(), Finished):
+            assert not hasattr(event, "status"), event
+        return list(event.tokens)
+
+    async def every():
+        return await asyncio.gather(*(one(index, *pair) for index, pair in enumerate(zip(asked, picks, strict=True))))
+
+    try:
+        batched = asyncio.run(every())
+    finally:
+        worker.stop("done")
+    assert batched == alone
+    assert alone[1] != genai_greedy(package, asked[1], new, None)  # the adapters matter on these prompts
+
+
+def test_serve_answers_each_adapter_by_model_name_on_one_base(built):
+    from serving import ServerProcess, client
+
+    server = ServerProcess(built["runtime"], "--model", "tiny-fp32", "--max-batch", "4")
+    try:
+        openai = client(server)
+        ids = sorted(model.id for model in openai.models.list().data)
+        assert ids == ["tiny-fp32", "tiny-fp32:sales", "tiny-fp32:support"]
+
+        def ask(model):
+            messages = [{"role": "user", "content": PROMPT}]
+            reply = openai.chat.completions.create(
+                model=model, messages=messages, temperature=0, max_tokens=12, logprobs=True
+            )
+            assert reply.model == model
+            # a random model's text is mostly blank: its tokens' log-probabilities tell the adapters apart
+            return tuple((item.token, round(item.logprob, 4)) for item in reply.choices[0].logprobs.content)
+
+        answers = {model: ask(model) for model in ids}
+        assert len(set(answers.values())) == 3
+        assert ask("tiny-fp32:sales") == answers["tiny-fp32:sales"]
+        assert server.output().count("loading ") == 1  # one base in memory for all three
+    finally:
+        assert server.stop() == 0

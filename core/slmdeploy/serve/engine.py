@@ -6,7 +6,8 @@ The HTTP layer sees a small interface: `EngineWorker.submit` a `Job`, `cancel` i
 1. prefill: up to ``prefill_chunk`` prompt tokens in all, from the requests still reading their prompts, oldest first,
    each its next chunk in a run of its own (batch size 1), and the oldest's always; a request whose prompt is read
    draws its first token and starts decoding;
-2. decode: one token for every row that is decoding, in one run.
+2. decode: one token for every row that is decoding, in one run (with runtime LoRA adapters, one run per adapter
+   among the decoding rows: `slmdeploy.serve.decoder`).
 
 So a step costs one decode run for the whole batch plus at most one chunk's worth of prompt tokens: decoding rows
 are never stalled for longer than one chunk by newcomers' prompts, and a newcomer starts reading its prompt at the
@@ -26,6 +27,7 @@ from typing import Any
 
 import attrs
 
+from slmdeploy.serve.decoder import PLACEHOLDER
 from slmdeploy.serve.events import Delta, Event, Failed, Finished, Job, TokenLogprob
 from slmdeploy.serve.guidance import Grammar, compile_grammar
 from slmdeploy.serve.models import LoadedModel
@@ -149,7 +151,7 @@ class EngineWorker:
 
     def _prefill(self, row: Row, size: int, out: list[tuple[Job, Event]]) -> None:
         ids = row.job.ids[row.read : row.read + size]
-        logits = self.loaded.decoder.prefill(self.rows.index(row), ids, row.read)
+        logits = self.loaded.decoder.prefill(self.rows.index(row), ids, row.read, row.job.adapter)
         row.read += len(ids)
         if row.decoding:
             row.length = row.read
@@ -159,7 +161,8 @@ class EngineWorker:
         rows = self.rows[:count]
         tokens = [row.last if row is not None and row.decoding else 0 for row in rows]
         lengths = [(row.length if row.decoding else row.read) if row is not None else 0 for row in rows]
-        logits = self.loaded.decoder.decode(tokens, lengths)
+        adapters = [row.job.adapter if row is not None and row.decoding else PLACEHOLDER for row in rows]
+        logits = self.loaded.decoder.decode(tokens, lengths, adapters)
         for index, row in enumerate(rows):
             if row is not None and row.decoding and self.rows[index] is row:
                 row.length += 1
