@@ -14,6 +14,12 @@ from typing import Any, ClassVar
 
 import attrs
 
+ADAPTERS_DIR = "adapters"
+"""The folder of a model folder that holds its runtime LoRA adapters, ``<name>.onnx_adapter`` each."""
+ADAPTERS_INDEX = "adapters.json"
+"""Beside ``genai_config.json``: ``{"adapters": {name: {"file": "adapters/<name>.onnx_adapter", "rank": r,
+"targets": [...], "source": folder}}}``, the runtime adapters a model folder's graph takes (`runtime_adapters`)."""
+
 
 @attrs.frozen
 class Artifact:
@@ -27,11 +33,14 @@ class Artifact:
 @attrs.frozen
 class SourceModel(Artifact):
     """The model named in ``[source]``: a Hugging Face folder or a ``.gguf`` file, with an optional
-    PEFT LoRA adapter folder to merge before conversion."""
+    PEFT LoRA adapter folder to merge before conversion (`adapter`), or PEFT LoRA adapter folders to convert into
+    adapter files applied at run time on the one base (`adapters`, ``[convert] adapters = "runtime"``)."""
 
     format: str = "hf"
     adapter: Path | None = None
     trust_remote_code: bool = False
+    adapters: tuple[Path, ...] = ()
+    """Runtime adapters: each becomes ``adapters/<folder name>.onnx_adapter`` beside the base's graph."""
 
 
 @attrs.frozen
@@ -77,6 +86,15 @@ class Registration(Artifact):
     registry: str = ""
     model_id: str = ""
     details: dict[str, Any] = attrs.field(factory=dict)
+
+
+def runtime_adapters(folder: Path) -> dict[str, dict[str, Any]]:
+    """The runtime adapters of the model folder `folder`, by name (`ADAPTERS_INDEX`); empty when it has none."""
+    index = folder / ADAPTERS_INDEX
+    if not index.is_file():
+        return {}
+    found: dict[str, dict[str, Any]] = json.loads(index.read_text(encoding="utf-8"))["adapters"]
+    return found
 
 
 def model_config(path: Path) -> dict[str, Any]:

@@ -28,10 +28,23 @@ class DeployedModel:
     registration: dict[str, Any] | None
     gates: str | None = None
     """``passed`` or ``failed`` when evaluators ran (``report.json``); a failed variant is not registered."""
+    adapter: str | None = None
+    """For a runtime LoRA adapter's variant (``[convert] adapters = "runtime"``): the adapter's name. Its `folder`
+    is its base variant's (files shared, the adapter in ``folder/adapters/<adapter>.onnx_adapter``); its `name` is
+    ``<base name>:<adapter>`` and its `variant` ``<adapter>-<base variant>``."""
+    base: str | None = None
+    """The base variant an adapter's variant shares its files with; None for any other variant."""
+
+    @property
+    def adapter_file(self) -> Path | None:
+        """The adapter's ``.onnx_adapter`` file, for an adapter's variant."""
+        return self.folder / "adapters" / f"{self.adapter}.onnx_adapter" if self.adapter else None
 
     @property
     def size_bytes(self) -> int:
-        return tree_size(self.folder)
+        """What the variant adds on disk: its folder, or for an adapter's variant its adapter file alone."""
+        file = self.adapter_file
+        return file.stat().st_size if file is not None and file.is_file() else tree_size(self.folder)
 
     def as_json(self) -> dict[str, Any]:
         return {**attrs.asdict(self), "folder": str(self.folder), "size_bytes": self.size_bytes}

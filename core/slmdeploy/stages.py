@@ -160,6 +160,10 @@ class Converter(Stage):
     STAGE = "convert"
     INPUT = SourceModel
     OUTPUT = OnnxModel
+    RUNTIME_ADAPTERS: ClassVar[bool] = False
+    """True for a converter that honours ``SourceModel.adapters`` (``[convert] adapters = "runtime"``): it writes
+    the base once and each adapter as ``adapters/<name>.onnx_adapter`` in its output, with ``adapters.json``
+    (`slmdeploy.artifacts.ADAPTERS_INDEX`) naming them; a plan asking for runtime adapters from any other is refused."""
 
 
 class Quantizer(Stage):

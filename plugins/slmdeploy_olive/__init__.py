@@ -46,6 +46,7 @@ def slmdeploy_check_project(options: ProjectOptions) -> None:
     convert, quantize = options.table("convert"), options.table("quantize")
     if convert is not None and convert.name == "olive":
         _check_architecture(options)
+        _check_runtime_adapters(options)
     if convert is None or quantize is None or convert.name != "olive" or quantize.name != "olive":
         return
     from slmdeploy_olive.quantize import GPU_ONLY
@@ -61,6 +62,20 @@ def slmdeploy_check_project(options: ProjectOptions) -> None:
             fix='For the CPU choose "int4", "int8" or "fp32"; for fp16 set [convert] device to "cuda", "dml" or '
             '"webgpu" (built here, run on that device).',
         )
+
+
+def _check_runtime_adapters(options: ProjectOptions) -> None:
+    """``[convert] adapters = "runtime"``: every adapter must be plain LoRA on projections the builder splits out."""
+    from slmdeploy_olive.adapter_check import MERGE_FIX, refusal
+
+    for folder in options.sources[0].model.adapters:
+        reason = refusal(folder)
+        if reason is not None:
+            raise ConfigError(
+                f"the LoRA adapter {folder} cannot be applied at run time: {reason}",
+                where=options.project.locate("source.adapter"),
+                fix=MERGE_FIX,
+            )
 
 
 def _check_architecture(options: ProjectOptions) -> None:
@@ -82,4 +97,4 @@ def slmdeploy_chat_backend(model: DeployedModel, threads: int) -> Any:
         return None
     from slmdeploy_olive.chat import GenaiChat
 
-    return GenaiChat(model.folder, threads)
+    return GenaiChat(model.folder, threads, getattr(model, "adapter_file", None))

@@ -11,10 +11,11 @@ from slmdeploy.plugin.genai import GenaiPackage
 
 
 class GenaiChat:
-    def __init__(self, folder: Path, threads: int) -> None:
+    def __init__(self, folder: Path, threads: int, adapter: Path | None = None) -> None:
         version = importlib.metadata.version("onnxruntime-genai")
-        self.runtime = f"onnxruntime-genai {version} (directly, {folder}, {threads} threads)"
-        self.package = GenaiPackage(folder, threads)
+        applied = f", LoRA adapter {adapter.name}" if adapter is not None else ""
+        self.runtime = f"onnxruntime-genai {version} (directly, {folder}{applied}, {threads} threads)"
+        self.package = GenaiPackage(folder, threads, adapter=adapter)
         self._finish = "stop"
 
     def stream(self, messages: list[dict[str, str]], max_tokens: int | None = None) -> Iterator[str]:

@@ -43,6 +43,7 @@ class ConvertOptions:
 
 class OliveConverter(LibraryVersioned, Converter):
     PLUGIN_NAME = "olive"
+    RUNTIME_ADAPTERS = True  # `slmdeploy_olive.adapter_files`
 
     Options = ConvertOptions
 
@@ -51,6 +52,7 @@ class OliveConverter(LibraryVersioned, Converter):
             "source": str(artifact.path),
             "format": artifact.format,
             "adapter": str(artifact.adapter) if artifact.adapter else None,
+            "adapters": [str(folder) for folder in artifact.adapters],
             "trust_remote_code": artifact.trust_remote_code,
             "device": self.options.device,
             "all_logits": self.options.all_logits,
@@ -105,6 +107,8 @@ def convert_in_worker(task: dict[str, Any], progress: Callable[[str], None]) -> 
         "model_path": str(hf_folder),
         "load_kwargs": {"trust_remote_code": task["trust_remote_code"]},
     }
+    runtime = [Path(folder) for folder in task.get("adapters", [])]
+    pairs = _runtime_adapters(hf_folder, runtime, olive_model, passes, scratch, progress) if runtime else {}
     out.mkdir()
     run_workflow(
         olive_model,
@@ -119,7 +123,32 @@ def convert_in_worker(task: dict[str, Any], progress: Callable[[str], None]) -> 
             shutil.copy2(hf_folder / name, out / name)
     if own := limit_context(out, task.get("context_length", 0)):
         progress(f"context: {task['context_length']} positions kept of the model's {own}")
+    if runtime:
+        from slmdeploy_olive.adapter_files import write_adapter_files
+
+        index = write_adapter_files(out, pairs, runtime)
+        progress("adapter files: " + ", ".join(f"{name} (rank {item['rank']})" for name, item in index.items()))
     if write_all_logits_twin(out):
         progress(f"the lm_head reads the last position only; {ALL_LOGITS_GRAPH} has every position's logits")
     progress("verifying the float32 export")
     return {"verified": verify(out, runnable_here=task["device"] == "cpu", stage="convert")}
+
+
+def _runtime_adapters(
+    hf_folder: Path,
+    adapters: list[Path],
+    olive_model: dict[str, Any],
+    passes: dict[str, Any],
+    scratch: Path,
+    progress: Callable[[str], None],
+) -> dict[str, Any]:
+    """Prepare the export for runtime adapters: read each adapter's LoRA pairs, give the builder a union adapter
+    (LoRA MatMuls of their own where any adapter has one), and make their weights graph inputs afterwards."""
+    from slmdeploy_olive.adapter_files import EXTRACT_PASS, UNION_ADAPTER, lora_pairs, write_union_adapter
+
+    progress(f"reading {len(adapters)} LoRA adapters for run time: {', '.join(folder.name for folder in adapters)}")
+    pairs = lora_pairs(hf_folder, adapters)
+    write_union_adapter(hf_folder, pairs, scratch / UNION_ADAPTER)
+    olive_model["adapter_path"] = str(scratch / UNION_ADAPTER)
+    passes["adapters"] = dict(EXTRACT_PASS)
+    return pairs

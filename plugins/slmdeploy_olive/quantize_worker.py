@@ -17,6 +17,7 @@ def quantize_in_worker(task: dict[str, Any], progress: Callable[[str], None]) ->
 
     source, out = Path(task["input"]), Path(task["out"])
     chain = _resolve_nodes(task, source)
+    _keep_adapter_matmuls_float(task, chain, source)
     progress("olive: " + " -> ".join(spec["type"] for spec in chain.values()))
     out.mkdir()
     if task.get("kquant_embeddings"):
@@ -58,6 +59,23 @@ def _resolve_nodes(task: dict[str, Any], source: Path) -> dict[str, Any]:
         else:
             del chain["keep_int8"]
     return chain
+
+
+def _keep_adapter_matmuls_float(task: dict[str, Any], chain: dict[str, Any], source: Path) -> None:
+    """Runtime LoRA adapters: their MatMuls read graph inputs whose default (rank 0) is an initializer, which the
+    quantizers would take for a weight; they stay float32 (the adapter files are float32)."""
+    import onnx
+
+    graph = onnx.load(str(source / "model.onnx"), load_external_data=False).graph
+    inputs = {item.name for item in graph.input}
+    lora = [node.name for node in graph.node if node.op_type == "MatMul" and node.input[1] in inputs]
+    if not lora:
+        return
+    quantize = chain.get("quantize", {})
+    if "nodes_to_exclude" in quantize:
+        quantize["nodes_to_exclude"] = [*(quantize["nodes_to_exclude"] or []), *lora]
+    if task.get("weight_only"):
+        task["weight_only"]["exclude"] = [*task["weight_only"]["exclude"], *lora]
 
 
 def _logits_node(folder: Path) -> str:

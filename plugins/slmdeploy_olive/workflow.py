@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from slmdeploy.plugin import StageError
+from slmdeploy.plugin.files import ADAPTERS_DIR
 from slmdeploy.plugin.genai import ALL_LOGITS_GRAPH
 
 LIBRARIES = ("olive-ai", "onnxruntime-genai", "onnxruntime", "onnx", "torch", "transformers", "peft", "gguf")
@@ -126,8 +127,11 @@ def _model_folder(olive_out: Path) -> Path | None:
 
 
 def copy_support_files(source: Path, out: Path) -> None:
-    """Copy what is not an ONNX graph (genai_config.json, tokenizer, chat template, config.json)."""
+    """Copy what is not an ONNX graph (genai_config.json, tokenizer, chat template, config.json), and the runtime
+    adapters' folder as it is (their weights stay float32: they are graph inputs, which no pass quantizes)."""
     for item in source.iterdir():
         graph = item.name.startswith("model.onnx") or item.name == ALL_LOGITS_GRAPH
         if item.is_file() and not graph and not (out / item.name).exists():
             shutil.copy2(item, out / item.name)
+    if (source / ADAPTERS_DIR).is_dir() and not (out / ADAPTERS_DIR).exists():
+        shutil.copytree(source / ADAPTERS_DIR, out / ADAPTERS_DIR)

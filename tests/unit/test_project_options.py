@@ -69,6 +69,15 @@ def test_the_options_are_typed_and_checked_without_plugins(slmdeploy_project):
             ('precision = ["int4", "int8"]', "search = { min_top1 = 0.5 }"),
             "[evaluate] fallback and [quantize] search both choose the variant to deploy",
         ),
+        (
+            ('plugin = "copy"', 'plugin = "copy"\nadapters = "both"'),
+            'slmdeploy.toml:10: [convert] adapters must be "merge" or "runtime", not \'both\'',
+        ),
+        (
+            ('plugin = "copy"', 'plugin = "copy"\nadapters = "runtime"'),
+            'slmdeploy.toml:10: [convert] adapters = "runtime" applies LoRA adapters at run time, but [source] names '
+            "no adapter",
+        ),
     ],
 )
 def test_each_mistake_is_found_where_the_file_is_loaded(slmdeploy_project, change, expected):
@@ -88,3 +97,20 @@ def test_what_needs_the_plugins_is_found_when_the_plan_is_made(fake_project):
     message = " ".join(result.stderr.split())
     assert "[evaluate.gates] max_package_byte names no figure the selected evaluators measure" in message
     assert "Did you mean 'max_package_bytes'?" in message
+
+
+def test_runtime_adapters_are_one_source_carrying_every_adapter(slmdeploy_project):
+    from fakeplugins import make_model
+
+    text = GATED.replace('path = "model"', 'path = "model"\nadapter = ["adapters/support", "adapters/sales"]')
+    project = slmdeploy_project(text.replace('plugin = "copy"', 'plugin = "copy"\nadapters = "runtime"'))
+    make_model(project.path / "model")
+    for name in ("support", "sales"):
+        (project.path / "adapters" / name).mkdir(parents=True)
+    options = _options(project)
+    (source,) = options.sources
+    assert options.adapters == "runtime" and source.prefix == "" and source.model.adapter is None
+    assert source.model.adapters == (project.path / "adapters/support", project.path / "adapters/sales")
+    assert "adapters" not in options.table("convert").options  # the core's key, not the plugin's
+    merged = _options(slmdeploy_project(text))
+    assert merged.adapters == "merge" and [named.prefix for named in merged.sources] == ["support", "sales"]

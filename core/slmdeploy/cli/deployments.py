@@ -51,6 +51,20 @@ def list_deployed(session: Session, as_json: bool) -> None:
             )
     for item in leftovers:
         click.echo(f"{item.model_id}: {item.state} ({item.path}). {item.fix}")
+    _say_shared(models)
+
+
+def _say_shared(models: list[DeployedModel]) -> None:
+    """Which variants are runtime LoRA adapters on another's files (their SIZE is the adapter file's alone)."""
+    bases: dict[str, list[str]] = {}
+    for model in models:
+        if model.base is not None:
+            bases.setdefault(model.base, []).append(model.variant)
+    for base, variants in bases.items():
+        click.echo(
+            f"{', '.join(variants)}: LoRA adapters applied at run time on {base}'s files (held once; SIZE is the "
+            "adapter file's). `slmdeploy serve` answers each as NAME:ADAPTER on one loaded base."
+        )
 
 
 def _registry_check(session: Session, models: list[DeployedModel]) -> Any:
@@ -81,7 +95,7 @@ def _ls_row(model: DeployedModel, stale: frozenset[str]) -> tuple[str, ...]:
     if model.registration:
         where = f"{model.registration['registry']}: {model.registration['model_id']}"
         where += " (not current)" if model.name in stale else ""
-    size = _size(model.folder)
+    size = f"{model.size_bytes / 1e6:.1f} MB"
     return (model.name, str(model.version), model.precision, size, model.gates or "-", where, model.built_at)
 
 

@@ -35,6 +35,13 @@ SELECTORS = {
 """The key of each stage table that names its implementation."""
 EVALUATE_KEYS = ("plugins", "gates", "fallback")
 ADAPTER_FIX = "Point [source] adapter at a PEFT adapter folder (adapter_config.json and weights)."
+ADAPTER_MODES = ("merge", "runtime")
+ADAPTERS_KEY = "adapters"
+"""``[convert] adapters``: a core key of the convert table (it shapes the sources), never passed to the plugin."""
+ADAPTERS_HELP = (
+    'adapters = "merge" (the default) merges each LoRA adapter of [source] adapter into its own copy of the base; '
+    '"runtime" converts the base once and each adapter into a file applied per request on that one base'
+)
 
 
 @attrs.frozen
@@ -75,6 +82,9 @@ class ProjectOptions:
     """``[evaluate.gates]``."""
     fallback: tuple[str, ...]
     """``[evaluate] fallback``: variant names in order of preference, or empty."""
+    adapters: str = "merge"
+    """``[convert] adapters``: ``"merge"`` (each adapter merged into a copy of the base: a source per adapter) or
+    ``"runtime"`` (one source, the base, carrying every adapter folder in `SourceModel.adapters`)."""
 
     def table(self, key: str) -> StageTable | None:
         """The stage table at `key` (``register``, ``evaluate.quality``), or None when the project has none."""
@@ -101,7 +111,27 @@ def project_options(project: Project) -> ProjectOptions:
             "(and the gates of [evaluate.gates]).",
         )
     stages = tuple(table for stage in STAGE_ORDER if stage in project.stages for table in _tables(project, stage))
-    return ProjectOptions(project, resolve_sources(project), stages, search, gates, fallback)
+    mode = adapter_mode(project)
+    return ProjectOptions(project, resolve_sources(project, mode), stages, search, gates, fallback, mode)
+
+
+def adapter_mode(project: Project) -> str:
+    """``[convert] adapters``, checked: one of `ADAPTER_MODES`; ``"runtime"`` needs adapters in ``[source]``."""
+    value = project.stages.get("convert", {}).get(ADAPTERS_KEY, "merge")
+    if value not in ADAPTER_MODES:
+        raise ConfigError(
+            f'[convert] adapters must be "merge" or "runtime", not {value!r}',
+            where=project.locate(f"convert.{ADAPTERS_KEY}"),
+            fix=f"{ADAPTERS_HELP}.",
+        )
+    if value == "runtime" and not project.source.adapter:
+        raise ConfigError(
+            '[convert] adapters = "runtime" applies LoRA adapters at run time, but [source] names no adapter',
+            where=project.locate(f"convert.{ADAPTERS_KEY}"),
+            fix='List the PEFT adapter folders in [source] adapter = ["adapters/support", ...], or leave out '
+            "[convert] adapters.",
+        )
+    return str(value)
 
 
 def _tables(project: Project, stage: str) -> list[StageTable]:
@@ -112,7 +142,7 @@ def _tables(project: Project, stage: str) -> list[StageTable]:
             StageTable(stage, f"evaluate.{name}", name, _evaluator_table(project, table, name))
             for name in _evaluator_names(project, table)
         ]
-    taken = (selector, "search") if stage == "quantize" else (selector,)
+    taken = {"quantize": (selector, "search"), "convert": (selector, ADAPTERS_KEY)}.get(stage, (selector,))
     options = {key: value for key, value in table.items() if key not in taken}
     return [StageTable(stage, stage, table.get(selector, AUTO if stage == "template" else None), options)]
 
@@ -137,9 +167,10 @@ def _evaluator_table(project: Project, table: Mapping[str, Any], name: str) -> M
     return options
 
 
-def resolve_sources(project: Project) -> tuple[NamedSource, ...]:
+def resolve_sources(project: Project, mode: str = "merge") -> tuple[NamedSource, ...]:
     """The models variants start from: one (``prefix ""``) for one adapter or none, else one per adapter
-    (``support``, ``sales``), each named after its folder."""
+    (``support``, ``sales``), each named after its folder; with runtime adapters (`mode` ``"runtime"``), one: the
+    base, carrying every adapter folder."""
     path = resolve_source_path(project)
     fmt = "gguf" if path.is_file() and path.suffix.lower() == ".gguf" else "hf"
     if fmt == "gguf":
@@ -148,6 +179,9 @@ def resolve_sources(project: Project) -> tuple[NamedSource, ...]:
     adapters = project.source.adapter
     if not adapters:
         return (NamedSource("", base),)
+    if mode == "runtime":
+        folders = [adapters] if isinstance(adapters, str) else adapters
+        return (NamedSource("", attrs.evolve(base, adapters=tuple(_adapter_folder(project, f) for f in folders))),)
     if isinstance(adapters, str):
         return (NamedSource("", attrs.evolve(base, adapter=_adapter_folder(project, adapters))),)
     return tuple(

@@ -7,6 +7,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import attrs
+
 from slmdeploy.deployed import DeployedModel
 from slmdeploy.errors import ConfigError, brief
 from slmdeploy.execute.publish import REPORT
@@ -19,7 +21,10 @@ def deployed_models(build_dir: Path) -> list[DeployedModel]:
 def _read(build_dir: Path) -> Iterator[DeployedModel]:
     for manifest_file in sorted(build_dir.glob("*/manifest.json")):
         try:
-            yield _deployed(manifest_file, json.loads(manifest_file.read_text(encoding="utf-8")))
+            manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
+            base = _deployed(manifest_file, manifest)
+            yield base
+            yield from (_adapter_variant(base, item) for item in manifest.get("adapters", []))
         except (ValueError, KeyError, TypeError) as error:
             raise ConfigError(
                 f"the build manifest is damaged ({brief(error)})",
@@ -43,6 +48,19 @@ def _deployed(manifest_file: Path, manifest: dict[str, Any]) -> DeployedModel:
         built_at=manifest["built_at"],
         registration=registration,
         gates=_gates(manifest_file.parent / REPORT),
+    )
+
+
+def _adapter_variant(base: DeployedModel, item: dict[str, Any]) -> DeployedModel:
+    """A runtime LoRA adapter's variant: the base's files and verdict, the adapter applied; never registered (a
+    registry runs the base's folder, without adapters)."""
+    return attrs.evolve(
+        base,
+        name=f"{base.name}:{item['name']}",
+        variant=str(item["variant"]),
+        registration=None,
+        adapter=str(item["name"]),
+        base=base.variant,
     )
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from slmdeploy import __version__
+from slmdeploy.artifacts import runtime_adapters
 from slmdeploy.execute.records import inside
 from slmdeploy.files import link_tree
 
@@ -68,7 +69,19 @@ def manifest(plan: Plan, variant: str, results: Sequence[StepResult]) -> dict[st
         "slmdeploy_version": __version__,
         "source": {**described, "adapter": str(source.adapter)} if source.adapter else described,
         "stages": [_manifest_stage(result) for result in results],
+        **_adapter_variants(variant, results),
     }
+
+
+def _adapter_variants(variant: str, results: Sequence[StepResult]) -> dict[str, Any]:
+    """``{"adapters": [...]}`` when the variant's model takes runtime LoRA adapters: each is a variant of its own,
+    ``<adapter>-<variant>``, sharing this variant's files (`slmdeploy.deploy.listing` lists them)."""
+    folders = [result.artifact.path for result in results if type(result.artifact).PUBLISH_AS == "model"]
+    found = runtime_adapters(folders[-1]) if folders else {}
+    if not found:
+        return {}
+    listed = [{"name": name, "variant": f"{name}-{variant}", **item} for name, item in found.items()]
+    return {"adapters": listed}
 
 
 def _report(record: dict[str, Any], evaluation: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -71,10 +71,13 @@ class DigestCache:
 
 
 def source_digest(source: SourceModel, digests: DigestCache) -> str:
-    """The content digest of a source model, with its LoRA adapter when it has one."""
+    """The content digest of a source model, with its LoRA adapter when it has one (or its runtime adapters, each
+    with its name, which names its file)."""
     digest = digests.tree_digest(source.path)
     if source.adapter is not None:
         digest = sha256_text(digest + digests.tree_digest(source.adapter))
+    for adapter in source.adapters:
+        digest = sha256_text(f"{digest}+{adapter.name}:{digests.tree_digest(adapter)}")
     return digest
 
 

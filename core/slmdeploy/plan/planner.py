@@ -33,6 +33,7 @@ def make_plan(options: ProjectOptions, registry: Registry, digests: DigestCache)
     ]
     variants = _variants(options, slots, digests)
     _check_chain(options, variants[0].steps)
+    _check_runtime_adapters(options, variants[0].steps)
     with plugin_code("a plugin's slmdeploy_check_project hook"):
         registry.manager.hook.slmdeploy_check_project(project=project, options=options)
     sources = options.sources
@@ -152,6 +153,20 @@ def _choices(stage: str, registry: Registry) -> str:
     names = registry.names(stage)
     listing = ", ".join(repr(name) for name in names) if names else "none is installed"
     return f"Installed {stage} plugins: {listing} (see `slmdeploy plugins`)."
+
+
+def _check_runtime_adapters(options: ProjectOptions, steps: tuple[Step, ...]) -> None:
+    """``[convert] adapters = "runtime"`` needs a converter that writes adapter files."""
+    convert = next((step for step in steps if step.stage == "convert"), None)
+    if options.adapters != "runtime" or convert is None or convert.provided is None:
+        return
+    if getattr(convert.provided.cls, "RUNTIME_ADAPTERS", False):
+        return
+    raise ConfigError(
+        f'[convert] adapters = "runtime", but the convert plugin {convert.plugin_name!r} does not make adapter files',
+        where=options.project.locate("convert.adapters"),
+        fix='Use adapters = "merge" (each adapter merged into its own copy of the base), or plugin = "olive".',
+    )
 
 
 def _check_chain(options: ProjectOptions, steps: tuple[Step, ...]) -> None:

@@ -6,15 +6,26 @@
   project file's key (never its content).
 - `link_tree(source, target)`: a folder's files as hard links where the file system allows, copies elsewhere.
   Linked files share their content with the cache: never edit one in place, replace it (unlink, then write).
+- `runtime_adapters(folder)`: the runtime LoRA adapters a model folder's graph takes, by name, from its
+  ``adapters.json`` (`ADAPTERS_INDEX`; the files in `ADAPTERS_DIR`), or an empty dict.
 - `prepare_source(source, work, log)`: a `SourceModel` as a Hugging Face folder: itself, or a GGUF file dequantized
   and a LoRA adapter merged into a new folder under `work` (needs the ``olive`` extra's torch and transformers).
 """
 
 from __future__ import annotations
 
-from slmdeploy.artifacts import chat_template, model_config
+from slmdeploy.artifacts import ADAPTERS_DIR, ADAPTERS_INDEX, chat_template, model_config, runtime_adapters
 from slmdeploy.config.syntax import read_text_file
 from slmdeploy.files import link_tree
 from slmdeploy.model.sources import prepare_source
 
-__all__ = ["chat_template", "link_tree", "model_config", "prepare_source", "read_text_file"]
+__all__ = [
+    "ADAPTERS_DIR",
+    "ADAPTERS_INDEX",
+    "chat_template",
+    "link_tree",
+    "model_config",
+    "prepare_source",
+    "read_text_file",
+    "runtime_adapters",
+]

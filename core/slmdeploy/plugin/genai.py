@@ -86,17 +86,32 @@ class Generation:
         return token
 
 
+ACTIVE_ADAPTER = "active"
+"""The name a `GenaiPackage` loads its adapter under."""
+
+
 class GenaiPackage:
     """An onnxruntime-genai model folder, loaded with `threads` intra-op threads (None or 0: every core this process
-    may use), with its tokenizer, its stop tokens and its length limits read from ``genai_config.json``."""
+    may use), with its tokenizer, its stop tokens and its length limits read from ``genai_config.json``; with
+    `adapter` (an ``.onnx_adapter`` file of the folder's runtime LoRA adapters), every generation applies it."""
 
-    def __init__(self, folder: Path, threads: int | None = None, overlay: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        threads: int | None = None,
+        overlay: Mapping[str, Any] | None = None,
+        adapter: Path | None = None,
+    ) -> None:
         import onnxruntime_genai as og
 
         self.og = og
         self.folder = Path(folder)
         self.config: dict[str, Any] = json.loads((self.folder / "genai_config.json").read_text(encoding="utf-8"))
         self.model = load_genai_model(self.folder, threads, dict(overlay) if overlay else None)
+        self.adapters: Any = None
+        if adapter is not None:  # onnxruntime-genai applies an adapter per generator, to every row of it
+            self.adapters = og.Adapters(self.model)
+            self.adapters.load(str(adapter), ACTIVE_ADAPTER)
         self.tokenizer = og.Tokenizer(self.model)
         eos = self.config["model"].get("eos_token_id", [])
         self.stop_ids = frozenset(int(token) for token in (eos if isinstance(eos, list) else [eos]))
@@ -157,6 +172,8 @@ class GenaiPackage:
         params = self.og.GeneratorParams(self.model)
         params.set_search_options(**options, **(search or {}))
         generator = self.og.Generator(self.model, params)
+        if self.adapters is not None:
+            generator.set_active_adapter(self.adapters, ACTIVE_ADAPTER)
         generator.append_tokens(ids_array(ids))
         return Generation(generator, budget, self.stop_ids if stop else frozenset())
 

@@ -58,7 +58,8 @@ def make_app(pool: Pool, api_key: str | None = None) -> FastAPI:
 
     @app.get("/v1/models", dependencies=guarded)
     async def models() -> dict[str, Any]:
-        return {"object": "list", "data": [_model_card(served) for served in pool.models]}
+        cards = [_model_card(served, name) for served in pool.models for name in _served_names(served)]
+        return {"object": "list", "data": cards}
 
     @app.post("/v1/chat/completions", dependencies=guarded, response_model=None)
     async def chat_completions(request: Request) -> Response | dict[str, Any]:
@@ -68,7 +69,9 @@ def make_app(pool: Pool, api_key: str | None = None) -> FastAPI:
         messages = [message.as_template_input() for message in body.messages]
         ids = await asyncio.to_thread(served.loaded.render, messages, tools)
         calls = served.loaded.tool_call if tools is not None else None
-        return await _answer(request, body, served, ids, Reply(served.name, len(ids), calls))
+        return await _answer(
+            request, body, served, ids, Reply(_reply_name(served, pool.adapter(body.model)), len(ids), calls)
+        )
 
     @app.post("/v1/completions", dependencies=guarded, response_model=None)
     async def completions(request: Request) -> Response | dict[str, Any]:
@@ -78,14 +81,16 @@ def make_app(pool: Pool, api_key: str | None = None) -> FastAPI:
             body.prompt if isinstance(body.prompt, list) else await asyncio.to_thread(served.loaded.encode, body.prompt)
         )
         _check_token_ids(ids, served, "prompt")
-        return await _answer(request, body, served, ids, TextReply(served.name, len(ids)))
+        return await _answer(
+            request, body, served, ids, TextReply(_reply_name(served, pool.adapter(body.model)), len(ids))
+        )
 
     async def _answer(
         request: Request, body: Generation, served: Served, ids: list[int], reply: Reply
     ) -> Response | dict[str, Any]:
         sampling = _sampling(body, served, len(ids), pool.limits)
         pool.admit(served)
-        events = pool.run(served, ids, sampling)
+        events = pool.run(served, ids, sampling, pool.adapter(body.model))
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
             return EventSourceResponse(
@@ -166,8 +171,18 @@ def _check_prompt(name: str, prompt_tokens: int, context: int, most: int | None)
         )
 
 
-def _model_card(served: Served) -> dict[str, Any]:
-    return {"id": served.name, "object": "model", "created": served.created, "owned_by": "slmdeploy"}
+def _served_names(served: Served) -> list[str]:
+    """The base's name and ``<name>:<adapter>`` for each of its runtime LoRA adapters."""
+    return [served.name, *(f"{served.name}:{adapter}" for adapter, _ in served.loaded.spec.adapters)]
+
+
+def _reply_name(served: Served, adapter: str | None) -> str:
+    """The model a reply names: the served name, with the runtime LoRA adapter the request asked for."""
+    return f"{served.name}:{adapter}" if adapter else served.name
+
+
+def _model_card(served: Served, name: str) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": served.created, "owned_by": "slmdeploy"}
 
 
 def has_key(request: Request, api_key: str) -> bool:

@@ -7,7 +7,8 @@ The HTTP layer sees a small interface: `EngineWorker.submit` a `Job`, `cancel` i
    the fewest tokens left first (one passed over three steps in a row goes first), each its next chunk in a run of
    its own (batch size 1), and the first's always; a request whose prompt is read draws its first token and starts
    decoding;
-2. decode: one token for every row that is decoding, in one run.
+2. decode: one token for every row that is decoding, in one run (with runtime LoRA adapters, one run per adapter
+   among the decoding rows: `slmdeploy.serve.decoder`).
 
 So a step costs one decode run for the whole batch plus at most one chunk's worth of prompt tokens: decoding rows
 are never stalled for longer than one chunk by newcomers' prompts, and a newcomer starts reading its prompt at the
@@ -34,6 +35,7 @@ from typing import Any
 
 import attrs
 
+from slmdeploy.serve.decoder import PLACEHOLDER
 from slmdeploy.serve.events import Delta, Event, Failed, Finished, Job, TokenLogprob
 from slmdeploy.serve.guidance import Grammar, compile_grammar
 from slmdeploy.serve.models import LoadedModel
@@ -71,13 +73,16 @@ class Row:
 
 @attrs.define
 class Kept:
-    """The prompt tokens whose keys and values a row's cache holds from whole chunk runs (positions 0..n-1)."""
+    """The prompt tokens whose keys and values a row's cache holds from whole chunk runs (positions 0..n-1), and the
+    runtime LoRA adapter they were read with (None: the base)."""
 
     tokens: list[int] = attrs.field(factory=list)
+    adapter: str | None = None
 
-    def reusable(self, ids: list[int], chunk: int) -> int:
-        """How many of `ids` can be taken from this cache: whole chunks that match, and one token left to read."""
-        if not chunk or not self.tokens:
+    def reusable(self, ids: list[int], chunk: int, adapter: str | None) -> int:
+        """How many of `ids`, read with `adapter`, can be taken from this cache: whole chunks that match (read with the
+        same adapter), and one token left to read."""
+        if not chunk or not self.tokens or adapter != self.adapter:
             return 0
         common = 0
         for kept, new in zip(self.tokens, ids, strict=False):
@@ -160,18 +165,18 @@ class EngineWorker:
             loaded = self.loaded
             sampler = RowSampler(job.sampling, loaded.defaults, loaded.eos, job.ids)
             text = TokenText(loaded.tokenizer, loaded.eos, job.sampling.stops)
-            index, reuse = self._free_row_for(job.ids)
+            index, reuse = self._free_row_for(job.ids, job.adapter)
             self.rows[index] = Row(job, sampler, text, grammar, read=reuse)
             if reuse:
                 self.reused_tokens += reuse
                 if self.reused is not None:
                     self.reused.inc(reuse)
 
-    def _free_row_for(self, ids: list[int]) -> tuple[int, int]:
+    def _free_row_for(self, ids: list[int], adapter: str | None) -> tuple[int, int]:
         """The free row to take for a prompt, and how many of its tokens that row's cache holds: the free row whose
         kept chunks start the prompt, or a free row given a copy of a busy row's chunks when those go further."""
         chunk = self.loaded.prefill_chunk
-        reuse = [self._held(index).reusable(ids, chunk) for index in range(self.max_batch)]
+        reuse = [self._held(index).reusable(ids, chunk, adapter) for index in range(self.max_batch)]
         free = [index for index, row in enumerate(self.rows) if row is None]
         # the most reuse; else a row that keeps nothing (other prompts' chunks stay for later), the lowest first
         taken = min(free, key=lambda index: (-reuse[index], bool(self.kept[index].tokens), index))
@@ -187,7 +192,7 @@ class EngineWorker:
         row, chunk = self.rows[index], self.loaded.prefill_chunk
         if row is None:
             return self.kept[index]
-        return Kept(list(row.job.ids[: row.read // chunk * chunk]) if chunk else [])
+        return Kept(list(row.job.ids[: row.read // chunk * chunk]) if chunk else [], row.job.adapter)
 
     def _step(self) -> None:
         out: list[tuple[Job, Event]] = []
@@ -215,7 +220,7 @@ class EngineWorker:
 
     def _prefill(self, row: Row, size: int, out: list[tuple[Job, Event]]) -> None:
         ids = row.job.ids[row.read : row.read + size]
-        logits = self.loaded.decoder.prefill(self.rows.index(row), ids, row.read)
+        logits = self.loaded.decoder.prefill(self.rows.index(row), ids, row.read, row.job.adapter)
         row.read += len(ids)
         if row.decoding:
             row.length = row.read
@@ -229,7 +234,8 @@ class EngineWorker:
             (row.length if row.decoding else row.read) if row is not None else len(self.kept[index].tokens)
             for index, row in enumerate(rows)
         ]
-        logits = self.loaded.decoder.decode(tokens, lengths)
+        adapters = [row.job.adapter if row is not None and row.decoding else PLACEHOLDER for row in rows]
+        logits = self.loaded.decoder.decode(tokens, lengths, adapters)
         for index, row in enumerate(rows):
             if row is not None and row.decoding and self.rows[index] is row:
                 row.length += 1
@@ -282,7 +288,7 @@ class EngineWorker:
             if row is not None and row.job is job:
                 self.rows[index] = None
                 whole = row.read // chunk * chunk if chunk else 0  # positions written by whole chunk runs
-                self.kept[index] = Kept(list(job.ids[:whole]))
+                self.kept[index] = Kept(list(job.ids[:whole]), job.adapter)
 
     def _fail_all(self, message: str, status: int) -> None:
         jobs = [*(row.job for row in self.rows if row is not None), *self.waiting]

@@ -80,3 +80,5 @@ class Job:
     events: asyncio.Queue[Event] = attrs.field(factory=asyncio.Queue)
     sequence: int = attrs.field(factory=itertools.count().__next__)
     """Arrival order: the oldest request reading its prompt reads first."""
+    adapter: str | None = None
+    """The runtime LoRA adapter the request asked for by its model name (``NAME:ADAPTER``); None: the base."""

@@ -10,6 +10,7 @@ from typing import Any
 
 import attrs
 
+from slmdeploy.artifacts import runtime_adapters
 from slmdeploy.deploy.listing import deployed_models
 from slmdeploy.deployed import DeployedModel
 from slmdeploy.errors import ConfigError, InputError
@@ -25,11 +26,19 @@ class ModelSpec:
     name: str
     folder: Path
     aliases: tuple[str, ...] = ()
+    adapters: tuple[tuple[str, Path], ...] = ()
+    """The package's runtime LoRA adapters (name, ``.onnx_adapter`` file): each served as ``<name>:<adapter>`` on
+    this one loaded base."""
+
+    def adapter_names(self) -> dict[str, str]:
+        """Every model name that reaches an adapter (``<name>:<adapter>``, and with each alias), to the adapter."""
+        return {f"{name}:{adapter}": adapter for name in (self.name, *self.aliases) for adapter, _ in self.adapters}
 
 
 def project_specs(build_dir: Path, wanted: Sequence[str]) -> list[ModelSpec]:
     """The deployable variants in `build_dir` (all, or those `wanted` by name, variant or folder path)."""
-    deployable = [model for model in deployed_models(build_dir) if model.gates != "failed"]
+    # a runtime adapter's variant is served by its base's spec (one loaded base for all of them)
+    deployable = [model for model in deployed_models(build_dir) if model.gates != "failed" and model.adapter is None]
     if not wanted:
         if not deployable:
             raise ConfigError(
@@ -55,7 +64,11 @@ def _spec(model: DeployedModel) -> ModelSpec:
     registered = (model.registration or {}).get("model_id")
     names = [str(registered)] if registered else []
     names += [name for name in (model.name, model.variant) if name not in names]
-    return ModelSpec(names[0], model.folder, tuple(names[1:]))
+    return ModelSpec(names[0], model.folder, tuple(names[1:]), _adapters(model.folder))
+
+
+def _adapters(folder: Path) -> tuple[tuple[str, Path], ...]:
+    return tuple((name, folder / item["file"]) for name, item in runtime_adapters(folder).items())
 
 
 def _pick(deployable: list[DeployedModel], wanted: str, build_dir: Path) -> ModelSpec:
@@ -63,7 +76,8 @@ def _pick(deployable: list[DeployedModel], wanted: str, build_dir: Path) -> Mode
         return _folder_spec(Path(wanted))
     for model in deployable:
         spec = _spec(model)
-        if wanted in (spec.name, *spec.aliases):
+        variants = {f"{adapter}-{model.variant}" for adapter, _ in spec.adapters}
+        if wanted in (spec.name, *spec.aliases, *spec.adapter_names(), *variants):
             return spec
     listing = ", ".join(_spec(model).name for model in deployable) or "none"
     raise ConfigError(
@@ -79,7 +93,7 @@ def _folder_spec(folder: Path) -> ModelSpec:
         )
     info = folder / "inference_model.json"
     name = json.loads(info.read_text(encoding="utf-8")).get("Name") if info.is_file() else None
-    return ModelSpec(str(name or folder.resolve().name), folder)
+    return ModelSpec(str(name or folder.resolve().name), folder, adapters=_adapters(folder))
 
 
 @attrs.define
@@ -136,7 +150,7 @@ def load(spec: ModelSpec, threads: int, max_batch: int) -> LoadedModel:
     config = json.loads((spec.folder / PACKAGE_FILE).read_text(encoding="utf-8"))
     search = config.get("search", {})
     context = int(search.get("max_length") or config["model"]["context_length"])
-    decoder = Decoder(spec.folder, max_batch, threads, context)
+    decoder = Decoder(spec.folder, max_batch, threads, context, dict(spec.adapters))
     # onnxruntime-genai's tokenizer and chat template (what `slmdeploy run` renders with), made from the package's
     # folder: no second copy of the model is loaded for it (that made the server's peak 190 MB higher)
     tokenizer = og.Tokenizer(str(spec.folder))

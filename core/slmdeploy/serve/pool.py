@@ -59,6 +59,11 @@ class Pool:
         self.limits, self.metrics = limits, metrics
         self.models = [Served(model, self._worker(model)) for model in loaded]
         self.by_name = {name: served for served in self.models for name in (served.name, *served.loaded.spec.aliases)}
+        self.adapters = {
+            name: adapter for served in self.models for name, adapter in served.loaded.spec.adapter_names().items()
+        }
+        """Model names that apply a runtime LoRA adapter (``NAME:ADAPTER``), to the adapter's name."""
+        self.by_name |= {name: self.by_name[name.rpartition(":")[0]] for name in self.adapters}
         self.closing = False
 
     def _worker(self, model: LoadedModel) -> EngineWorker:
@@ -106,10 +111,17 @@ class Pool:
         served.active += 1
         self.metrics.active.labels(served.name).inc()
 
-    async def run(self, served: Served, ids: list[int], sampling: Sampling) -> AsyncIterator[Event]:
+    def adapter(self, name: str) -> str | None:
+        """The runtime LoRA adapter the model name `name` applies (``NAME:ADAPTER``), or None for a base's name."""
+        return self.adapters.get(name)
+
+    async def run(
+        self, served: Served, ids: list[int], sampling: Sampling, adapter: str | None = None
+    ) -> AsyncIterator[Event]:
         """The request's events, ending with `Finished` or `Failed`; the caller has admitted it. Leaving early
-        (a client gone, a cancelled task) cancels it in the engine and frees its slot."""
-        job = Job(ids, sampling, asyncio.get_running_loop())
+        (a client gone, a cancelled task) cancels it in the engine and frees its slot. `adapter`: the runtime LoRA
+        adapter applied to its rows."""
+        job = Job(ids, sampling, asyncio.get_running_loop(), adapter=adapter)
         clock = _Clock(served, self.metrics)
         if self.closing:  # admitted, but the engine stopped before the response began
             job.events.put_nowait(Failed("the server is shutting down", 503))

@@ -1,0 +1,313 @@
+"""LoRA adapters at run time (``[convert] adapters = "runtime"``): one base, an ``.onnx_adapter`` file per adapter.
+
+A tiny random Llama and two PEFT LoRA adapters made here, of different ranks on different projections; the same
+project built with ``adapters = "merge"`` is the reference (each adapter merged into its own copy of the base).
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from slmdeploy.testing import run_slmdeploy
+from slmdeploy.testing.models import make_tiny_model
+
+PROJECT = """\
+[project]
+name = "tiny"
+[source]
+path = "{base}"
+adapter = [{adapters}]
+[convert]
+plugin = "olive"
+adapters = "{mode}"
+[quantize]
+plugin = "olive"
+precision = ["fp32", "int4"]
+"""
+# rank 4 on the attention's q and v; rank 8 on o and the MLP's gate and down: different ranks, different targets
+ADAPTERS = {"support": (1, 4, ("q_proj", "v_proj")), "sales": (2, 8, ("o_proj", "gate_proj", "down_proj"))}
+PROMPT = "the quick brown fox jumps over"
+NEW_TOKENS = 24
+
+
+def make_adapter(base: Path, folder: Path, seed: int, rank: int, targets: tuple[str, ...], **config) -> Path:
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    lora = LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=list(targets), init_lora_weights=False, **config)
+    get_peft_model(model, lora).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("adapters")
+    base = make_tiny_model(folder / "base", "llama")
+    for name, (seed, rank, targets) in ADAPTERS.items():
+        make_adapter(base, folder / "adapters" / name, seed, rank, targets)
+    return folder
+
+
+def write_project(folder: Path, models: Path, mode: str, adapters=tuple(ADAPTERS)) -> Path:
+    folder.mkdir(parents=True)
+    listed = ", ".join(f'"{models / "adapters" / name}"' for name in adapters)
+    text = PROJECT.format(base=models / "base", adapters=listed, mode=mode)
+    (folder / "slmdeploy.toml").write_text(textwrap.dedent(text), encoding="utf-8")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def built(models, tmp_path_factory):
+    """The project built both ways: {"runtime": folder, "merge": folder}."""
+    found = {}
+    for mode in ("runtime", "merge"):
+        project = write_project(tmp_path_factory.mktemp(mode) / "p", models, mode)
+        result = run_slmdeploy(project, "build")
+        assert result.returncode == 0, result.stderr
+        found[mode] = project
+    return found
+
+
+def greedy(folder: Path, adapter: str | None = None) -> list[int]:
+    """Greedy tokens of onnxruntime-genai on `folder`, with `adapter` (a file of the package) active."""
+    import onnxruntime_genai as og
+
+    model = og.Model(str(folder))
+    tokenizer = og.Tokenizer(model)
+    params = og.GeneratorParams(model)
+    params.set_search_options(do_sample=False, max_length=64)
+    generator = og.Generator(model, params)
+    if adapter is not None:
+        adapters = og.Adapters(model)
+        adapters.load(str(folder / "adapters" / f"{adapter}.onnx_adapter"), adapter)
+        generator.set_active_adapter(adapters, adapter)
+    generator.append_tokens(tokenizer.encode(PROMPT))
+    tokens = []
+    while not generator.is_done() and len(tokens) < NEW_TOKENS:
+        generator.generate_next_token()
+        tokens.append(int(generator.get_next_tokens()[0]))
+    return tokens
+
+
+def test_runtime_adapters_answer_as_the_merged_variants(built):
+    runtime, merged = built["runtime"] / "build", built["merge"] / "build"
+    answers = {name: greedy(runtime / "fp32" / "model", name) for name in ADAPTERS}
+    for name in ADAPTERS:
+        assert answers[name] == greedy(merged / f"{name}-fp32" / "model"), name
+    assert answers["support"] != answers["sales"]
+    assert greedy(runtime / "fp32" / "model") not in answers.values()
+
+
+def test_the_package_holds_the_base_once_and_an_adapter_file_each(built):
+    package = built["runtime"] / "build" / "int4" / "model"
+    index = json.loads((package / "adapters.json").read_text())["adapters"]
+    assert {name: (item["rank"], tuple(item["targets"])) for name, item in index.items()} == {
+        "support": (4, ("q_proj", "v_proj")),
+        "sales": (8, ("down_proj", "gate_proj", "o_proj")),
+    }
+    assert sorted(file.name for file in (package / "adapters").iterdir()) == [
+        "sales.onnx_adapter",
+        "support.onnx_adapter",
+    ]
+    assert len(list(package.glob("model.onnx*"))) == 2  # one graph and its weights, for every adapter
+    import onnx
+
+    nodes = onnx.load(str(package / "model.onnx"), load_external_data=False).graph.node
+    kinds = {(("/lora_" in node.name), node.op_type) for node in nodes if "MatMul" in node.op_type}
+    assert (False, "MatMulNBits") in kinds and (True, "MatMul") in kinds and (True, "MatMulNBits") not in kinds
+
+
+def test_int4_adapters_change_the_answer(built):
+    package = built["runtime"] / "build" / "int4" / "model"
+    answers = [greedy(package, name) for name in (None, *ADAPTERS)]
+    assert len({tuple(answer) for answer in answers}) == 3
+
+
+def test_the_base_alone_answers_as_its_pytorch_source(built, models):
+    import numpy as np
+    from transformers import AutoTokenizer
+
+    from slmdeploy.testing.fidelity import genai_logits, torch_logits
+
+    ids = AutoTokenizer.from_pretrained(models / "base")(PROMPT)["input_ids"]
+    package = built["runtime"] / "build" / "fp32" / "model"
+    assert np.abs(genai_logits(package, ids) - torch_logits(models / "base", ids)).max() < 1e-4
+
+
+@pytest.mark.parametrize(
+    ("config", "reason"),
+    [
+        ({"use_dora": True}, "it is DoRA (use_dora)"),
+        ({"modules_to_save": ["lm_head"]}, "it trains whole modules beside the LoRA (modules_to_save: ['lm_head'])"),
+        ({"target_modules": ["q_proj", "lm_head"]}, "it targets lm_head, which the model builder does not keep"),
+    ],
+)
+def test_adapters_that_are_not_plain_lora_are_refused_when_planned(models, tmp_path, config, reason):
+    targets = config.pop("target_modules", ["q_proj"])
+    make_adapter(models / "base", tmp_path / "adapters" / "odd", 3, 4, tuple(targets), **config)
+    project = write_project(tmp_path / "p", tmp_path, "runtime", adapters=("odd",))
+    (tmp_path / "base").symlink_to(models / "base")
+    result = run_slmdeploy(project, "plan")
+    said = " ".join(result.stderr.split())
+    assert result.returncode == 2, result.stderr
+    assert f"slmdeploy.toml:5: the LoRA adapter {tmp_path / 'adapters' / 'odd'} cannot be applied at run time" in said
+    assert reason in said and 'Set [convert] adapters = "merge"' in said and "Traceback" not in said
+
+
+def test_each_adapter_is_a_variant_sharing_its_base_files(built):
+    project = built["runtime"]
+    listed = json.loads(run_slmdeploy(project, "ls", "--json").stdout)
+    by_variant = {item["variant"]: item for item in listed}
+    assert sorted(by_variant) == ["fp32", "int4", "sales-fp32", "sales-int4", "support-fp32", "support-int4"]
+    for name in ADAPTERS:
+        item, base = by_variant[f"{name}-int4"], by_variant["int4"]
+        assert item["name"] == f"{base['name']}:{name}" and item["adapter"] == name and item["base"] == "int4"
+        assert item["folder"] == base["folder"] and item["registration"] is None
+        assert item["size_bytes"] == (project / "build/int4/model/adapters" / f"{name}.onnx_adapter").stat().st_size
+    manifest = json.loads((project / "build" / "int4" / "manifest.json").read_text())
+    assert [item["variant"] for item in manifest["adapters"]] == ["support-int4", "sales-int4"]
+    shown = run_slmdeploy(project, "ls").stdout
+    assert "sales-int4, support-int4: LoRA adapters applied at run time on int4's files" in " ".join(shown.split())
+
+
+def test_run_picks_the_adapter_by_name(built):
+    result = run_slmdeploy(built["runtime"], "run", "tiny-fp32:sales", "--prompt", PROMPT, "--max-tokens", "8")
+    assert result.returncode == 0, result.stderr
+    assert "tiny-fp32:sales: running with onnxruntime-genai" in result.stderr and "LoRA adapter sales" in result.stderr
+
+
+def genai_greedy(folder: Path, ids: list[int], new_tokens: int, adapter: str | None) -> list[int]:
+    """onnxruntime-genai's greedy answer to the token ids `ids`, the request alone, with `adapter` active."""
+    import numpy as np
+    import onnxruntime_genai as og
+
+    model = og.Model(str(folder))
+    params = og.GeneratorParams(model)
+    params.set_search_options(do_sample=False, max_length=len(ids) + new_tokens, repetition_penalty=1.0)
+    generator = og.Generator(model, params)
+    if adapter is not None:
+        adapters = og.Adapters(model)
+        adapters.load(str(folder / "adapters" / f"{adapter}.onnx_adapter"), adapter)
+        generator.set_active_adapter(adapters, adapter)
+    generator.append_tokens(np.array(ids, dtype=np.int32))
+    tokens = []
+    while not generator.is_done():
+        generator.generate_next_token()
+        tokens.append(int(generator.get_next_tokens()[0]))
+    return tokens
+
+
+def test_the_engine_decodes_rows_of_different_adapters_together_exactly(built):
+    """Rows of three adapters (the base one of them) joining at different steps: each answer equals the request
+    alone in onnxruntime-genai with its adapter; the grouped runs leave every row's cache as its own runs wrote it."""
+    import asyncio
+
+    import numpy as np
+
+    from slmdeploy.serve.engine import EngineWorker
+    from slmdeploy.serve.events import Finished, Job, Sampling
+    from slmdeploy.serve.models import ModelSpec, load
+
+    package = built["runtime"] / "build" / "fp32" / "model"
+    rng = np.random.default_rng(0)
+    picks = [None, "support", "sales", "sales", None, "support", "support", "sales"]
+    asked = [[int(token) for token in rng.integers(4, 300, length)] for length in (5, 23, 1, 40, 12, 7, 31, 18)]
+    new = 10
+    alone = [genai_greedy(package, ids, new, adapter) for ids, adapter in zip(asked, picks, strict=True)]
+    spec = ModelSpec(
+        "tiny", package, adapters=tuple((name, package / f"adapters/{name}.onnx_adapter") for name in ADAPTERS)
+    )
+    worker = EngineWorker(load(spec, 1, 8), 8)
+    worker.start()
+
+    async def one(index, ids, adapter):
+        while worker.steps < 2 * index:
+            await asyncio.sleep(0.005)
+        job = Job(ids, Sampling(max_new=new, temperature=0, repetition_penalty=1.0), asyncio.get_running_loop())
+        job.adapter = adapter
+        worker.submit(job)
+        while not isinstance(event := await job.events.get(), Finished):
+            assert not hasattr(event, "status"), event
+        return list(event.tokens)
+
+    async def every():
+        return await asyncio.gather(*(one(index, *pair) for index, pair in enumerate(zip(asked, picks, strict=True))))
+
+    try:
+        batched = asyncio.run(every())
+    finally:
+        worker.stop("done")
+    assert batched == alone
+    assert alone[1] != genai_greedy(package, asked[1], new, None)  # the adapters matter on these prompts
+
+
+def test_serve_answers_each_adapter_by_model_name_on_one_base(built):
+    from serving import ServerProcess, client
+
+    server = ServerProcess(built["runtime"], "--model", "tiny-fp32", "--max-batch", "4")
+    try:
+        openai = client(server)
+        ids = sorted(model.id for model in openai.models.list().data)
+        assert ids == ["tiny-fp32", "tiny-fp32:sales", "tiny-fp32:support"]
+
+        def ask(model):
+            messages = [{"role": "user", "content": PROMPT}]
+            reply = openai.chat.completions.create(
+                model=model, messages=messages, temperature=0, max_tokens=12, logprobs=True
+            )
+            assert reply.model == model
+            # a random model's text is mostly blank: its tokens' log-probabilities tell the adapters apart
+            return tuple((item.token, round(item.logprob, 4)) for item in reply.choices[0].logprobs.content)
+
+        answers = {model: ask(model) for model in ids}
+        assert len(set(answers.values())) == 3
+        assert ask("tiny-fp32:sales") == answers["tiny-fp32:sales"]
+        assert server.output().count("loading ") == 1  # one base in memory for all three
+    finally:
+        assert server.stop() == 0
+
+
+def test_a_prompt_read_with_one_adapter_is_not_reused_for_another(built):
+    """The same 60-token prompt, one request after another: with adapter "support", then "sales" (its keys and values
+    differ: nothing reused), then "support" again (3 chunks of 16 reused); each answer is the request's alone."""
+    import asyncio
+
+    import numpy as np
+
+    from slmdeploy.serve.engine import EngineWorker
+    from slmdeploy.serve.events import Finished, Job, Sampling
+    from slmdeploy.serve.models import ModelSpec, load
+
+    package = built["runtime"] / "build" / "fp32" / "model"
+    ids = [int(token) for token in np.random.default_rng(7).integers(4, 300, 60)]
+    spec = ModelSpec(
+        "tiny", package, adapters=tuple((name, package / f"adapters/{name}.onnx_adapter") for name in ADAPTERS)
+    )
+    loaded = load(spec, 1, 2)
+    loaded.prefill_chunk = 16
+    worker = EngineWorker(loaded, 2)
+    worker.start()
+
+    async def one(adapter):
+        job = Job(ids, Sampling(max_new=8, temperature=0, repetition_penalty=1.0), asyncio.get_running_loop())
+        job.adapter = adapter
+        worker.submit(job)
+        while not isinstance(event := await job.events.get(), Finished):
+            assert not hasattr(event, "status"), event
+        return list(event.tokens), worker.reused_tokens
+
+    try:
+        answers = [asyncio.run(one(adapter)) for adapter in ("support", "sales", "support")]
+    finally:
+        worker.stop("done")
+    assert [reused for _, reused in answers] == [0, 0, 48]
+    assert [tokens for tokens, _ in answers] == [
+        genai_greedy(package, ids, 8, name) for name in ("support", "sales", "support")
+    ]
