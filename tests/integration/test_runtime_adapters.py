@@ -311,3 +311,44 @@ def test_a_prompt_read_with_one_adapter_is_not_reused_for_another(built):
     assert [tokens for tokens, _ in answers] == [
         genai_greedy(package, ids, 8, name) for name in ("support", "sales", "support")
     ]
+
+
+def test_every_adapter_is_served_by_the_replicas_of_its_base_on_a_cluster(built):
+    """``serve --ray`` on a two-node cluster: the replica of the base (on the worker node, from the build cache)
+    answers each ``NAME:ADAPTER`` as the single-machine server does."""
+    import os
+
+    pytest.importorskip("ray.serve")
+    from ray.cluster_utils import Cluster
+
+    from serving import ServerProcess, client
+
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "object_store_memory": 80 << 20})
+    servers = []
+    try:
+        cluster.add_node(num_cpus=1, object_store_memory=80 << 20)
+        cluster.wait_for_nodes()
+        flags = ("--model", "tiny-fp32", "--threads", "1")
+        servers = [ServerProcess(built["runtime"], *flags)]
+        servers.append(ServerProcess(built["runtime"], *flags, "--ray", "--address", cluster.address))
+
+        def ask(server, model):
+            reply = client(server).chat.completions.create(
+                model=model, messages=[{"role": "user", "content": PROMPT}], temperature=0, max_tokens=12,
+                logprobs=True,
+            )  # fmt: skip
+            return reply.model, tuple(
+                (item.token, round(item.logprob, 4)) for item in reply.choices[0].logprobs.content
+            )
+
+        models = ["tiny-fp32", "tiny-fp32:sales", "tiny-fp32:support"]
+        on_ray = sorted(model.id for model in client(servers[1]).models.list().data)
+        assert on_ray == models
+        answers = [[ask(server, model) for model in models] for server in servers]
+        assert answers[0] == answers[1] and len({answer for _, answer in answers[1]}) == 3
+    finally:
+        codes = [server.stop() for server in servers]
+        cluster.shutdown()
+    assert codes == [0, 0]

@@ -109,7 +109,7 @@ def _application(
     for index, item in enumerate(placed):
         wanted = deployment_options(options.limits, cluster, options.threads, measured_peak_bytes(item.spec.folder))
         bound = bind_replica(index, item, options.threads, options.limits, key, stats, wanted)
-        routes.append(((item.spec.name, *item.spec.aliases), bound))
+        routes.append(((item.spec.name, *item.spec.aliases, *item.spec.adapter_names()), bound))  # adapters too
     connections = options.connections
     guard = {
         "host": options.host, "allowed_hosts": list(connections.allowed_hosts),

@@ -39,7 +39,9 @@ def place(spec: ModelSpec, cache_root: Path | None) -> PlacedPackage:
         entry = cache_root / "cache" / str(stage.get("key"))  # type: ignore[operator]
         folder = entry / "out" / path[len("out:") :]
         if path.startswith("out:") and digest and (folder / PACKAGE_FILE).is_file():
-            return PlacedPackage(attrs.evolve(spec, folder=folder), str(digest), entry)
+            # its runtime LoRA adapters are files of the package: read from the cache too, like the rest of it
+            adapters = tuple((name, folder / file.relative_to(spec.folder)) for name, file in spec.adapters)
+            return PlacedPackage(attrs.evolve(spec, folder=folder, adapters=adapters), str(digest), entry)
     return PlacedPackage(spec, DigestCache().tree_digest(spec.folder))
 
 
