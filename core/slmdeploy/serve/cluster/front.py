@@ -18,6 +18,8 @@ from slmdeploy.serve.schema import ApiError
 ATTEMPTS = 3
 RETRY_WAIT_S = 0.5
 """Between attempts: time for Ray Serve's router to learn that a replica is gone."""
+HEAD_NODE_RESOURCE = "node:__internal_head__"
+"""The resource Ray gives the head node only (``ray._common.constants.HEAD_NODE_RESOURCE_NAME``)."""
 LOST = "the replica answering this request was lost; retry the request (another replica answers it)"
 
 
@@ -164,10 +166,13 @@ def _error(error: ApiError) -> Any:
 
 def bind_front(routes: Sequence[tuple[Sequence[str], Any]], stats: Any, guard: dict[str, Any], key: str | None,
                max_connections: int) -> Any:  # fmt: skip
-    """The front deployment, one replica on any node, using no CPU; as many requests at once as connections."""
+    """The front deployment, one replica using no CPU, on the head node beside Ray Serve's proxy (a front on a worker
+    node would be lost with it, and every stream with it, not only those of that node's replicas); as many requests
+    at once as connections."""
     from ray import serve
 
+    on_head = {"num_cpus": 0, "resources": {HEAD_NODE_RESOURCE: 0.001}}  # Ray's own marker of the head node
     deployment = serve.deployment(serve.ingress()(Front)).options(
-        name="front", num_replicas=1, ray_actor_options={"num_cpus": 0}, max_ongoing_requests=max_connections
+        name="front", num_replicas=1, ray_actor_options=on_head, max_ongoing_requests=max_connections
     )
     return deployment.bind(routes, stats, guard, key)
