@@ -177,16 +177,7 @@ def report(results: dict[str, dict[int, dict[str, Any]]], memory: dict[str, floa
     print(f"\nbench-serve: {args.threads} threads each, seeded sampling, {args.max_tokens} tokens per answer, "
           f"{args.rounds} requests per client, clients {STAGGER_S * 1000:.0f} ms apart; tokens: streamed content "
           "chunks (one per token)")  # fmt: skip
-    print("| server | clients | requests | failed | aggregate tok/s | TTFT p50/p95 ms | ITL p50/p95 ms |")
-    print("|---|---|---|---|---|---|---|")
-    for name, levels in results.items():
-        for level, row in levels.items():
-            cells = [name, level, row["requests"], row["failed"], f"{row['aggregate_tps']:.1f}",
-                     f"{row['ttft_p50_ms']:.0f} / {row['ttft_p95_ms']:.0f}",
-                     f"{row['itl_p50_ms']:.1f} / {row['itl_p95_ms']:.1f}"]  # fmt: skip
-            print("| " + " | ".join(map(str, cells)) + " |")
-            for error in row["errors"]:
-                print(f"  {name} at {level}: failed with {error}")
+    print_table(results)
     for name, megabytes in memory.items():
         print(f"peak resident memory, {name}: {megabytes:.0f} MB")
     name = "llama-server -np 8 -cb"
@@ -200,6 +191,20 @@ def report(results: dict[str, dict[int, dict[str, Any]]], memory: dict[str, floa
     if os.access(ROOT, os.W_OK):
         out.parent.mkdir(exist_ok=True)
         out.write_text(json.dumps({"results": results, "peak_rss_mb": memory}, indent=2))
+
+
+def print_table(results: dict[str, dict[int, dict[str, Any]]]) -> None:
+    """Each server's row at each client count (Markdown), and the errors of its failed requests."""
+    print("| server | clients | requests | failed | aggregate tok/s | TTFT p50/p95 ms | ITL p50/p95 ms |")
+    print("|---|---|---|---|---|---|---|")
+    for name, levels in results.items():
+        for level, row in levels.items():
+            cells = [name, level, row["requests"], row["failed"], f"{row['aggregate_tps']:.1f}",
+                     f"{row['ttft_p50_ms']:.0f} / {row['ttft_p95_ms']:.0f}",
+                     f"{row['itl_p50_ms']:.1f} / {row['itl_p95_ms']:.1f}"]  # fmt: skip
+            print("| " + " | ".join(map(str, cells)) + " |")
+            for error in row["errors"]:
+                print(f"  {name} at {level}: failed with {error}")
 
 
 def ratio(ours: dict[str, Any], other: dict[str, Any], key: str) -> float:

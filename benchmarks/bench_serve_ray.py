@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # every node on 127.0.0.1
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-from bench_serve import free_port, load, wait_until_up  # noqa: E402
+from bench_serve import free_port, load, print_table, wait_until_up  # noqa: E402
 
 CLIENTS = (8, 16)
 STORE_BYTES = 80 << 20
@@ -123,16 +123,7 @@ def measure(servers: dict[str, str], model: str, args: argparse.Namespace, resul
 def report(results: dict[str, dict[int, dict[str, Any]]], args: argparse.Namespace) -> None:
     print(f"\nbench-serve-ray: 1 thread per engine, seeded sampling, {args.max_tokens} tokens per answer, "
           f"{args.rounds} requests per client; project {args.project}")  # fmt: skip
-    print("| server | clients | requests | failed | aggregate tok/s | TTFT p50/p95 ms | ITL p50/p95 ms |")
-    print("|---|---|---|---|---|---|---|")
-    for name, levels in results.items():
-        for level, row in levels.items():
-            cells = [name, level, row["requests"], row["failed"], f"{row['aggregate_tps']:.1f}",
-                     f"{row['ttft_p50_ms']:.0f} / {row['ttft_p95_ms']:.0f}",
-                     f"{row['itl_p50_ms']:.1f} / {row['itl_p95_ms']:.1f}"]  # fmt: skip
-            print("| " + " | ".join(map(str, cells)) + " |")
-            for error in row["errors"]:
-                print(f"  {name} at {level}: failed with {error}")
+    print_table(results)
     local, one, two = results["one machine"], results["ray, 1 replica"], results["ray, 2 replicas"]
     for level in CLIENTS:
         overhead = local[level]["aggregate_tps"] / one[level]["aggregate_tps"]
