@@ -228,13 +228,7 @@ def test_a_prompt_that_starts_like_an_earlier_one_reads_only_the_rest_and_answer
     finally:
         worker.stop("done")
     assert worker.reused_tokens == 48
-    fresh = start_engine(llama)
-    try:
-        alone = asyncio.run(scored_answer(fresh, sharing, scored))
-    finally:
-        fresh.stop("done")
-    assert fresh.reused_tokens == 0
-    assert reused == alone and len(alone) == NEW
+    assert reused == fresh_answer(llama, sharing, scored)
 
 
 def test_a_prompt_that_starts_like_a_running_one_copies_its_chunks_and_answers_the_same(llama):
@@ -258,12 +252,18 @@ def test_a_prompt_that_starts_like_a_running_one_copies_its_chunks_and_answers_t
     finally:
         worker.stop("done")
     assert worker.reused_tokens == 32
-    fresh = start_engine(llama)
+    assert joined == fresh_answer(llama, second, scored)
+
+
+def fresh_answer(package, ids, sampling):
+    """`scored_answer` of the request on an engine of its own, which has nothing to reuse."""
+    fresh = start_engine(package)
     try:
-        alone = asyncio.run(scored_answer(fresh, second, scored))
+        alone = asyncio.run(scored_answer(fresh, ids, sampling))
     finally:
         fresh.stop("done")
-    assert joined == alone and len(alone) == NEW
+    assert fresh.reused_tokens == 0 and len(alone) == sampling.max_new
+    return alone
 
 
 async def scored_answer(worker, ids, sampling):
