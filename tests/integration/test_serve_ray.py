@@ -167,14 +167,19 @@ def test_a_replica_lost_mid_stream_ends_its_stream_with_an_error_and_the_next_20
     next(chunks)
     serving = next(replica for replica in wait_busy(server) if replica["active"] > 0)
     os.kill(serving["pid"], signal.SIGKILL)
+    assert_lost_then_answered(server, chunks)
+    restarted = wait_for_replicas(server, 2, without=serving["replica"])  # Ray Serve replaced the lost replica
+    assert len({replica["node"] for replica in restarted}) == 2
+
+
+def assert_lost_then_answered(server, chunks):
+    """The stream ends with the error chunk of a lost replica, and the next 20 requests are all answered in full."""
     with pytest.raises(openai.APIError) as raised:
         for _ in chunks:
             pass
     assert "replica answering this request was lost" in str(raised.value)
     answers = [ask(server, max_tokens=4, extra_body={"min_tokens": 4}) for _ in range(20)]
     assert [answer.usage.completion_tokens for answer in answers] == [4] * 20
-    restarted = wait_for_replicas(server, 2, without=serving["replica"])  # Ray Serve replaced the lost replica
-    assert len({replica["node"] for replica in restarted}) == 2
 
 
 def wait_busy(server, timeout_s=30):
@@ -195,12 +200,7 @@ def test_a_node_lost_mid_stream_ends_its_stream_with_an_error_and_the_next_20_su
     serving = next(replica for replica in wait_busy(server) if replica["active"] > 0)
     node = next(node for node in cluster.worker_nodes if node.node_id == serving["node"])
     cluster.remove_node(node, allow_graceful=False)
-    with pytest.raises(openai.APIError) as raised:
-        for _ in chunks:
-            pass
-    assert "replica answering this request was lost" in str(raised.value)
-    answers = [ask(server, max_tokens=4, extra_body={"min_tokens": 4}) for _ in range(20)]
-    assert [answer.usage.completion_tokens for answer in answers] == [4] * 20
+    assert_lost_then_answered(server, chunks)
     cluster.add_node(num_cpus=1, object_store_memory=STORE_BYTES)  # room for Ray Serve's replacement
     restarted = wait_for_replicas(server, 2, without=serving["replica"])
     assert serving["node"] not in {replica["node"] for replica in restarted}
