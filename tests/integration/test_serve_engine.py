@@ -301,3 +301,17 @@ def test_the_demo_greedy_in_a_batch_of_8_equals_the_request_alone(demo_project):
     finally:
         worker.stop("done")
     assert [list(finished.tokens) for finished in batched] == [greedy_alone(package, ids, 16, 64) for ids in asked]
+
+
+def test_a_prompt_passed_over_three_steps_reads_first():
+    """The reading order: fewest tokens left first, then the oldest; a prompt passed over `STARVED_STEPS` steps in a
+    row goes before every other."""
+    from slmdeploy.serve.engine import STARVED_STEPS, Row, _reading_order
+
+    def row(tokens, passed_over):
+        return Row(Job([1] * tokens, greedy(), None), sampler=None, text=None, grammar=None, passed_over=passed_over)
+
+    long, short, shorter = row(900, STARVED_STEPS - 1), row(40, 0), row(20, 0)
+    assert sorted([long, short, shorter], key=_reading_order) == [shorter, short, long]
+    long.passed_over = STARVED_STEPS
+    assert sorted([long, short, shorter], key=_reading_order) == [long, shorter, short]

@@ -198,14 +198,15 @@ class EngineWorker:
         out: list[tuple[Job, Event]] = []
         reading = sorted((row for row in self.rows if row is not None and not row.decoding), key=_reading_order)
         budget = self.loaded.prefill_chunk or sum(len(row.job.ids) for row in reading)
+        served = 0
         for row in reading:  # each its next chunk, while the step's budget holds it (one at least)
             size = self._chunk_size(row)
             if size > budget and row is not reading[0]:
                 break
             budget -= size
             self._prefill(row, size, out)
-            row.passed_over = -1
-        for row in reading:
+            row.passed_over, served = 0, served + 1
+        for row in reading[served:]:
             row.passed_over += 1
         decoding = [index for index, row in enumerate(self.rows) if row is not None and row.decoding]
         if decoding:
