@@ -37,14 +37,17 @@ def serve_on_ray(
     with connect(cluster.address, None, cluster.where):
         placed = [place(spec, cluster.cache_root) for spec in specs]
         _probe(placed)
-        with _stats() as stats:
+        with _stats() as stats, _sigterm() as stopped:  # a SIGTERM from here on (even while deploying) stops it
             _check_room(options.threads)
             application = _application(placed, options, cluster, stats, key)
-            _run(application, options, echo)
-            echo(f"serving {', '.join(item.spec.name for item in placed)} on http://{options.host}:{options.port}/v1 "
-                 f"through Ray Serve ({_replicas(cluster)} of each)")  # fmt: skip
             try:
-                _wait_for_signal()
+                _run(application, options, echo)
+                echo(f"serving {', '.join(item.spec.name for item in placed)} on http://{options.host}:"
+                     f"{options.port}/v1 through Ray Serve ({_replicas(cluster)} of each)")  # fmt: skip
+                while not stopped.wait(0.5):
+                    pass
+            except KeyboardInterrupt:
+                pass
             finally:
                 echo("stopping: ending the requests in flight, removing the deployments")
                 _take_down(stats)
@@ -150,14 +153,15 @@ def _replicas(cluster: ClusterOptions) -> str:
     return f"{cluster.autoscale[0]} to {cluster.autoscale[1]} replicas, by queue length"
 
 
-def _wait_for_signal() -> None:
-    stop = threading.Event()
-    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+@contextlib.contextmanager
+def _sigterm() -> Iterator[threading.Event]:
+    """An event set by SIGTERM while inside: the server then stops as on Ctrl-C. Installed before the application is
+    deployed, so a SIGTERM that comes as soon as the server answers is not left to Ray's own handler, which exits
+    with status 15 and takes nothing down."""
+    stopped = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stopped.set())
     try:
-        while not stop.wait(0.5):
-            pass
-    except KeyboardInterrupt:
-        pass
+        yield stopped
     finally:
         signal.signal(signal.SIGTERM, previous)
 
