@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 import attrs
 
 from slmdeploy.artifacts import (
+    ADAPTERS_DIR,
     Artifact,
     DeployPackage,
     EvaluationReport,
@@ -98,10 +99,19 @@ class StageContext:
     """The project's ``[source]`` model, for stages that compare against it (evaluators)."""
     source_digest: str = ""
     """The content digest of `source` (and its adapter)."""
+    adapter: str | None = None
+    """For an evaluator of a runtime LoRA adapter's variant (``[convert] adapters = "runtime"``): the adapter's name.
+    The package's ``adapters/<adapter>.onnx_adapter`` is to be applied to every generation (`adapter_file`), and
+    `source` is the base with that adapter merged."""
     shared: Callable[[str, Mapping[str, Any], Callable[[Path], None]], Path] | None = None
     """``shared(name, key, make)``: a cached folder for work several variants and builds can reuse (a
     dequantized source, its reference measurements). The first caller runs ``make(folder)``; later calls with
     the same name and JSON-friendly key return the committed folder. None outside a build."""
+
+    def adapter_file(self, model_folder: Path) -> Path | None:
+        """The runtime adapter file to apply in `model_folder` (a package's model folder): None but for an
+        adapter's variant."""
+        return model_folder / ADAPTERS_DIR / f"{self.adapter}.onnx_adapter" if self.adapter else None
 
 
 class Stage:

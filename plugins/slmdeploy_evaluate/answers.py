@@ -15,8 +15,14 @@ from slmdeploy_evaluate.measure import PeakMemory
 class Chat:
     """Single-turn chat with a package: ``PromptTemplate.prompt`` of its ``inference_model.json``."""
 
-    def __init__(self, folder: Path, threads: int | None = None) -> None:
-        self.package = GenaiPackage(folder, threads)
+    def __init__(self, folder: Path, threads: int | None = None, adapter: Path | None = None) -> None:
+        self.package = GenaiPackage(folder, threads, adapter=adapter)
+
+    @classmethod
+    def of(cls, task: dict[str, Any]) -> Chat:
+        """The chat a worker's task names: ``folder``, ``threads`` and, for an adapter's variant, ``adapter``."""
+        adapter = task.get("adapter")
+        return cls(Path(task["folder"]), task.get("threads"), Path(adapter) if adapter else None)
 
     def prompt_ids(self, content: str, max_new: int, truncate: bool) -> list[int]:
         package = self.package
@@ -42,7 +48,7 @@ class Chat:
 
 def answers_in_worker(task: dict[str, Any], progress: Callable[[str], None]) -> dict[str, Any]:
     """Answers to the task's prompts (the domain set, then the built-in questions)."""
-    chat = Chat(Path(task["folder"]), task.get("threads"))
+    chat = Chat.of(task)
     found = []
     for index, item in enumerate(task["prompts"]):
         progress(f"answer {index + 1} of {len(task['prompts'])}")
@@ -53,7 +59,7 @@ def answers_in_worker(task: dict[str, Any], progress: Callable[[str], None]) -> 
 def soak_in_worker(task: dict[str, Any], progress: Callable[[str], None]) -> dict[str, Any]:
     """`requests` answers in a row, cycling through the prompts; resident memory after each."""
     memory = PeakMemory()
-    chat = Chat(Path(task["folder"]), task.get("threads"))
+    chat = Chat.of(task)
     rss, seconds = [], []
     for index in range(task["requests"]):
         if index % 25 == 0:
@@ -66,7 +72,7 @@ def soak_in_worker(task: dict[str, Any], progress: Callable[[str], None]) -> dic
 
 def edge_case_in_worker(task: dict[str, Any], progress: Callable[[str], None]) -> dict[str, Any]:
     """One edge case: an answer, or the clean error the runtime raised for it."""
-    chat = Chat(Path(task["folder"]), task.get("threads"))
+    chat = Chat.of(task)
     content = task["content"]
     if task.get("raw_bytes"):
         # bytes as a server receives them, decoded the lenient way: invalid sequences become lone surrogates

@@ -58,6 +58,16 @@ class Benchmark(MeasuringEvaluator):
         "prefill_speedup": Metric("prompt processing speed over the source's, at the longest prompt", "x"),
         "ttft_ratio": Metric("time to first token over the source's, at the longest prompt", "x", False),
         "memory_ratio": Metric("peak memory over the source model's in PyTorch", "x", False),
+        "adapter_decode_ratio": Metric(
+            "a runtime adapter's variant: decode speed with the adapter applied over the base's alone, at the "
+            "shortest prompt",
+            "x",
+        ),
+        "adapter_prefill_ratio": Metric(
+            "a runtime adapter's variant: prompt processing speed with the adapter over the base's alone, at the "
+            "longest prompt",
+            "x",
+        ),
     }
 
     def run(self, artifact: DeployPackage, output_dir: Path) -> EvaluationReport:
@@ -65,11 +75,20 @@ class Benchmark(MeasuringEvaluator):
         task["lengths"] = self._lengths(artifact.path)
         threads = int(self.context.tables["runtime"]["threads"])
         package_task = {**task, "runtime": "genai", "folder": str(artifact.path), "threads": threads}
-        package = self._measure({**package_task, "label": "package"})
+        adapter = self.context.adapter_file(artifact.path)
+        if adapter is None:
+            package = self._measure({**package_task, "label": "package"})
+            base = None
+            sweep = self._sweep(package_task, package) if self.options.thread_sweep else []
+        else:  # an adapter's variant: with the adapter, then the base alone at the ends, for the adapter's cost
+            package = self._measure({**package_task, "adapter": str(adapter), "label": "package"})
+            ends = sorted({task["lengths"][0], task["lengths"][-1]})
+            base = self._measure({**package_task, "lengths": ends, "label": "base"})
+            sweep = []
         source = self._source(task) if self.options.compare_source else None
-        sweep = self._sweep(package_task, package) if self.options.thread_sweep else []
         result = {
             "package": package,
+            "base": base,
             "source": source,
             "size_mb": _size_mb(artifact.path),
             "threads": threads,
@@ -130,6 +149,11 @@ class Benchmark(MeasuringEvaluator):
             "size_mb": result["size_mb"],
             "bytes_bound_fraction": result["bound"]["lengths"][0]["fraction"],
         }
+        if result["base"] is not None:
+            base = {row["prompt_tokens"]: row for row in result["base"]["lengths"]}
+            shortest, longest = base[rows[0]["prompt_tokens"]], base[rows[-1]["prompt_tokens"]]
+            metrics["adapter_decode_ratio"] = rows[0]["decode_tokens_per_s"] / shortest["decode_tokens_per_s"]
+            metrics["adapter_prefill_ratio"] = rows[-1]["prompt_tokens_per_s"] / longest["prompt_tokens_per_s"]
         if source is not None:
             metrics["decode_speedup"] = min(decode) / min(row["decode_tokens_per_s"] for row in source["lengths"])
             metrics["memory_ratio"] = package["peak_rss_mb"] / source["peak_rss_mb"]

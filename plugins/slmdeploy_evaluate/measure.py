@@ -17,7 +17,7 @@ from typing import Any
 
 from slmdeploy.plugin import SourceModel
 from slmdeploy.plugin.files import prepare_source
-from slmdeploy.plugin.genai import GenaiPackage, genai_logits
+from slmdeploy.plugin.genai import GenaiPackage
 from slmdeploy_evaluate.texts import ENGLISH
 
 
@@ -51,8 +51,8 @@ class PeakMemory:
 class GenaiRunner:
     """The package, through onnxruntime-genai: prefill, then one token at a time."""
 
-    def __init__(self, folder: Path, threads: int | None = None) -> None:
-        self.package = GenaiPackage(folder, threads)
+    def __init__(self, folder: Path, threads: int | None = None, adapter: Path | None = None) -> None:
+        self.package = GenaiPackage(folder, threads, adapter=adapter)
 
     def encode(self, text: str) -> list[int]:
         return self.package.encode(text)
@@ -65,7 +65,7 @@ class GenaiRunner:
         return lambda: next(generation)
 
     def logits(self, ids: list[int]) -> Any:
-        return genai_logits(self.package.model, ids)
+        return self.package.logits(ids)
 
 
 class TorchRunner:
@@ -169,7 +169,8 @@ def _timed(runner: GenaiRunner | TorchRunner, ids: list[int], new_tokens: int, p
 def _runner(task: dict[str, Any]) -> GenaiRunner | TorchRunner:
     if task["runtime"] == "torch":
         return TorchRunner(Path(task["folder"]))
-    return GenaiRunner(Path(task["folder"]), task.get("threads"))
+    adapter = task.get("adapter")
+    return GenaiRunner(Path(task["folder"]), task.get("threads"), Path(adapter) if adapter else None)
 
 
 def logits_in_worker(task: dict[str, Any], progress: Callable[[str], None]) -> dict[str, Any]:

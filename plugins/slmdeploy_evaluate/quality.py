@@ -64,6 +64,12 @@ class Quality(MeasuringEvaluator):
         (output_dir / "quality.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
         return EvaluationReport(output_dir, **self._verdict(result))
 
+    def _package(self, folder: Path) -> dict[str, Any]:
+        """How a worker opens the package: its folder, threads and, for an adapter's variant, the adapter file
+        applied to every generation."""
+        adapter = self.context.adapter_file(folder)
+        return {"folder": str(folder), "threads": self.threads, **({"adapter": str(adapter)} if adapter else {})}
+
     def _texts(self) -> list[str]:
         texts = list(ENGLISH)
         if self.options.texts:
@@ -90,14 +96,7 @@ class Quality(MeasuringEvaluator):
         ids = [np.load(reference / f"{index}.ids.npy").tolist() for index in range(len(texts))]
         out = self.context.scratch / "logits"
         out.mkdir()
-        package = {
-            "ids": ids,
-            "runtime": "genai",
-            "folder": str(folder),
-            "out": str(out),
-            "label": "package",
-            "threads": self.threads,
-        }
+        package = {**self._package(folder), "ids": ids, "runtime": "genai", "out": str(out), "label": "package"}
         run_in_worker("slmdeploy_evaluate.measure:logits_in_worker", package, self.context, "logits-package")
         sums = add_sums(
             fidelity_sums(np.load(reference / f"{index}.npy"), np.load(out / f"{index}.npy"), ids[index])
@@ -117,12 +116,7 @@ class Quality(MeasuringEvaluator):
         domain = checks.read_domain(self.context.project_dir / self.options.domain) if self.options.domain else []
         prompts = [*({"prompt": item["prompt"], "max_tokens": item.get("max_tokens")} for item in domain)]
         prompts += [{"prompt": question} for question in QUESTIONS]
-        task = {
-            "folder": str(folder),
-            "prompts": prompts,
-            "max_new_tokens": self.options.max_new_tokens,
-            "threads": self.threads,
-        }
+        task = {**self._package(folder), "prompts": prompts, "max_new_tokens": self.options.max_new_tokens}
         answers = run_in_worker("slmdeploy_evaluate.answers:answers_in_worker", task, self.context, "answers")[
             "answers"
         ]
@@ -139,8 +133,7 @@ class Quality(MeasuringEvaluator):
         if self.options.soak_requests <= 0:
             return None
         task = {
-            "folder": str(folder),
-            "threads": self.threads,
+            **self._package(folder),
             "prompts": list(QUESTIONS),
             "requests": self.options.soak_requests,
             "max_new_tokens": self.options.soak_max_tokens,
@@ -153,8 +146,7 @@ class Quality(MeasuringEvaluator):
         found = []
         for name, case in EDGE_CASES.items():
             task = {
-                "folder": str(folder),
-                "threads": self.threads,
+                **self._package(folder),
                 "max_new_tokens": 16,
                 "truncate": self.options.overlong == "truncate",
                 **case,

@@ -148,6 +148,11 @@ def _outcome(result: VariantResult, searched: bool = False) -> str:
         return f"{name}: failed ({ran} run) - see the error below"
     state = "built" if ran else "up to date"
     role = " (chosen by the search)" if result.chosen else " (a candidate, not deployed)" if searched else ""
+    if result.variant.adapter:
+        role = (
+            f" (LoRA adapter {result.variant.adapter} on {result.variant.base}'s files; served by `slmdeploy serve` "
+            "and `run`, never registered: Foundry Local cannot load adapters)"
+        )
     return f"{name}: {state} ({ran} run, {len(result.results) - ran} cached){role} -> {result.folder}"
 
 

@@ -22,9 +22,11 @@ def _read(build_dir: Path) -> Iterator[DeployedModel]:
     for manifest_file in sorted(build_dir.glob("*/manifest.json")):
         try:
             manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
+            if "base" in manifest:
+                continue  # a runtime adapter's variant: listed with its base, whose manifest names it
             base = _deployed(manifest_file, manifest)
             yield base
-            yield from (_adapter_variant(base, item) for item in manifest.get("adapters", []))
+            yield from (_adapter_variant(base, item, build_dir) for item in manifest.get("adapters", []))
         except (ValueError, KeyError, TypeError) as error:
             raise ConfigError(
                 f"the build manifest is damaged ({brief(error)})",
@@ -51,14 +53,18 @@ def _deployed(manifest_file: Path, manifest: dict[str, Any]) -> DeployedModel:
     )
 
 
-def _adapter_variant(base: DeployedModel, item: dict[str, Any]) -> DeployedModel:
-    """A runtime LoRA adapter's variant: the base's files and verdict, the adapter applied; never registered (a
+def _adapter_variant(base: DeployedModel, item: dict[str, Any], build_dir: Path) -> DeployedModel:
+    """A runtime LoRA adapter's variant: the base's files, the adapter applied, and its own evaluators' verdict
+    (``build/<adapter>-<base>/report.json``; the base's when it was not evaluated on its own); never registered (a
     registry runs the base's folder, without adapters)."""
+    variant = str(item["variant"])
+    own = build_dir / variant / REPORT
     return attrs.evolve(
         base,
         name=f"{base.name}:{item['name']}",
-        variant=str(item["variant"]),
+        variant=variant,
         registration=None,
+        gates=_gates(own) if own.is_file() else base.gates,
         adapter=str(item["name"]),
         base=base.variant,
     )

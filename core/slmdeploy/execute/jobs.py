@@ -52,6 +52,8 @@ class StageSetup:
     """The core tables the stage reads (``CONTEXT_TABLES``), resolved where the build was planned."""
     source: SourceModel
     source_digest: str
+    adapter: str | None = None
+    """The runtime adapter the stage applies (`StageContext.adapter`): an adapter variant's evaluators."""
 
     def instantiate(self, store: Store, log: Callable[[str], None], scratch: Path) -> Stage:
         context = StageContext(
@@ -65,6 +67,7 @@ class StageSetup:
             logs_dir=store.logs_dir,
             source=self.source,
             source_digest=self.source_digest,
+            adapter=self.adapter,
             shared=store.shared,
         )
         return self.cls(self.options, context)

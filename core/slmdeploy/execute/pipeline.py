@@ -89,7 +89,9 @@ class Pipeline:
     def _build_with_fallback(self, states: list[_Position], chain: list[_Position]) -> set[int]:
         """Build every variant but the later ones of the fallback chain; build each of those only when the one
         before it failed its gates. Return the ids of the variants that were not needed."""
-        waiting = {id(state) for state in chain[1:]}
+        later = {state.variant.name for state in chain[1:]}
+        # a runtime adapter's variant waits with its base variant, and is built with it
+        waiting = {id(state) for state in states if later & {state.variant.name, state.variant.base}}
         self._build([state for state in states if id(state) not in waiting])
         for previous, following in itertools.pairwise(chain):
             if not isinstance(previous.error, GateFailed):
@@ -97,8 +99,10 @@ class Pipeline:
             self.reporter.say(
                 f"{previous.variant.name} failed its gates: building {following.variant.name} instead (fallback)"
             )
-            waiting.discard(id(following))
-            self._build([following])
+            name = following.variant.name
+            built = [state for state in states if name in (state.variant.name, state.variant.base)]
+            waiting -= {id(state) for state in built}
+            self._build(built)
         return waiting
 
     def _mark_fallen_back(self, finished: list[VariantResult], built_chain: list[_Position]) -> None:
@@ -192,8 +196,9 @@ class Pipeline:
 
 def _inputs(plan: Plan) -> list[Path]:
     """The files every machine that runs steps must see: the source model and the adapters."""
-    sources = {variant.source for variant in plan.variants}
-    return sorted({path for source in sources for path in (source.path, source.adapter) if path is not None})
+    sources = {source for variant in plan.variants for source in (variant.source, variant.reference) if source}
+    paths = (path for source in sources for path in (source.path, source.adapter, *source.adapters))
+    return sorted({path for path in paths if path is not None})
 
 
 def _task(key: str, members: list[tuple[_Position, Step]]) -> Task:

@@ -31,6 +31,7 @@ def publish(
     manifest has the same keys and the gates the same verdicts."""
     build = plan.project.root / BUILD_DIR
     folder = build / variant
+    planned = next(planned for planned in plan.variants if planned.name == variant)
     record = manifest(plan, variant, results)
     report = _report(record, evaluation)
     unchanged = _manifest_keys(folder / MANIFEST) == [stage["key"] for stage in record["stages"]]
@@ -39,7 +40,8 @@ def publish(
     build.mkdir(exist_ok=True)
     staged = Path(tempfile.mkdtemp(prefix=f".{variant}-", dir=build))
     try:
-        for result in results:
+        # a runtime adapter's variant: its manifest and report; its files are its base variant's
+        for result in () if planned.adapter else results:
             publish_as = type(result.artifact).PUBLISH_AS
             if publish_as is not None and inside(result.artifact.path, result.entry.out):
                 target = staged / publish_as
@@ -58,9 +60,13 @@ def publish(
 
 def manifest(plan: Plan, variant: str, results: Sequence[StepResult]) -> dict[str, Any]:
     project = plan.project
-    source = next(planned.source for planned in plan.variants if planned.name == variant)
-    digest = next(planned.source_digest for planned in plan.variants if planned.name == variant)
+    planned = next(planned for planned in plan.variants if planned.name == variant)
+    source, digest = planned.evaluated_source()
     described = {"path": str(source.path), "digest": digest}
+    if planned.adapter:
+        shared = {"adapter": planned.adapter, "base": planned.base}
+    else:
+        shared = _adapter_variants(variant, results)
     return {
         "project": project.project.name,
         "version": project.project.version,
@@ -69,7 +75,7 @@ def manifest(plan: Plan, variant: str, results: Sequence[StepResult]) -> dict[st
         "slmdeploy_version": __version__,
         "source": {**described, "adapter": str(source.adapter)} if source.adapter else described,
         "stages": [_manifest_stage(result) for result in results],
-        **_adapter_variants(variant, results),
+        **shared,
     }
 
 

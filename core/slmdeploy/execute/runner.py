@@ -46,7 +46,7 @@ class StepRunner:
         self.context_tables = plan.context_tables()
 
     def key(self, step: Step, input_digest: str, variant: Variant) -> str:
-        return step.key(input_digest, self.context_tables, variant.name)
+        return step.key(input_digest, self.context_tables, variant.name, _applied_adapter(variant, step))
 
     def attempt(self, task: Task, submitted: float | None = None) -> Outcome:
         """Run one step here; a user-facing error becomes that variant's outcome (Ctrl-C and bugs still
@@ -132,12 +132,20 @@ class StepRunner:
         cls, project = step.provided.cls, self.plan.project
         tables = {name: self.context_tables[name] for name in cls.CONTEXT_TABLES}
         name, version = project.project.name, project.project.version
+        adapter = _applied_adapter(variant, step)
+        source, digest = variant.evaluated_source() if adapter else (variant.source, variant.source_digest)
         return StageSetup(
-            cls, step.options, variant.name, project.root, name, version, tables, variant.source, variant.source_digest
+            cls, step.options, variant.name, project.root, name, version, tables, source, digest, adapter or None
         )
 
     def instantiate(self, variant: Variant, step: Step, log: Callable[[str], None], scratch: Path) -> Stage:
         return self.setup(variant, step).instantiate(self.store, log, scratch)
+
+
+def _applied_adapter(variant: Variant, step: Step) -> str:
+    """The runtime adapter a step of `variant` applies: an adapter variant's evaluators do; its other steps are its
+    base variant's own (the same key, made once)."""
+    return variant.adapter if step.stage == "evaluate" else ""
 
 
 def label(task: Task) -> str:

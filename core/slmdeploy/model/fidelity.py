@@ -10,15 +10,18 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 
-def genai_logits(model: Any, ids: Sequence[int]) -> Any:
+def genai_logits(model: Any, ids: Sequence[int], adapters: Any = None, adapter: str = "") -> Any:
     """Next-token logits at every position of `ids` from a loaded ``onnxruntime_genai.Model``, fed one token at a
-    time (the generator returns only the last position's logits)."""
+    time (the generator returns only the last position's logits); with the runtime LoRA adapter `adapter` of the
+    ``onnxruntime_genai.Adapters`` `adapters` active when given."""
     import numpy as np
     import onnxruntime_genai as og
 
     params = og.GeneratorParams(model)
     params.set_search_options(max_length=len(ids) + 1, do_sample=False)
     generator = og.Generator(model, params)
+    if adapters is not None:
+        generator.set_active_adapter(adapters, adapter)
     rows = []
     for token in ids:
         generator.append_tokens(np.array([token], dtype=np.int32))

@@ -15,6 +15,7 @@ import attrs
 
 from slmdeploy.artifacts import SourceModel
 from slmdeploy.config.gates import Gate, check_fallback_variants, check_figures
+from slmdeploy.config.project import adapter_name
 from slmdeploy.config.project_options import AUTO, SELECTORS, ProjectOptions, StageTable
 from slmdeploy.errors import ConfigError, plugin_code
 from slmdeploy.host.registry import Provided, Registry
@@ -55,6 +56,7 @@ def _variants(options: ProjectOptions, slots: list[list[Step]], digests: DigestC
         for source in options.sources
         for variant in combine(slots, source.model, source_digest(source.model, digests), source.prefix)
     )
+    variants += tuple(adapter for variant in variants for adapter in _runtime_adapter_variants(variant, digests))
     names = [variant.name for variant in variants]
     if len(set(names)) != len(names):
         twice = sorted({name for name in names if names.count(name) > 1})
@@ -64,6 +66,26 @@ def _variants(options: ProjectOptions, slots: list[list[Step]], digests: DigestC
             fix="Rename an adapter folder so that no adapter-value name repeats.",
         )
     return variants
+
+
+def _runtime_adapter_variants(base: Variant, digests: DigestCache) -> Iterator[Variant]:
+    """With ``[convert] adapters = "runtime"``, one variant per adapter and base variant, ``<adapter>-<base>``: the
+    base's steps up to its evaluators (shared, made once), its evaluators with the adapter applied against the base
+    with that adapter merged, and no registration (a registry runs the base's folder, which applies no adapter)."""
+    for folder in base.source.adapters:
+        name = adapter_name(str(folder))
+        reference = attrs.evolve(base.source, adapter=folder, adapters=())
+        steps = tuple(step for step in base.steps if step.stage != "register")
+        yield Variant(
+            f"{name}-{base.name}",
+            steps,
+            base.source,
+            base.source_digest,
+            adapter=name,
+            base=base.name,
+            reference=reference,
+            reference_digest=source_digest(reference, digests),
+        )
 
 
 def _gates(options: ProjectOptions, variants: tuple[Variant, ...]) -> tuple[tuple[Gate, ...], dict[str, Metric]]:

@@ -39,13 +39,14 @@ class Step:
     def plugin_name(self) -> str:
         return self.provided.cls.PLUGIN_NAME if self.provided else AUTO
 
-    def key(self, input_digest: str, context_tables: Mapping[str, Any], variant: str) -> str:
-        """The content address of this step's output."""
+    def key(self, input_digest: str, context_tables: Mapping[str, Any], variant: str, adapter: str = "") -> str:
+        """The content address of this step's output; `adapter`: the runtime adapter an evaluator applies."""
         assert self.provided is not None
         cls = self.provided.cls
         return sha256_text(
             stable_json(
                 {
+                    **({"adapter": adapter} if adapter else {}),
                     "stage": self.stage,
                     "plugin": cls.PLUGIN_NAME,
                     "class": f"{cls.__module__}.{cls.__qualname__}",
@@ -68,6 +69,21 @@ class Variant:
     source: SourceModel
     """The model its first step reads: ``[source]``, with this variant's LoRA adapter when there are several."""
     source_digest: str
+    adapter: str = ""
+    """For a runtime LoRA adapter's variant (``[convert] adapters = "runtime"``), ``<adapter>-<base>``: the adapter's
+    name. It shares every step up to its evaluators with its base variant (same keys, made once); its evaluators run
+    the base's package with ``adapters/<adapter>.onnx_adapter`` active, against `reference`."""
+    base: str = ""
+    """The base variant an adapter's variant shares its files with."""
+    reference: SourceModel | None = None
+    """What an adapter's variant is compared against: the base with this adapter merged (`SourceModel.adapter`)."""
+    reference_digest: str = ""
+
+    def evaluated_source(self) -> tuple[SourceModel, str]:
+        """The source its evaluators compare against, and that source's digest."""
+        if self.reference is not None:
+            return self.reference, self.reference_digest
+        return self.source, self.source_digest
 
 
 @attrs.frozen

@@ -177,6 +177,11 @@ class GenaiPackage:
         generator.append_tokens(ids_array(ids))
         return Generation(generator, budget, self.stop_ids if stop else frozenset())
 
+    def logits(self, ids: Sequence[int]) -> Any:
+        """Next-token logits at every position of `ids` (a float32 array, one row per position), the adapter
+        applied."""
+        return genai_logits(self.model, ids, self.adapters, ACTIVE_ADAPTER if self.adapters is not None else "")
+
     def answer(self, content: str, max_new_tokens: int, **options: Any) -> Answer:
         """The answer to one user message, prompted as Foundry Local prompts it (`user_prompt`); `options` as
         `generate` takes them (greedy by default)."""

@@ -37,8 +37,11 @@ class ModelSpec:
 
 def project_specs(build_dir: Path, wanted: Sequence[str]) -> list[ModelSpec]:
     """The deployable variants in `build_dir` (all, or those `wanted` by name, variant or folder path)."""
-    # a runtime adapter's variant is served by its base's spec (one loaded base for all of them)
-    deployable = [model for model in deployed_models(build_dir) if model.gates != "failed" and model.adapter is None]
+    # a runtime adapter's variant is served by its base's spec (one loaded base for all of them), unless it failed
+    # its own gates
+    models = deployed_models(build_dir)
+    failed = {model.variant for model in models if model.adapter and model.gates == "failed"}
+    deployable = [model for model in models if model.gates != "failed" and model.adapter is None]
     if not wanted:
         if not deployable:
             raise ConfigError(
@@ -46,8 +49,8 @@ def project_specs(build_dir: Path, wanted: Sequence[str]) -> list[ModelSpec]:
                 where=str(build_dir),
                 fix="Run `slmdeploy build`; see `slmdeploy ls`.",
             )
-        return [_spec(model) for model in deployable]
-    return [_pick(deployable, name, build_dir) for name in wanted]
+        return [_spec(model, failed) for model in deployable]
+    return [_pick(deployable, name, build_dir, failed) for name in wanted]
 
 
 def folder_specs(paths: Sequence[str]) -> list[ModelSpec]:
@@ -60,26 +63,28 @@ def folder_specs(paths: Sequence[str]) -> list[ModelSpec]:
     return [_folder_spec(Path(path)) for path in paths]
 
 
-def _spec(model: DeployedModel) -> ModelSpec:
+def _spec(model: DeployedModel, failed: set[str]) -> ModelSpec:
+    """`model`'s spec, with its runtime adapters but those whose variants (in `failed`) failed their gates."""
     registered = (model.registration or {}).get("model_id")
     names = [str(registered)] if registered else []
     names += [name for name in (model.name, model.variant) if name not in names]
-    return ModelSpec(names[0], model.folder, tuple(names[1:]), _adapters(model.folder))
+    adapters = tuple(item for item in _adapters(model.folder) if f"{item[0]}-{model.variant}" not in failed)
+    return ModelSpec(names[0], model.folder, tuple(names[1:]), adapters)
 
 
 def _adapters(folder: Path) -> tuple[tuple[str, Path], ...]:
     return tuple((name, folder / item["file"]) for name, item in runtime_adapters(folder).items())
 
 
-def _pick(deployable: list[DeployedModel], wanted: str, build_dir: Path) -> ModelSpec:
+def _pick(deployable: list[DeployedModel], wanted: str, build_dir: Path, failed: set[str]) -> ModelSpec:
     if (Path(wanted) / PACKAGE_FILE).is_file():
         return _folder_spec(Path(wanted))
     for model in deployable:
-        spec = _spec(model)
+        spec = _spec(model, failed)
         variants = {f"{adapter}-{model.variant}" for adapter, _ in spec.adapters}
         if wanted in (spec.name, *spec.aliases, *spec.adapter_names(), *variants):
             return spec
-    listing = ", ".join(_spec(model).name for model in deployable) or "none"
+    listing = ", ".join(_spec(model, failed).name for model in deployable) or "none"
     raise ConfigError(
         f"no deployable model is named {wanted!r}", where=str(build_dir), fix=f"Deployable models: {listing}."
     )
