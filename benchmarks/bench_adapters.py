@@ -10,15 +10,18 @@
 2. Builds, in a temporary copy of ``examples/fine-tune`` with no evaluation and no registration, the project with
    ``[convert] adapters = "runtime"`` (the int4 base once, the 8 adapter files beside it) and with ``"merge"`` (an
    int4 package per adapter; pirate and json only: a copy of an adapter merges to the same weights, so the merged
-   packages of N = 8 are copies of those two folders, in the same turn as the adapters).
+   packages of N = 8 are those two folders in turn, as the adapters are). The runtime project twice: as the example
+   builds it (``base``: the GGUF's Q4_1 blocks kept) and with ``[quantize] gguf_blocks = false`` (``base rtn``:
+   requantized with round-to-nearest, as every merged package is, since a merged adapter changes the weights).
 3. Converts pirate and json to GGUF adapters with the vendored llama.cpp's ``convert_lora_to_gguf.py`` (f32, its own
    ``gguf-py`` first on the path), against the demo's GGUF dequantized to a float32 folder.
 4. Measures, each in a fresh process, the rounds interleaved (every configuration once per round), same threads:
-   - memory: peak resident memory (VmHWM) of one process holding the runtime base with N adapter files loaded
-     (``og.Adapters``), and of one process holding N merged packages (as one server would hold them), N = 1, 2, 8;
+   - memory: peak resident memory (VmHWM) of one process holding a runtime base with N adapter files loaded
+     (``og.Adapters``), and of one process holding N merged packages (as one server would hold them), N = 1, 2, 8
+     (and the base with none);
      each process generates 8 tokens after a 16-token prompt with every adapter (every model) once before it is read;
    - speed: decode tokens/s of 64 tokens after a 16-token prompt and prefill tokens/s of a 1,024-token prompt, with
-     the base alone (the runtime package, no adapter active), with each adapter active, and for each merged package;
+     each base alone (the runtime package, no adapter active), with each adapter active, and each merged package;
      llama.cpp's ``llama-server`` (same threads) on the demo's Q4_1 GGUF without and with ``--lora`` of each
      converted adapter (its own ``timings``, greedy, ``ignore_eos``, no prompt cache);
    - each configuration's greedy answer to one question, to show that the adapters are active.
@@ -50,7 +53,11 @@ COPY_OF = {  # every adapter name of N = 8, and the trained adapter its folder i
 }  # fmt: skip
 NAMES = tuple(COPY_OF)
 COUNTS = (1, 2, 8)
-BASE_ALONE = 0  # the runtime base with no adapter file loaded: where its memory starts
+BASE_ALONE = 0  # a runtime base with no adapter file loaded: where its memory starts
+BASES = {  # each runtime base measured: its [quantize] settings over the example's
+    "base": {},  # the example as it is: the GGUF's blocks kept
+    "base rtn": {"gguf_blocks": False},  # requantized as the merged packages are
+}
 SHORT, LONG, NEW_TOKENS = 16, 1024, 64
 QUESTION = "What is the capital of Peru?"
 TARGET_MEMORY, TARGET_DECODE = 1.3, 0.8
@@ -81,11 +88,11 @@ def main() -> None:
 
 def compare(args: argparse.Namespace, work: Path) -> None:
     adapters = train_adapters(args.adapters, work)
-    runtime, merged = build_projects(adapters, work)
+    runtimes, merged = build_projects(adapters, work)
     source = prepare_source(work)
     lora = convert_loras(args.llama_cpp_bin, adapters, source, work)
-    memory_runs = memory_configurations(runtime, merged)
-    speed_runs = speed_configurations(runtime, merged, lora, args.llama_cpp_bin)
+    memory_runs = memory_configurations(runtimes, merged)
+    speed_runs = speed_configurations(runtimes, merged, lora, args.llama_cpp_bin)
     prompts = prompt_sets(source)
     found: dict[str, list[dict[str, Any]]] = {name: [] for name in {**memory_runs, **speed_runs}}
     print(f"\nmeasuring {len(found)} configurations, {args.rounds} interleaved rounds, {args.threads} threads")
@@ -94,7 +101,7 @@ def compare(args: argparse.Namespace, work: Path) -> None:
             result = run_fresh({**configuration, "prompts": prompts}, args.threads)
             found[name].append(result)
             print(f"  round {round_index + 1}: {name}: {brief(result)}", flush=True)
-    disk = disk_sizes(runtime, merged)
+    disk = disk_sizes(runtimes, merged)
     report(found, memory_runs, speed_runs, disk, args)
 
 
@@ -107,17 +114,19 @@ def train_adapters(out: Path, work: Path) -> dict[str, Path]:
     }
 
 
-def build_projects(adapters: dict[str, Path], work: Path) -> tuple[Path, dict[str, Path]]:
-    """The runtime project's int4 package (8 adapter files beside one base) and the merged int4 package of each
-    trained adapter; both built with `slmdeploy build`, no evaluation, no registration."""
-    runtime = build(work / "runtime", adapters, "runtime")
-    package = next((runtime / "build").glob("int4/model"))
-    merge = build(work / "merge", {name: adapters[name] for name in TRAINED}, "merge")
-    merged = {name: next((merge / "build").glob(f"{name}-int4/model")) for name in TRAINED}
-    return package, merged
+def build_projects(adapters: dict[str, Path], work: Path) -> tuple[dict[str, Path], dict[str, Path]]:
+    """Each runtime base's int4 package (8 adapter files beside one base) and the merged int4 package of each
+    trained adapter; all built with `slmdeploy build`, no evaluation, no registration."""
+    runtimes = {}
+    for label, quantize in BASES.items():
+        project = build(work / label.replace(" ", "-"), adapters, "runtime", quantize)
+        runtimes[label] = project / "build" / "int4" / "model"
+    merge = build(work / "merge", {name: adapters[name] for name in TRAINED}, "merge", {})
+    merged = {name: merge / "build" / f"{name}-int4" / "model" for name in TRAINED}
+    return runtimes, merged
 
 
-def build(project: Path, adapters: dict[str, Path], mode: str) -> Path:
+def build(project: Path, adapters: dict[str, Path], mode: str, quantize: dict[str, Any]) -> Path:
     import tomlkit
 
     project.mkdir(parents=True)
@@ -126,10 +135,11 @@ def build(project: Path, adapters: dict[str, Path], mode: str) -> Path:
         document.pop(table, None)
     document["source"]["adapter"] = [str(folder) for folder in adapters.values()]  # type: ignore[index]
     document["convert"]["adapters"] = mode  # type: ignore[index]
+    document["quantize"].update(quantize)  # type: ignore[union-attr]
     (project / "slmdeploy.toml").write_text(tomlkit.dumps(document), encoding="utf-8")
     started = time.monotonic()
     subprocess.run(["slmdeploy", "--plain", "-C", str(project), "build"], check=True)
-    print(f"built the {mode} project ({len(adapters)} adapters) in {time.monotonic() - started:.0f} s")
+    print(f"built {project.name} ({mode}, {len(adapters)} adapters) in {time.monotonic() - started:.0f} s")
     return project
 
 
@@ -155,12 +165,13 @@ def convert_loras(tools: Path, adapters: dict[str, Path], source: Path, work: Pa
     return made
 
 
-def memory_configurations(runtime: Path, merged: dict[str, Path]) -> dict[str, dict[str, Any]]:
-    """One base with N adapter files; N merged packages (the two built ones in turn) in one process."""
+def memory_configurations(runtimes: dict[str, Path], merged: dict[str, Path]) -> dict[str, dict[str, Any]]:
+    """Each base with N adapter files; N merged packages (the two built ones in turn) in one process."""
     found: dict[str, dict[str, Any]] = {}
-    for count in (BASE_ALONE, *COUNTS):
-        files = [str(runtime / "adapters" / f"{name}.onnx_adapter") for name in NAMES[:count]]
-        found[f"memory: base + {count} adapters"] = {"kind": "memory", "base": str(runtime), "adapters": files}
+    for label, runtime in runtimes.items():
+        for count in (BASE_ALONE, *COUNTS):
+            files = [str(runtime / "adapters" / f"{name}.onnx_adapter") for name in NAMES[:count]]
+            found[f"memory: {label} + {count}"] = {"kind": "memory", "base": str(runtime), "adapters": files}
     for count in COUNTS:
         folders = [str(merged[COPY_OF[name]]) for name in NAMES[:count]]
         found[f"memory: {count} merged"] = {"kind": "memory", "packages": folders}
@@ -168,14 +179,17 @@ def memory_configurations(runtime: Path, merged: dict[str, Path]) -> dict[str, d
 
 
 def speed_configurations(
-    runtime: Path, merged: dict[str, Path], lora: dict[str, Path], tools: Path
+    runtimes: dict[str, Path], merged: dict[str, Path], lora: dict[str, Path], tools: Path
 ) -> dict[str, dict[str, Any]]:
     from bench_peers import demo_gguf
 
-    found: dict[str, dict[str, Any]] = {"base alone": {"kind": "genai", "package": str(runtime)}}
+    found: dict[str, dict[str, Any]] = {}
+    for label, runtime in runtimes.items():
+        found[f"{label} alone"] = {"kind": "genai", "package": str(runtime)}
+        for name in TRAINED:
+            adapter = str(runtime / "adapters" / f"{name}.onnx_adapter")
+            found[f"{label} + {name}"] = {"kind": "genai", "package": str(runtime), "adapter": adapter}
     for name in TRAINED:
-        adapter = str(runtime / "adapters" / f"{name}.onnx_adapter")
-        found[f"base + {name}"] = {"kind": "genai", "package": str(runtime), "adapter": adapter}
         found[f"merged {name}"] = {"kind": "genai", "package": str(merged[name])}
     server = str(tools / "llama-server")
     found["llama.cpp Q4_1"] = {"kind": "llama", "server": server, "gguf": str(demo_gguf())}
@@ -337,15 +351,15 @@ def peak_rss_mb(pid: int | str = "self") -> float:
     raise SystemExit("no VmHWM in /proc/<pid>/status: peak memory is measured on Linux only")
 
 
-def disk_sizes(runtime: Path, merged: dict[str, Path]) -> dict[int, dict[str, float]]:
-    """Bytes on disk (MB) for N adapters: the base once + N adapter files, against N merged packages."""
-    adapter_files = runtime / "adapters"
-    base = folder_size(runtime) - folder_size(adapter_files)
-    found = {}
+def disk_sizes(runtimes: dict[str, Path], merged: dict[str, Path]) -> dict[int, dict[str, float]]:
+    """Bytes on disk (MB) for N adapters: each base once + N adapter files, against N merged packages."""
+    found: dict[int, dict[str, float]] = {}
     for count in (BASE_ALONE, *COUNTS):
-        files = sum((adapter_files / f"{name}.onnx_adapter").stat().st_size for name in NAMES[:count])
-        packages = sum(folder_size(merged[COPY_OF[name]]) for name in NAMES[:count])
-        found[count] = {"runtime_mb": (base + files) / 1e6, "merged_mb": packages / 1e6}
+        found[count] = {"merged": sum(folder_size(merged[COPY_OF[name]]) for name in NAMES[:count]) / 1e6}
+        for label, runtime in runtimes.items():
+            base = folder_size(runtime) - folder_size(runtime / "adapters")
+            files = sum((runtime / "adapters" / f"{name}.onnx_adapter").stat().st_size for name in NAMES[:count])
+            found[count][label] = (base + files) / 1e6
     return found
 
 
@@ -376,13 +390,14 @@ def report(
     lines = [*memory_table(found, disk), "", *speed_table(found, speed_runs), "", *target_lines(found)]
     note = (
         f"Medians of {args.rounds} interleaved rounds, {args.threads} threads, each configuration in a fresh process. "
-        "Memory: peak resident memory of one process holding the runtime base and N adapter files, against one "
+        "Memory: peak resident memory of one process holding a runtime base and N adapter files, against one "
         "process holding N merged packages (as one server would), after 8 tokens with each adapter (model). "
         f"Decode: {NEW_TOKENS} tokens after a {SHORT}-token prompt; prefill: a {LONG}-token prompt. "
         "The merged packages are requantized (RTN int4: a merged adapter changes the weights, so the GGUF's blocks "
-        "are not kept); the runtime base keeps the GGUF's Q4_1 blocks. llama.cpp: llama-server --poll 0 on the "
-        "demo's Q4_1 GGUF, its own timings, with --lora of the same adapters converted by its convert_lora_to_gguf.py "
-        "(f32)."
+        "are not kept); `base` keeps the GGUF's Q4_1 blocks (the example as built), `base rtn` is the same runtime "
+        "project with [quantize] gguf_blocks = false. A ratio in a memory cell is to N merged packages. "
+        "llama.cpp: llama-server --poll 0 on the demo's Q4_1 GGUF, its own timings, with --lora of the same adapters "
+        "converted by its convert_lora_to_gguf.py (f32)."
     )
     text = "\n".join(lines)
     print(f"\n{text}\n\n{note}")
@@ -395,77 +410,74 @@ def report(
 
 
 def memory_table(found: dict[str, list[dict[str, Any]]], disk: dict[int, dict[str, float]]) -> list[str]:
-    lines = ["| N | disk MB, base + N adapters | disk MB, N merged | peak MB, base + N adapters | peak MB, N merged "
-             "| memory ratio |", "|---|---|---|---|---|---|"]  # fmt: skip
-    base = median(found[f"memory: base + {BASE_ALONE} adapters"], "peak_rss_mb")
-    lines.append(f"| {BASE_ALONE} | {disk[BASE_ALONE]['runtime_mb']:.1f} | | {base:.0f} | | |")
-    for count in COUNTS:
-        runtime = median(found[f"memory: base + {count} adapters"], "peak_rss_mb")
-        merged = median(found[f"memory: {count} merged"], "peak_rss_mb")
-        lines.append(f"| {count} | {disk[count]['runtime_mb']:.1f} | {disk[count]['merged_mb']:.1f} | {runtime:.0f} | "
-                     f"{merged:.0f} | {runtime / merged:.2f}x |")  # fmt: skip
+    """Per N: disk and peak memory of each base with N adapters and of N merged packages (ratio to the latter)."""
+    header = [*(f"disk MB, {label} + N" for label in BASES), "disk MB, N merged",
+              *(f"peak MB, {label} + N" for label in BASES), "peak MB, N merged"]  # fmt: skip
+    lines = ["| N | " + " | ".join(header) + " |", "|---" * (len(header) + 1) + "|"]
+    for count in (BASE_ALONE, *COUNTS):
+        merged = median(found[f"memory: {count} merged"], "peak_rss_mb") if count else None
+        cells = [*(f"{disk[count][label]:.1f}" for label in BASES), f"{disk[count]['merged']:.1f}" if count else ""]
+        for label in BASES:
+            peak = median(found[f"memory: {label} + {count}"], "peak_rss_mb")
+            cells.append(f"{peak:.0f}" + (f" ({peak / merged:.2f}x)" if merged else ""))
+        cells.append(f"{merged:.0f}" if merged else "")
+        lines.append(f"| {count} | " + " | ".join(cells) + " |")
     return lines
 
 
 def speed_table(found: dict[str, list[dict[str, Any]]], speed_runs: dict[str, Any]) -> list[str]:
-    """Each speed configuration; an adapter's row with its ratios to the base alone and to its merged variant."""
+    """Each speed configuration; an adapter's row with its ratios to its base alone and to its merged variant."""
     lines = [f"| model | decode tok/s @{SHORT} | prefill tok/s @{LONG} | peak MB | answer to {QUESTION!r} |",
              "|---|---|---|---|---|"]  # fmt: skip
     for name in speed_runs:
         runs = found[name]
-        decode, prefill = median(runs, "decode_short"), median(runs, "prefill_long")
-        cells = [f"{decode:.1f}", f"{prefill:.0f}"]
-        for reference in references(name):
+        cells = [f"{median(runs, 'decode_short'):.1f}", f"{median(runs, 'prefill_long'):.0f}"]
+        for reference, label in references(name):
             cells = [
-                f"{cells[0]} ({decode / median(found[reference], 'decode_short'):.2f}x {short_name(reference)})",
-                f"{cells[1]} ({prefill / median(found[reference], 'prefill_long'):.2f}x {short_name(reference)})",
+                f"{cells[0]} ({ratio(found, name, reference, 'decode_short'):.2f}x {label})",
+                f"{cells[1]} ({ratio(found, name, reference, 'prefill_long'):.2f}x {label})",
             ]
         answer = runs[-1]["answer"].replace("\n", " ").replace("|", "/")[:48]
         lines.append(f"| {name} | {cells[0]} | {cells[1]} | {median(runs, 'peak_rss_mb'):.0f} | {answer} |")
     return lines
 
 
-def references(name: str) -> list[str]:
-    """The rows an adapter's row is compared with: the base alone, then (ours) its merged variant."""
+def ratio(found: dict[str, list[dict[str, Any]]], name: str, reference: str, key: str) -> float:
+    return median(found[name], key) / median(found[reference], key)
+
+
+def references(name: str) -> list[tuple[str, str]]:
+    """The rows an adapter's row is compared with, and how a ratio cell calls them."""
     for adapter in TRAINED:
-        if name == f"base + {adapter}":
-            return ["base alone", f"merged {adapter}"]
+        for label in BASES:
+            if name == f"{label} + {adapter}":
+                return [(f"{label} alone", "alone"), (f"merged {adapter}", "merged")]
         if name == f"llama.cpp Q4_1 --lora {adapter}":
-            return ["llama.cpp Q4_1"]
+            return [("llama.cpp Q4_1", "alone")]
     return []
 
 
-def short_name(reference: str) -> str:
-    return "base" if reference in ("base alone", "llama.cpp Q4_1") else "merged"
-
-
 def target_lines(found: dict[str, list[dict[str, Any]]]) -> list[str]:
-    memory = median(found[f"memory: base + {COUNTS[-1]} adapters"], "peak_rss_mb") / median(
-        found["memory: 1 merged"], "peak_rss_mb"
-    )
-    lines = [f"target: memory with {COUNTS[-1]} adapters / one merged package: {memory:.2f}x "
-             f"(at most {TARGET_MEMORY}x): {'met' if memory <= TARGET_MEMORY else 'not met'}"]  # fmt: skip
-    for adapter in TRAINED:
-        decode = median(found[f"base + {adapter}"], "decode_short") / median(found[f"merged {adapter}"], "decode_short")
-        lines.append(f"target: decode with {adapter} active / merged {adapter}: {decode:.2f}x "
-                     f"(at least {TARGET_DECODE}x): {'met' if decode >= TARGET_DECODE else 'not met'}")  # fmt: skip
-    return [*lines, *parts_of_the_ratios(found)]
-
-
-def parts_of_the_ratios(found: dict[str, list[dict[str, Any]]]) -> list[str]:
-    """The two things the targets' ratios mix: a merged package is requantized (RTN int4: the adapter changed the
-    weights, so the GGUF's blocks cannot be kept) while the runtime base keeps the GGUF's Q4_1 blocks; and the
-    adapter's own cost on that base."""
-
-    def ratio(name: str, reference: str, key: str) -> float:
-        return median(found[name], key) / median(found[reference], key)
-
-    memory = ratio(f"memory: base + {BASE_ALONE} adapters", "memory: 1 merged", "peak_rss_mb")
-    lines = [f"of which: the runtime base alone (GGUF blocks kept) / one merged package (requantized): memory "
-             f"{memory:.2f}x, decode {ratio('base alone', 'merged pirate', 'decode_short'):.2f}x"]  # fmt: skip
-    for adapter in TRAINED:
-        lines.append(f"of which: decode with {adapter} active / the base alone: "
-                     f"{ratio(f'base + {adapter}', 'base alone', 'decode_short'):.2f}x")  # fmt: skip
+    """The issue's targets for each base, met or not, and the two parts of each ratio: the base's own form against
+    a merged package (requantized), and the adapter's cost on that base."""
+    lines = []
+    for label in BASES:
+        memory = ratio(found, f"memory: {label} + {COUNTS[-1]}", "memory: 1 merged", "peak_rss_mb")
+        lines.append(f"target ({label}): memory with {COUNTS[-1]} adapters / one merged package: {memory:.2f}x "
+                     f"(at most {TARGET_MEMORY}x): {'met' if memory <= TARGET_MEMORY else 'not met'}")  # fmt: skip
+        for adapter in TRAINED:
+            decode = ratio(found, f"{label} + {adapter}", f"merged {adapter}", "decode_short")
+            lines.append(f"target ({label}): decode with {adapter} active / merged {adapter}: {decode:.2f}x "
+                         f"(at least {TARGET_DECODE}x): {'met' if decode >= TARGET_DECODE else 'not met'}")  # fmt: skip
+    for label in BASES:
+        memory = ratio(found, f"memory: {label} + {BASE_ALONE}", "memory: 1 merged", "peak_rss_mb")
+        decode = ratio(found, f"{label} alone", "merged pirate", "decode_short")
+        adapters = ", ".join(
+            f"{adapter} {ratio(found, f'{label} + {adapter}', f'{label} alone', 'decode_short'):.2f}x"
+            for adapter in TRAINED
+        )
+        lines.append(f"parts ({label}): {label} alone / one merged package: memory {memory:.2f}x, decode "
+                     f"{decode:.2f}x (merged pirate); decode with an adapter / {label} alone: {adapters}")  # fmt: skip
     return lines
 
 
