@@ -205,7 +205,7 @@ def prompt_sets(source: Path) -> dict[str, list[int]]:
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(source)
-    chat = tokenizer.apply_chat_template([{"role": "user", "content": QUESTION}], add_generation_prompt=True)
+    chat: Any = tokenizer.apply_chat_template([{"role": "user", "content": QUESTION}], add_generation_prompt=True)
     ids = chat if isinstance(chat, list) else chat["input_ids"]
     return {"short": prompt_ids(source, SHORT), "long": prompt_ids(source, LONG), "question": [int(i) for i in ids]}
 
@@ -260,7 +260,7 @@ def greedy(og: Any, model: Any, ids: list[int], new_tokens: int, adapters: Any =
     if adapters is not None:
         generator.set_active_adapter(adapters, name)
     generator.append_tokens(np.asarray(ids, dtype=np.int32))
-    tokens = []
+    tokens: list[int] = []
     while not generator.is_done() and len(tokens) < new_tokens:
         generator.generate_next_token()
         tokens.append(int(generator.get_next_tokens()[0]))
