@@ -136,28 +136,43 @@ def bench_serve(session: nox.Session) -> None:
     session.run("python", "benchmarks/bench_serve.py", "--llama-cpp-bin", str(tools), *session.posargs)
 
 
+@nox.session(name="bench-adapters", python=PYTHON)
+def bench_adapters(session: nox.Session) -> None:
+    """The fine-tune example's adapters at run time (one int4 base + N adapter files) against N merged packages,
+    N = 1, 2, 8: disk, resident memory; decode and prefill with an adapter active against the base alone and the
+    merged variant; llama.cpp's llama-server with `--lora` of the same adapters (converted by its own
+    convert_lora_to_gguf.py). Trains the adapters first (cached). Interleaved rounds, loopback only; never gates."""
+    install_ml(session, "serve", "test")
+    tools = build_llama_server(session)
+    session.run("python", "benchmarks/bench_adapters.py", "--llama-cpp-bin", str(tools), *session.posargs)
+
+
+LLAMA_TOOLS = ("llama-server", "llama-quantize")  # CMake targets, each a binary of build/bin
+
+
 def build_llama_server(session: nox.Session) -> Path:
     """llama.cpp's `llama-server` and `llama-quantize`, built once from the llama.cpp that the llama-cpp-python sdist
-    vendors (CMake, the instruction sets this CPU reports, not GGML_NATIVE); kept under ~/.cache/slmdeploy."""
+    vendors (CMake, the instruction sets this CPU reports, not GGML_NATIVE); kept under ~/.cache/slmdeploy beside the
+    extracted sdist, whose ``vendor/llama.cpp`` also holds ``convert_lora_to_gguf.py`` and ``gguf-py``."""
     flags = set(Path("/proc/cpuinfo").read_text().partition("flags")[2].partition("\n")[0].split())
     enabled = sorted(name for flag, name in GGML_FLAGS.items() if flag in flags)
     version = LLAMA_CPP.partition("==")[2]
     root = Path.home() / ".cache" / "slmdeploy" / f"llama-server-{version}-{'-'.join(enabled).lower()}"
     tools = root / "build" / "bin"
-    if (tools / "llama-server").is_file() and (tools / "llama-quantize").is_file():
+    if all((tools / target).is_file() for target in LLAMA_TOOLS):
         return tools
     root.mkdir(parents=True, exist_ok=True)
     session.log(f"building llama-server from the {LLAMA_CPP} sdist (once, about 5 minutes; kept in {root})")
-    session.run("pip", "download", "--no-deps", "--no-binary", ":all:", LLAMA_CPP, "-d", str(root), external=True)
-    sdist = sorted(root.glob("llama_cpp_python-*.tar.gz"))[-1]
-    session.run("tar", "-xzf", str(sdist), "-C", str(root), external=True)
+    if not any(root.glob("llama_cpp_python-*/vendor/llama.cpp")):
+        session.run("pip", "download", "--no-deps", "--no-binary", ":all:", LLAMA_CPP, "-d", str(root), external=True)
+        sdist = sorted(root.glob("llama_cpp_python-*.tar.gz"))[-1]
+        session.run("tar", "-xzf", str(sdist), "-C", str(root), external=True)
     source = next(root.glob("llama_cpp_python-*/vendor/llama.cpp"))
     session.run(
         "cmake", "-S", str(source), "-B", str(root / "build"), "-DGGML_NATIVE=OFF", "-DLLAMA_CURL=OFF",
         "-DCMAKE_BUILD_TYPE=Release", *(f"-DGGML_{name}=ON" for name in enabled), external=True,
     )  # fmt: skip
-    session.run("cmake", "--build", str(root / "build"), "--target", "llama-server", "llama-quantize", "-j", "2",
-                external=True)  # fmt: skip
+    session.run("cmake", "--build", str(root / "build"), "--target", *LLAMA_TOOLS, "-j", "2", external=True)
     return tools
 
 
