@@ -73,6 +73,18 @@ def demo(session: nox.Session) -> None:
     session.run("slmdeploy", "build", *session.posargs)
 
 
+@nox.session(name="demo-adapters", python=PYTHON)
+def demo_adapters(session: nox.Session) -> None:
+    """The fine-tune example (examples/fine-tune): train its two LoRA adapters on the demo model (seeded, cached), build
+    one int4 base with both as runtime adapters, each adapter's variant gated against base + adapter in PyTorch."""
+    install_ml(session)
+    session.run("python", "examples/fine-tune/train.py")
+    session.chdir("examples/fine-tune")
+    session.run("slmdeploy", "plan")
+    session.run("slmdeploy", "build", *session.posargs)
+    session.run("slmdeploy", "ls")
+
+
 @nox.session(name="bench-convert", python=PYTHON)
 def bench_convert(session: nox.Session) -> None:
     """Convert + quantize the demo with slmdeploy and with the plain builder; print seconds, sizes, speed, fidelity."""
