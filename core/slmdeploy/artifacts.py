@@ -88,6 +88,16 @@ class Registration(Artifact):
     details: dict[str, Any] = attrs.field(factory=dict)
 
 
+def adapter_file(model_folder: Path, name: str) -> Path:
+    """The file of the runtime LoRA adapter `name` in a model folder: ``adapters/<name>.onnx_adapter``."""
+    return model_folder / ADAPTERS_DIR / f"{name}.onnx_adapter"
+
+
+def adapter_variant(adapter: str, base: str) -> str:
+    """The name of a runtime adapter's variant on the base variant `base`: ``<adapter>-<base>`` (``pirate-int4``)."""
+    return f"{adapter}-{base}"
+
+
 def runtime_adapters(folder: Path) -> dict[str, dict[str, Any]]:
     """The runtime adapters of the model folder `folder`, by name (`ADAPTERS_INDEX`); empty when it has none."""
     index = folder / ADAPTERS_INDEX

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 import attrs
 
+from slmdeploy.artifacts import adapter_file
 from slmdeploy.files import tree_size
 
 
@@ -38,7 +39,7 @@ class DeployedModel:
     @property
     def adapter_file(self) -> Path | None:
         """The adapter's ``.onnx_adapter`` file, for an adapter's variant."""
-        return self.folder / "adapters" / f"{self.adapter}.onnx_adapter" if self.adapter else None
+        return adapter_file(self.folder, self.adapter) if self.adapter else None
 
     @property
     def size_bytes(self) -> int:

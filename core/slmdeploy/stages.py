@@ -14,7 +14,6 @@ from typing import Any, ClassVar
 import attrs
 
 from slmdeploy.artifacts import (
-    ADAPTERS_DIR,
     Artifact,
     DeployPackage,
     EvaluationReport,
@@ -22,6 +21,7 @@ from slmdeploy.artifacts import (
     QuantizedModel,
     Registration,
     SourceModel,
+    adapter_file,
 )
 
 
@@ -111,7 +111,7 @@ class StageContext:
     def adapter_file(self, model_folder: Path) -> Path | None:
         """The runtime adapter file to apply in `model_folder` (a package's model folder): None but for an
         adapter's variant."""
-        return model_folder / ADAPTERS_DIR / f"{self.adapter}.onnx_adapter" if self.adapter else None
+        return adapter_file(model_folder, self.adapter) if self.adapter else None
 
 
 class Stage:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from slmdeploy import __version__
-from slmdeploy.artifacts import runtime_adapters
+from slmdeploy.artifacts import adapter_variant, runtime_adapters
 from slmdeploy.execute.records import inside
 from slmdeploy.files import link_tree
 
@@ -86,7 +86,7 @@ def _adapter_variants(variant: str, results: Sequence[StepResult]) -> dict[str, 
     found = runtime_adapters(folders[-1]) if folders else {}
     if not found:
         return {}
-    listed = [{"name": name, "variant": f"{name}-{variant}", **item} for name, item in found.items()]
+    listed = [{"name": name, "variant": adapter_variant(name, variant), **item} for name, item in found.items()]
     return {"adapters": listed}
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import attrs
 
-from slmdeploy.artifacts import SourceModel
+from slmdeploy.artifacts import SourceModel, adapter_variant
 from slmdeploy.config.gates import Gate, check_fallback_variants, check_figures
 from slmdeploy.config.project import adapter_name
 from slmdeploy.config.project_options import AUTO, SELECTORS, ProjectOptions, StageTable
@@ -77,7 +77,7 @@ def _runtime_adapter_variants(base: Variant, digests: DigestCache) -> Iterator[V
         reference = attrs.evolve(base.source, adapter=folder, adapters=())
         steps = tuple(step for step in base.steps if step.stage != "register")
         yield Variant(
-            f"{name}-{base.name}",
+            adapter_variant(name, base.name),
             steps,
             base.source,
             base.source_digest,

@@ -10,7 +10,7 @@ from typing import Any
 
 import attrs
 
-from slmdeploy.artifacts import runtime_adapters
+from slmdeploy.artifacts import adapter_variant, runtime_adapters
 from slmdeploy.deploy.listing import deployed_models
 from slmdeploy.deployed import DeployedModel
 from slmdeploy.errors import ConfigError, InputError
@@ -68,7 +68,7 @@ def _spec(model: DeployedModel, failed: set[str]) -> ModelSpec:
     registered = (model.registration or {}).get("model_id")
     names = [str(registered)] if registered else []
     names += [name for name in (model.name, model.variant) if name not in names]
-    adapters = tuple(item for item in _adapters(model.folder) if f"{item[0]}-{model.variant}" not in failed)
+    adapters = tuple(item for item in _adapters(model.folder) if adapter_variant(item[0], model.variant) not in failed)
     return ModelSpec(names[0], model.folder, tuple(names[1:]), adapters)
 
 
@@ -81,7 +81,7 @@ def _pick(deployable: list[DeployedModel], wanted: str, build_dir: Path, failed:
         return _folder_spec(Path(wanted))
     for model in deployable:
         spec = _spec(model, failed)
-        variants = {f"{adapter}-{model.variant}" for adapter, _ in spec.adapters}
+        variants = {adapter_variant(adapter, model.variant) for adapter, _ in spec.adapters}
         if wanted in (spec.name, *spec.aliases, *spec.adapter_names(), *variants):
             return spec
     listing = ", ".join(_spec(model, failed).name for model in deployable) or "none"
