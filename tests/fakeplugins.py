@@ -195,6 +195,7 @@ class FiguresEvaluator(Evaluator):
         "top1_agreement": Metric("planted top-1 agreement", "fraction"),
         "size_mb": Metric("planted size", "MB", higher_is_better=False),
         "decode_tokens_per_s": Metric("planted decode speed", "tokens/s", depends_on_machine=True),
+        "adapter_cost": Metric("planted cost of a runtime adapter", "x", adapter_only=True),
     }
 
     def run(self, artifact, output_dir):

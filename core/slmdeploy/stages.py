@@ -35,6 +35,9 @@ class Metric:
     depends_on_machine: bool = False
     """An absolute figure (milliseconds, tokens/s) that another machine measures differently: a gate on it holds
     only on known hardware, so its failure says so. Ratios measured in the same run do not depend on it."""
+    adapter_only: bool = False
+    """Measured only for a runtime adapter's variant (``[convert] adapters = "runtime"``), such as the adapter's cost
+    against its base alone: a gate on it judges those variants and leaves the base variants alone."""
 
 
 STAGE_ORDER = ("convert", "quantize", "template", "evaluate", "register")

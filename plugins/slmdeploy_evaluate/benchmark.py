@@ -62,11 +62,13 @@ class Benchmark(MeasuringEvaluator):
             "a runtime adapter's variant: decode speed with the adapter applied over the base's alone, at the "
             "shortest prompt",
             "x",
+            adapter_only=True,
         ),
         "adapter_prefill_ratio": Metric(
             "a runtime adapter's variant: prompt processing speed with the adapter over the base's alone, at the "
             "longest prompt",
             "x",
+            adapter_only=True,
         ),
     }
 

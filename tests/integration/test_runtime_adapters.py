@@ -370,6 +370,7 @@ soak_requests = 0
 max_new_tokens = 8
 [evaluate.gates]
 min_top1_agreement = 0.5
+min_adapter_decode_ratio = 0.01
 """
 
 
@@ -408,6 +409,10 @@ def test_each_adapter_variant_is_evaluated_with_its_adapter_against_base_plus_ad
     listed = {item["variant"]: item for item in json.loads(run_slmdeploy(evaluated, "ls", "--json").stdout)}
     assert {listed[f"{name}-int4"]["gates"] for name in ADAPTERS} == {"passed"}
     assert "adapter_decode_ratio" not in base
+    # the adapter's gate judges the adapter's variants only: the base, which does not measure it, passes
+    assert [gate["gate"] for gate in report(evaluated, "int4")["gates"]] == ["min_top1_agreement"]
+    gates = [gate["gate"] for gate in report(evaluated, "sales-int4")["gates"]]
+    assert gates == ["min_top1_agreement", "min_adapter_decode_ratio"]
 
 
 def test_an_adapter_variant_that_fails_its_gates_is_not_served(evaluated):

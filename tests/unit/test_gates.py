@@ -175,3 +175,34 @@ def test_a_package_that_no_longer_passes_is_unregistered(fake_project):
     assert "int4: removed" in result.stderr and "(it no longer passes its gates)" in result.stderr
     assert registered(project) == ["int8"]
     assert "int4 evaluate" in runs(project) and runs(project).count("int4 evaluate") == 1
+
+
+def test_a_gate_on_a_figure_only_adapter_variants_measure_judges_only_them():
+    from slmdeploy.config.gates import Gate
+    from slmdeploy.execute.verdicts import judge
+    from slmdeploy.stages import Metric
+
+    metrics = {"agreement": Metric("top-1"), "adapter_cost": Metric("an adapter's cost", "x", adapter_only=True)}
+    gates = (Gate("agreement", "min", 0.5), Gate("adapter_cost", "min", 0.8))
+    base = judge(gates, {"agreement": 0.9}, metrics)
+    assert [(result.gate.key, result.passed) for result in base] == [("min_agreement", True)]
+    adapter = judge(gates, {"agreement": 0.9, "adapter_cost": 0.7}, metrics, adapter=True)
+    assert [(result.gate.key, result.passed) for result in adapter] == [
+        ("min_agreement", True),
+        ("min_adapter_cost", False),
+    ]
+    assert not judge(gates, {"agreement": 0.9}, metrics, adapter=True)[1].passed  # not measured: failed
+
+
+def test_a_gate_on_an_adapter_figure_without_runtime_adapters_is_refused_when_planned(fake_project):
+    toml = FULL_PROJECT.replace('plugins = ["size"]', 'plugins = ["size", "figures"]')
+    project = fake_project(toml + "\n[evaluate.gates]\nmin_adapter_cost = 0.8\n")
+    result = project.cli("plan")
+    assert result.exit_code == 2, result.output
+    said = flat(result.stderr)
+    line = project.file.read_text().splitlines().index("min_adapter_cost = 0.8") + 1
+    assert (
+        f"slmdeploy.toml:{line}: [evaluate.gates] min_adapter_cost bounds adapter_cost, which only a runtime "
+        "adapter's variant measures, and this project has none"
+    ) in said
+    assert 'adapters = "runtime"' in said and "Traceback" not in result.output

@@ -144,7 +144,7 @@ class Pipeline:
 
     def _judge(self, state: _Position) -> None:
         """Judge the gates once the variant's last evaluator ran."""
-        state.gates = judge(self.plan.gates, state.metrics, self.plan.metrics)
+        state.gates = judge(self.plan.gates, state.metrics, self.plan.metrics, adapter=bool(state.variant.adapter))
         state.error = gate_error(self.plan, state.variant.name, state.gates)
 
     def _group(self, level: int, states: list[_Position]) -> Groups:

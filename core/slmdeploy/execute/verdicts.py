@@ -52,12 +52,18 @@ class GateResult:
         }
 
 
-def judge(gates: Sequence[Gate], measured: Mapping[str, Any], metrics: Mapping[str, Metric]) -> list[GateResult]:
+def judge(
+    gates: Sequence[Gate], measured: Mapping[str, Any], metrics: Mapping[str, Metric], *, adapter: bool = False
+) -> list[GateResult]:
+    """Each gate against its figure; an `adapter_only` figure's gate only when `adapter` (a runtime adapter's
+    variant): a base variant does not measure it."""
     results = []
     for gate in gates:
+        metric = metrics.get(gate.metric, Metric(gate.metric))
+        if metric.adapter_only and not adapter:
+            continue
         value = measured.get(gate.metric)
         number = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-        metric = metrics.get(gate.metric, Metric(gate.metric))
         results.append(GateResult(gate, number, metric.unit, metric.depends_on_machine))
     return results
 

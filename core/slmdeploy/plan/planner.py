@@ -93,6 +93,16 @@ def _gates(options: ProjectOptions, variants: tuple[Variant, ...]) -> tuple[tupl
     project = options.project
     metrics = _metrics(options, variants[0].steps)
     check_figures(project, options.gates, metrics)
+    if not any(variant.adapter for variant in variants):
+        for gate in options.gates:
+            if metrics[gate.metric].adapter_only:
+                raise ConfigError(
+                    f"[evaluate.gates] {gate.key} bounds {gate.metric}, which only a runtime adapter's variant "
+                    "measures, and this project has none",
+                    where=project.locate(f"evaluate.gates.{gate.key}"),
+                    fix='List LoRA adapters in [source] adapter with [convert] adapters = "runtime", or remove the '
+                    "gate.",
+                )
     if options.fallback:
         check_fallback_variants(project, options.fallback, [variant.name for variant in variants])
         if not metrics:
