@@ -9,6 +9,8 @@ rank share the graph. Each adapter's file is then written here rather than by an
 PEFT reads the adapter (its ranks, alpha and rank patterns, rsLoRA's scaling), and each LoRA pair goes to the
 inputs of its layer and projection, as the builder lays them out: ``A^T`` ``[in, r]`` and ``(scaling * B)^T``
 ``[r, out]``, float32 (never quantized: the quantize stage quantizes initializers, and these are inputs).
+Where the builder unfused q, k and v for the adapter, they are packed again first, with one LoRA pair for the three
+(`slmdeploy_olive.adapter_graph`), and each adapter's q, k and v pairs are laid out for it.
 """
 
 from __future__ import annotations
@@ -95,17 +97,21 @@ def write_adapter_files(folder: Path, pairs: dict[str, Pairs], sources: Sequence
     (whose graph the union adapter made); drop the union's own weights file. Returns the index."""
     import onnx
 
-    graph = onnx.load(str(folder / "model.onnx"), load_external_data=False)
+    from slmdeploy_olive.adapter_graph import grouped, pack_qkv
+    from slmdeploy_olive.gguf_graph import save
+
+    graph = onnx.load(str(folder / "model.onnx"))  # with its weights: q, k and v are packed again
+    packed = pack_qkv(graph)
     inputs = _lora_inputs(graph)
     _rank_per_projection(graph, inputs)
-    onnx.save(graph, str(folder / "model.onnx"))
+    save(graph, folder)
     (folder / "adapter_weights.onnx_adapter").unlink(missing_ok=True)
     (folder / ADAPTERS_DIR).mkdir()
     index: dict[str, Any] = {}
     for source in sources:
         name = source.name
         file = f"{ADAPTERS_DIR}/{name}.onnx_adapter"
-        _export(folder / file, _parameters(pairs[name], inputs, name))
+        _export(folder / file, _parameters(grouped(pairs[name], packed), inputs, name))
         ranks = sorted({a.shape[1] for a, _ in pairs[name].values()})
         targets = sorted({projection for _, projection in pairs[name]})
         index[name] = {"file": file, "rank": ranks[-1], "targets": targets, "source": str(source)}

@@ -122,6 +122,38 @@ def test_the_package_holds_the_base_once_and_an_adapter_file_each(built):
     nodes = onnx.load(str(package / "model.onnx"), load_external_data=False).graph.node
     kinds = {(("/lora_" in node.name), node.op_type) for node in nodes if "MatMul" in node.op_type}
     assert (False, "MatMulNBits") in kinds and (True, "MatMul") in kinds and (True, "MatMulNBits") not in kinds
+    # q, k and v packed again (the builder unfuses them for LoRA), with one LoRA pair for the three: the attention
+    # reads the packed projection plus its LoRA term
+    attention = [node for node in nodes if node.op_type == "GroupQueryAttention"]
+    assert attention and all(
+        node.input[0].endswith("/attn/qkv_proj/lora/Add/output_0") and node.input[1] == node.input[2] == ""
+        for node in attention
+    )
+    assert not any("/q_proj/" in node.name or "/v_proj/" in node.name for node in nodes)
+
+
+def test_an_attention_that_cannot_be_packed_keeps_the_builders_layout(models, tmp_path):
+    """A Qwen3 (norms on q and k between the projections and the attention): the projections stay apart, each
+    with its LoRA, and still answer exactly as the merged package."""
+    folder = tmp_path / "qwen3"
+    base = make_tiny_model(folder / "base", "qwen3")
+    make_adapter(base, folder / "adapters" / "support", 1, 4, ("q_proj", "v_proj"))
+    answers = {}
+    for mode in ("runtime", "merge"):
+        project = write_project(tmp_path / mode, folder, mode, adapters=("support",))
+        toml = project / "slmdeploy.toml"
+        toml.write_text(toml.read_text().replace('["fp32", "int4"]', '"fp32"'), encoding="utf-8")
+        result = run_slmdeploy(project, "build")
+        assert result.returncode == 0, result.stderr
+        answers[mode] = project / "build"
+    import onnx
+
+    package = answers["runtime"] / "fp32" / "model"
+    nodes = onnx.load(str(package / "model.onnx"), load_external_data=False).graph.node
+    assert any(node.name.endswith("/attn/q_proj/lora/Add") for node in nodes)
+    assert not any("/qkv_proj/" in node.name for node in nodes)
+    assert greedy(package, "support") == greedy(answers["merge"] / "support-fp32" / "model")
+    assert greedy(package, "support") != greedy(package)
 
 
 def test_int4_adapters_change_the_answer(built):
