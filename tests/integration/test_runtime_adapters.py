@@ -462,3 +462,34 @@ def test_an_adapter_variant_that_fails_its_gates_is_not_served(evaluated):
         assert listed["sales-int4"]["gates"] == "failed" and listed["support-int4"]["gates"] == "passed"
     finally:
         file.write_text(saved)
+
+
+def test_adapters_that_passed_their_gates_are_served_when_their_base_failed(evaluated):
+    """The base loaded for its adapters, under their names only: the base's own name is neither listed nor
+    answered."""
+    import openai as openai_module
+
+    from slmdeploy.serve.models import project_specs
+
+    from serving import ServerProcess, client
+
+    file = evaluated / "build" / "int4" / "report.json"
+    saved = file.read_text()
+    try:
+        file.write_text(json.dumps({**json.loads(saved), "status": "failed"}))
+        (spec,) = project_specs(evaluated / "build", [])
+        assert not spec.base_served and [adapter for adapter, _ in spec.adapters] == ["support", "sales"]
+        server = ServerProcess(evaluated, "--max-batch", "2")
+        try:
+            openai = client(server)
+            assert sorted(model.id for model in openai.models.list().data) == ["tiny-int4:sales", "tiny-int4:support"]
+            messages = [{"role": "user", "content": PROMPT}]
+            reply = openai.chat.completions.create(model="tiny-int4:sales", messages=messages, max_tokens=4)
+            assert reply.model == "tiny-int4:sales"
+            with pytest.raises(openai_module.NotFoundError, match="served here: tiny-int4:support, tiny-int4:sales"):
+                openai.chat.completions.create(model="tiny-int4", messages=messages, max_tokens=4)
+            assert "serving tiny-int4:support, tiny-int4:sales on" in server.output()
+        finally:
+            assert server.stop() == 0
+    finally:
+        file.write_text(saved)

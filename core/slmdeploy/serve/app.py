@@ -171,9 +171,9 @@ def _check_prompt(name: str, prompt_tokens: int, context: int, most: int | None)
         )
 
 
-def _served_names(served: Served) -> list[str]:
-    """The base's name and ``<name>:<adapter>`` for each of its runtime LoRA adapters."""
-    return [served.name, *(f"{served.name}:{adapter}" for adapter, _ in served.loaded.spec.adapters)]
+def _served_names(served: Served) -> tuple[str, ...]:
+    """The base's name (unless it failed its gates) and ``<name>:<adapter>`` for each of its runtime LoRA adapters."""
+    return served.loaded.spec.listed_names()
 
 
 def _reply_name(served: Served, adapter: str | None) -> str:

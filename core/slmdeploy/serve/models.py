@@ -29,19 +29,44 @@ class ModelSpec:
     adapters: tuple[tuple[str, Path], ...] = ()
     """The package's runtime LoRA adapters (name, ``.onnx_adapter`` file): each served as ``<name>:<adapter>`` on
     this one loaded base."""
+    base_served: bool = True
+    """False when the base variant failed its own gates and some of its adapters' variants passed theirs: the base
+    is loaded for them, and only their ``<name>:<adapter>`` names reach it."""
 
     def adapter_names(self) -> dict[str, str]:
         """Every model name that reaches an adapter (``<name>:<adapter>``, and with each alias), to the adapter."""
         return {f"{name}:{adapter}": adapter for name in (self.name, *self.aliases) for adapter, _ in self.adapters}
 
+    def served_names(self) -> tuple[str, ...]:
+        """Every model name that reaches this package: its name and aliases (unless `base_served` is False), and
+        its adapters'."""
+        return (*((self.name, *self.aliases) if self.base_served else ()), *self.adapter_names())
+
+    def title(self) -> str:
+        """How the server names it when it starts: its name, or its adapters' when only they are served."""
+        return self.name if self.base_served else ", ".join(self.listed_names())
+
+    def listed_names(self) -> tuple[str, ...]:
+        """The names ``/v1/models`` lists: its name (if the base is served) and ``<name>:<adapter>`` for each."""
+        return (
+            *((self.name,) if self.base_served else ()),
+            *(f"{self.name}:{adapter}" for adapter, _ in self.adapters),
+        )
+
 
 def project_specs(build_dir: Path, wanted: Sequence[str]) -> list[ModelSpec]:
     """The deployable variants in `build_dir` (all, or those `wanted` by name, variant or folder path)."""
     # a runtime adapter's variant is served by its base's spec (one loaded base for all of them), unless it failed
-    # its own gates
+    # its own gates; a base that failed its gates is still loaded for its adapters that passed theirs, under their
+    # names only
     models = deployed_models(build_dir)
     failed = {model.variant for model in models if model.adapter and model.gates == "failed"}
-    deployable = [model for model in models if model.gates != "failed" and model.adapter is None]
+    passed_adapters = {model.base for model in models if model.adapter and model.gates != "failed"}
+    deployable = [
+        model
+        for model in models
+        if model.adapter is None and (model.gates != "failed" or model.variant in passed_adapters)
+    ]
     if not wanted:
         if not deployable:
             raise ConfigError(
@@ -69,7 +94,7 @@ def _spec(model: DeployedModel, failed: set[str]) -> ModelSpec:
     names = [str(registered)] if registered else []
     names += [name for name in (model.name, model.variant) if name not in names]
     adapters = tuple(item for item in _adapters(model.folder) if adapter_variant(item[0], model.variant) not in failed)
-    return ModelSpec(names[0], model.folder, tuple(names[1:]), adapters)
+    return ModelSpec(names[0], model.folder, tuple(names[1:]), adapters, base_served=model.gates != "failed")
 
 
 def _adapters(folder: Path) -> tuple[tuple[str, Path], ...]:
@@ -82,9 +107,9 @@ def _pick(deployable: list[DeployedModel], wanted: str, build_dir: Path, failed:
     for model in deployable:
         spec = _spec(model, failed)
         variants = {adapter_variant(adapter, model.variant) for adapter, _ in spec.adapters}
-        if wanted in (spec.name, *spec.aliases, *spec.adapter_names(), *variants):
+        if wanted in (*spec.served_names(), *variants):
             return spec
-    listing = ", ".join(_spec(model, failed).name for model in deployable) or "none"
+    listing = ", ".join(name for model in deployable for name in _spec(model, failed).listed_names()) or "none"
     raise ConfigError(
         f"no deployable model is named {wanted!r}", where=str(build_dir), fix=f"Deployable models: {listing}."
     )

@@ -58,12 +58,11 @@ class Pool:
     def __init__(self, loaded: list[LoadedModel], limits: Limits, metrics: Metrics) -> None:
         self.limits, self.metrics = limits, metrics
         self.models = [Served(model, self._worker(model)) for model in loaded]
-        self.by_name = {name: served for served in self.models for name in (served.name, *served.loaded.spec.aliases)}
+        self.by_name = {name: served for served in self.models for name in served.loaded.spec.served_names()}
         self.adapters = {
             name: adapter for served in self.models for name, adapter in served.loaded.spec.adapter_names().items()
         }
         """Model names that apply a runtime LoRA adapter (``NAME:ADAPTER``), to the adapter's name."""
-        self.by_name |= {name: self.by_name[name.rpartition(":")[0]] for name in self.adapters}
         self.closing = False
 
     def _worker(self, model: LoadedModel) -> EngineWorker:
@@ -89,7 +88,7 @@ class Pool:
 
     def find(self, name: str) -> Served:
         if name not in self.by_name:
-            names = ", ".join(served.name for served in self.models)
+            names = ", ".join(name for served in self.models for name in served.loaded.spec.listed_names())
             raise ApiError(
                 404, f"the model {name!r} does not exist; served here: {names}", param="model", code="model_not_found"
             )

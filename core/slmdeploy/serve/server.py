@@ -84,7 +84,9 @@ def serve(specs: Sequence[ModelSpec], options: ServeOptions, echo: Callable[[str
         limit_concurrency=limits.max_connections,
         timeout_keep_alive=limits.keep_alive_s,  # type: ignore[arg-type] # a float works: it is call_later's
     )
-    echo(f"serving {', '.join(spec.name for spec in specs)} on http://{options.host}:{options.port}/v1 (chat page: /)")
+    echo(
+        f"serving {', '.join(spec.title() for spec in specs)} on http://{options.host}:{options.port}/v1 (chat page: /)"
+    )
     _Server(config, pool).run()
 
 

@@ -42,7 +42,7 @@ def serve_on_ray(
             application = _application(placed, options, cluster, stats, key)
             try:
                 _run(application, options, echo)
-                echo(f"serving {', '.join(item.spec.name for item in placed)} on http://{options.host}:"
+                echo(f"serving {', '.join(item.spec.title() for item in placed)} on http://{options.host}:"
                      f"{options.port}/v1 through Ray Serve ({_replicas(cluster)} of each)")  # fmt: skip
                 while not stopped.wait(0.5):
                     pass
@@ -112,7 +112,7 @@ def _application(
     for index, item in enumerate(placed):
         wanted = deployment_options(options.limits, cluster, options.threads, measured_peak_bytes(item.spec.folder))
         bound = bind_replica(index, item, options.threads, options.limits, key, stats, wanted)
-        routes.append(((item.spec.name, *item.spec.aliases, *item.spec.adapter_names()), bound))  # adapters too
+        routes.append((item.spec.served_names(), bound))  # adapters too
     connections = options.connections
     guard = {
         "host": options.host, "allowed_hosts": list(connections.allowed_hosts),
