@@ -31,7 +31,7 @@ ATTENTION = re.compile(r"^/model/layers\.(\d+)/attn/GroupQueryAttention$")
 class Packed:
     """A layer whose q, k and v were packed: each projection's output width, in the packed order."""
 
-    widths: tuple[int, int, int]
+    widths: tuple[int, ...]
 
     def columns(self, projection: str) -> slice:
         """Where `projection`'s outputs are in the packed output."""
@@ -132,7 +132,7 @@ def _pack(
         ]
         output = total_name
     attention.input[0], attention.input[1], attention.input[2] = output, "", ""
-    return Packed(widths), made  # type: ignore[arg-type]
+    return Packed(widths), made
 
 
 def _forget(graph: Any, removed: list[Any]) -> None:

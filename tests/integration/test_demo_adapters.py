@@ -75,10 +75,11 @@ def fine_tune(tmp_path_factory):
 
 
 def package(build: Path, variant: str, adapter: str | None = None):
+    from slmdeploy.artifacts import adapter_file
     from slmdeploy.plugin.genai import GenaiPackage
 
     folder = build / variant / "model"
-    return GenaiPackage(folder, adapter=folder / "adapters" / f"{adapter}.onnx_adapter" if adapter else None)
+    return GenaiPackage(folder, adapter=adapter_file(folder, adapter) if adapter else None)
 
 
 def answers(loaded) -> list[tuple[int, ...]]:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from slmdeploy.artifacts import adapter_file
 from slmdeploy.testing import run_slmdeploy
 from slmdeploy.testing.models import make_tiny_model
 
@@ -86,7 +87,7 @@ def greedy(folder: Path, adapter: str | None = None) -> list[int]:
     generator = og.Generator(model, params)
     if adapter is not None:
         adapters = og.Adapters(model)
-        adapters.load(str(folder / "adapters" / f"{adapter}.onnx_adapter"), adapter)
+        adapters.load(str(adapter_file(folder, adapter)), adapter)
         generator.set_active_adapter(adapters, adapter)
     generator.append_tokens(tokenizer.encode(PROMPT))
     tokens = []
@@ -226,7 +227,7 @@ def genai_greedy(folder: Path, ids: list[int], new_tokens: int, adapter: str | N
     generator = og.Generator(model, params)
     if adapter is not None:
         adapters = og.Adapters(model)
-        adapters.load(str(folder / "adapters" / f"{adapter}.onnx_adapter"), adapter)
+        adapters.load(str(adapter_file(folder, adapter)), adapter)
         generator.set_active_adapter(adapters, adapter)
     generator.append_tokens(np.array(ids, dtype=np.int32))
     tokens = []
@@ -253,9 +254,7 @@ def test_the_engine_decodes_rows_of_different_adapters_together_exactly(built):
     asked = [[int(token) for token in rng.integers(4, 300, length)] for length in (5, 23, 1, 40, 12, 7, 31, 18)]
     new = 10
     alone = [genai_greedy(package, ids, new, adapter) for ids, adapter in zip(asked, picks, strict=True)]
-    spec = ModelSpec(
-        "tiny", package, adapters=tuple((name, package / f"adapters/{name}.onnx_adapter") for name in ADAPTERS)
-    )
+    spec = ModelSpec("tiny", package, adapters=tuple((name, adapter_file(package, name)) for name in ADAPTERS))
     worker = EngineWorker(load(spec, 1, 8), 8)
     worker.start()
 
@@ -319,9 +318,7 @@ def test_a_prompt_read_with_one_adapter_is_not_reused_for_another(built):
 
     package = built["runtime"] / "build" / "fp32" / "model"
     ids = [int(token) for token in np.random.default_rng(7).integers(4, 300, 60)]
-    spec = ModelSpec(
-        "tiny", package, adapters=tuple((name, package / f"adapters/{name}.onnx_adapter") for name in ADAPTERS)
-    )
+    spec = ModelSpec("tiny", package, adapters=tuple((name, adapter_file(package, name)) for name in ADAPTERS))
     loaded = load(spec, 1, 2)
     loaded.prefill_chunk = 16
     worker = EngineWorker(loaded, 2)

@@ -58,7 +58,7 @@ def make_app(pool: Pool, api_key: str | None = None) -> FastAPI:
 
     @app.get("/v1/models", dependencies=guarded)
     async def models() -> dict[str, Any]:
-        cards = [_model_card(served, name) for served in pool.models for name in _served_names(served)]
+        cards = [_model_card(served, name) for served in pool.models for name in served.loaded.spec.listed_names()]
         return {"object": "list", "data": cards}
 
     @app.post("/v1/chat/completions", dependencies=guarded, response_model=None)
@@ -169,11 +169,6 @@ def _check_prompt(name: str, prompt_tokens: int, context: int, most: int | None)
             param="messages",
             code="context_length_exceeded",
         )
-
-
-def _served_names(served: Served) -> tuple[str, ...]:
-    """The base's name (unless it failed its gates) and ``<name>:<adapter>`` for each of its runtime LoRA adapters."""
-    return served.loaded.spec.listed_names()
 
 
 def _reply_name(served: Served, adapter: str | None) -> str:
