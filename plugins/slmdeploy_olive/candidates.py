@@ -20,6 +20,11 @@ def candidates(table: Mapping[str, Any]) -> list[Candidate]:
         Candidate("int4-kquant", {**base, "algorithm": "k_quant"}, "k-quant blocks with zero points"),
         Candidate("int4-head8", {**base, "keep_int8": HEAD}, "lm_head and embeddings at 8 bits"),
         Candidate(
+            "int4-q4_1",
+            {**base, "algorithm": "q4_1", "keep_int8": HEAD},
+            "llama.cpp's Q4_1 blocks (a minimum per block), lm_head and embeddings at 8 bits",
+        ),
+        Candidate(
             "int4-edge8",
             {**base, "keep_int8": [*HEAD, "first_layer", "last_layer"]},
             "lm_head, embeddings, first and last layer at 8 bits",

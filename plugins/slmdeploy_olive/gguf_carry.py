@@ -42,7 +42,7 @@ def carry_blocks(folder: Path, export: Path, gguf: Path, progress: Callable[[str
     from slmdeploy_olive import gguf_graph
 
     model = onnx.load(str(folder / "model.onnx"))
-    chosen, report = _choose(model.graph, _ReferenceWeights(export / "model.onnx"), _gguf_tensors(gguf), _heads(folder))
+    chosen, report = _choose(model.graph, ReferenceWeights(export / "model.onnx"), _gguf_tensors(gguf), _heads(folder))
     gguf_graph.apply(model, chosen)
     gguf_graph.save(model, folder)
     report = {"source": gguf.name, **report}
@@ -52,7 +52,7 @@ def carry_blocks(folder: Path, export: Path, gguf: Path, progress: Callable[[str
 
 
 def _choose(
-    graph: Any, reference: _ReferenceWeights, tensors: dict[str, tuple[str, Any]], heads: dict[str, int]
+    graph: Any, reference: ReferenceWeights, tensors: dict[str, tuple[str, Any]], heads: dict[str, int]
 ) -> tuple[dict[str, Blocks], dict[str, dict[str, str]]]:
     """The blocks of each node that can carry them, and what was carried (GGUF tensors) or requantized (why)."""
     from slmdeploy_olive import gguf_graph
@@ -150,7 +150,7 @@ def _exact_variant(blocks: Blocks, weight: Any, heads: int | None) -> Blocks | N
     return None
 
 
-class _ReferenceWeights:
+class ReferenceWeights:
     """The float32 export's weights, by the name of the quantized node made from them, as [N, K]. Read lazily
     from the external data file (onnx refuses to load data files with several hard links, as cached ones are)."""
 
@@ -168,7 +168,10 @@ class _ReferenceWeights:
                 self._tensors["embedding"] = arrays[node.input[0]]
 
     def weight(self, node: Any) -> Any:
-        tensor = self._tensors.get("embedding" if node.op_type == "GatherBlockQuantized" else node.name)
+        """The float32 weight a quantized node (``<MatMul name>_Q4`` or ``_Q8``, or the embedding lookup) was
+        made from, [N, K]; None if the export has none."""
+        name = re.sub(r"_Q[48]$", "_Q4", node.name)
+        tensor = self._tensors.get("embedding" if node.op_type == "GatherBlockQuantized" else name)
         if tensor is None:
             return None
         array = self._array(tensor)

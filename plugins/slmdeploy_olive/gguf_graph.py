@@ -71,6 +71,50 @@ def apply(model: Any, chosen: dict[str, Blocks]) -> None:
     drop_shapes(graph, lambda info: info.name in stale)
 
 
+def untied_head(graph: Any) -> bool:
+    """Whether the head is a MatMulNBits with a table of its own beside a block-quantized embedding lookup."""
+    producers = {output: node for node in graph.node for output in node.output}
+    head = producers.get("logits")
+    lookup = any(node.op_type == "GatherBlockQuantized" for node in quantized_nodes(graph))
+    return head is not None and head.op_type == "MatMulNBits" and lookup and _tied_table(head, producers) is None
+
+
+def tie_head(graph: Any, reference: Any) -> bool:
+    """Point an untied block-quantized head at the embedding lookup's table (through a Reshape, as a tied head
+    reads it) when the float32 export's two tables are equal and both nodes hold the same bits and block size.
+    Two quantizers made them (Olive's keep_int8 pass at 8 bits rounds a few values differently for each, so its
+    tying surgery leaves both); the embedding's blocks serve both, and the package holds one table. `reference`:
+    the export's weights (`gguf_carry.ReferenceWeights`). Returns whether the head reads that table (now or
+    already)."""
+    import numpy as np
+    from onnx import helper
+
+    producers = {output: node for node in graph.node for output in node.output}
+    head = producers.get("logits")
+    embedding = next((node for node in quantized_nodes(graph) if node.op_type == "GatherBlockQuantized"), None)
+    initializers = {tensor.name: tensor for tensor in graph.initializer}
+    if head is not None and embedding is not None and _tied_table(head, producers) == embedding.input[0]:
+        return True
+    if head is None or embedding is None or head.op_type != "MatMulNBits" or head.input[1] not in initializers:
+        return False
+    same = all(_attribute(head, name) == _attribute(embedding, name) for name in ("bits", "block_size"))
+    points = [node.input[3] for node in (head, embedding) if len(node.input) > 3 and node.input[3]]
+    table, weight = reference.weight(embedding), reference.weight(head)
+    if not same or points or table is None or weight is None or not np.array_equal(table, weight):
+        return False
+    view = f"{head.name}/tied_table"
+    shape = list(initializers[head.input[1]].dims)
+    _set_initializer(graph, f"{view}_shape", _int64(shape))
+    reshape = helper.make_node("Reshape", [embedding.input[0], f"{view}_shape"], [view], name=f"{head.name}/Tie")
+    head.input[1], head.input[2] = view, embedding.input[2]
+    nodes = [reshape, *graph.node]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    _drop_dead_nodes(graph)
+    _drop_unused_initializers(graph)
+    return True
+
+
 def save(model: Any, folder: Path) -> None:
     import onnx
 
@@ -159,6 +203,18 @@ def _fused(graph: Any, nodes: list[Any], blocks: Blocks, prefix: str) -> Any:
     return helper.make_node(
         "MatMulNBits", inputs, ["_"], name=f"{prefix}/MatMulNBits", domain="com.microsoft", **attributes
     )
+
+
+def _drop_dead_nodes(graph: Any) -> None:
+    """Remove nodes none of whose outputs is read (a Cast that widened scales no longer used), repeatedly."""
+    outputs = {item.name for item in graph.output}
+    while True:
+        used = {name for node in graph.node for name in node.input} | outputs
+        kept = [node for node in graph.node if any(output in used for output in node.output)]
+        if len(kept) == len(graph.node):
+            return
+        del graph.node[:]
+        graph.node.extend(kept)
 
 
 def _drop_unused_initializers(graph: Any) -> None:

@@ -51,9 +51,11 @@ class QuantizeOptions:
     symmetric: bool = option(
         True, help="rtn: symmetric blocks (no zero points); false stores a zero point per block. k_quant is asymmetric"
     )
-    algorithm: Literal["rtn", "k_quant", "gptq", "hqq"] = option(
+    algorithm: Literal["rtn", "q4_1", "k_quant", "gptq", "hqq"] = option(
         "rtn",
-        help="rtn: round to nearest; k_quant: llama.cpp's search for each block's scale and offset; gptq (int4): "
+        help="rtn: round to nearest; q4_1 (int4, block_size 32): llama.cpp's Q4_1 blocks, an fp16 scale and minimum "
+        "per block, carried as a Q4_1 GGUF's are (more faithful than rtn, decodes slower); k_quant: llama.cpp's "
+        "search for each block's scale and offset; gptq (int4): "
         "GPTQ (onnxruntime's, corrected), calibrated on [quantize] calibration, for experiments (below rtn on the "
         "demo); hqq (int4): half-quadratic scales and float zero points, no data: closer to the source, but "
         "onnxruntime 1.31's CPU MatMulNBits decodes about 12x slower with float zero points (docs/quantization.md)",
@@ -112,6 +114,7 @@ class OliveQuantizer(LibraryVersioned, Quantizer):
             "keep_int8": options.keep_int8 if options.precision == "int4" else [],
             "kquant_embeddings": embeddings and options.algorithm == "k_quant",
             "weight_only": self._weight_only() if options.algorithm in WEIGHT_ONLY else None,
+            "q4_1": options.algorithm == "q4_1",
             "scratch": str(self.context.scratch),
             "out": str(output_dir / "model"),
         }
@@ -145,7 +148,7 @@ class OliveQuantizer(LibraryVersioned, Quantizer):
             "gguf_blocks = false": not options.gguf_blocks,
             f"precision {options.precision} (carried for int4)": options.precision != "int4",
             f"block_size {options.block_size} (GGUF blocks hold 32)": options.block_size != 32,
-            f"algorithm {options.algorithm} (they are carried for rtn)": options.algorithm != "rtn",
+            f"algorithm {options.algorithm} (they are carried for rtn and q4_1)": options.algorithm not in CARRIED,
             "keep_int8": bool(options.keep_int8),
             "symmetric = false": not options.symmetric,
             "a LoRA adapter changes the weights": source.adapter is not None,
@@ -172,6 +175,14 @@ def _refusals(options: QuantizeOptions) -> list[tuple[str, str]]:
             "weights as float, and 8-bit HQQ is not offered by this plugin)"
         )
         return [(problem, 'Use precision = "int4" with it, or algorithm = "rtn" for int8.')]
+    misfit = options.precision != "int4" or options.block_size != 32 or not options.symmetric
+    if options.algorithm == "q4_1" and misfit:
+        problem = (
+            f"algorithm q4_1 makes int4 blocks of 32 with their own minimum; precision is {options.precision}, "
+            f"block_size {options.block_size}, symmetric {str(options.symmetric).lower()}"
+        )
+        fix = 'Use precision = "int4", block_size = 32 and leave symmetric unset with it, or algorithm = "rtn".'
+        return [(problem, fix)]
     if options.algorithm == "gptq" and not options.calibration:
         problem = "algorithm gptq needs calibration text, and calibration is not set"
         fix = (
@@ -225,7 +236,9 @@ def passes(options: QuantizeOptions) -> dict[str, Any]:
 ALGORITHM_PASSES = {
     "rtn": "OnnxBlockWiseRtnQuantization",
     "k_quant": "OnnxKQuantQuantization",
+    "q4_1": "OnnxBlockWiseRtnQuantization",  # the graph; the worker then gives its MatMuls Q4_1 blocks (`q4_1`)
     "gptq": "OnnxBlockWiseRtnQuantization",
     "hqq": "OnnxBlockWiseRtnQuantization",
 }
 WEIGHT_ONLY = ("gptq", "hqq")
+CARRIED = ("rtn", "q4_1")  # the algorithms with which a GGUF source's blocks are kept where it has them

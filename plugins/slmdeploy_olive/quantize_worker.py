@@ -27,19 +27,41 @@ def quantize_in_worker(task: dict[str, Any], progress: Callable[[str], None]) ->
     else:
         _run(task, source, chain, out)
     copy_support_files(source, out)
+    carried = None
     if task.get("gguf"):
         from slmdeploy_olive.gguf_carry import carry_blocks
 
         progress("putting the GGUF's own blocks into the int4 graph")
-        carry_blocks(out, source, Path(task["gguf"]), progress)
+        carried = carry_blocks(out, source, Path(task["gguf"]), progress)
     elif task["gguf_note"]:
         from slmdeploy_olive.gguf_carry import REPORT
 
         (out / REPORT).write_text(json.dumps({"carried": {}, "note": task["gguf_note"]}, indent=2) + "\n", "utf-8")
         progress(task["gguf_note"])
+    if task.get("q4_1"):
+        from slmdeploy_olive.q4_1 import requantize
+
+        progress("Q4_1 blocks (a scale and a minimum per block of 32) for the 4-bit MatMuls")
+        requantize(out, source, progress, carried)
+    elif task["keep_int8"]:
+        _tie_head(out, source, progress)
     write_all_logits_twin(out)
     progress("verifying the quantized model")
     return {"verified": verify(out, runnable_here=task["device"] == "cpu")}
+
+
+def _tie_head(folder: Path, source: Path, progress: Callable[[str], None]) -> None:
+    """keep_int8's 8-bit head and embedding share one table where the source ties them (`gguf_graph.tie_head`)."""
+    import onnx
+
+    from slmdeploy_olive import gguf_graph
+    from slmdeploy_olive.gguf_carry import ReferenceWeights
+
+    model = onnx.load(str(folder / "model.onnx"))
+    graph = model.graph
+    if gguf_graph.untied_head(graph) and gguf_graph.tie_head(graph, ReferenceWeights(source / "model.onnx")):
+        gguf_graph.save(model, folder)
+        progress("the lm_head reads the embedding's table (tied, one table)")
 
 
 def _resolve_nodes(task: dict[str, Any], source: Path) -> dict[str, Any]:
