@@ -132,10 +132,14 @@ def install_llama_cpp(session: nox.Session, extra: str = "") -> None:
 
 @nox.session(name="bench-peers", python=PYTHON)
 def bench_peers(session: nox.Session) -> None:
-    """Every demo variant against llama.cpp's Q4_K_M and Q8_0 of the same GGUF, interleaved: speed, memory, fidelity."""
+    """Every demo variant against llama.cpp's Q4_K_M and Q8_0 of the same GGUF and the source in PyTorch, and the
+    default int4 from a Hugging Face bf16 folder against llama.cpp's Q4_K_M of that folder (its convert_hf_to_gguf.py,
+    which needs sentencepiece, and llama-quantize), interleaved: speed, memory, bytes bound, fidelity."""
     install_ml(session)
     install_llama_cpp(session)
-    session.run("python", "benchmarks/bench_peers.py", *session.posargs)
+    session.install("sentencepiece")
+    tools = build_llama_server(session)
+    session.run("python", "benchmarks/bench_peers.py", "--llama-cpp-bin", str(tools), *session.posargs)
 
 
 @nox.session(name="bench-serve", python=PYTHON)

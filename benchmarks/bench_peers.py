@@ -1,26 +1,35 @@
-"""The demo's variants side by side with llama.cpp on the same GGUF, measured interleaved in one run.
+"""The demo's variants side by side with llama.cpp and PyTorch, from the same GGUF and from a Hugging Face folder,
+measured interleaved in one run.
 
-    python benchmarks/bench_peers.py [--rounds 3] [--threads N] [--keep]
+    python benchmarks/bench_peers.py [--rounds 3] [--threads N] [--llama-cpp-bin DIR] [--keep]
 
 1. Builds every variant of the demo project (convert, quantize, template; no evaluation, no registration, no
    fallback: every variant is measured, deployed or not) in a temporary copy.
 2. Makes Q4_K_M and Q8_0 from the same GGUF with llama.cpp's quantize API (llama-cpp-python).
-3. Measures each model in a fresh process per round, the rounds interleaved (ours, then llama.cpp's, then ours
+3. With ``--llama-cpp-bin`` (llama.cpp's tools built from the llama-cpp-python sdist, as ``nox -s bench-peers``
+   does): a source that is not a GGUF. The demo's GGUF, dequantized, is saved as a bfloat16 Hugging Face folder
+   (SmolLM2 is published in bfloat16); slmdeploy builds its int4 from that folder (the demo project with that
+   folder as ``[source] path``): as [quantize] sets it by default (round to nearest) and with ``algorithm = "q4_1"``
+   and ``keep_int8 = ["lm_head", "embeddings"]``; llama.cpp makes its Q4_K_M from the same folder as a user would:
+   the vendored ``convert_hf_to_gguf.py --outtype f16``, then ``llama-quantize ... Q4_K_M``.
+4. Measures each model in a fresh process per round, the rounds interleaved (ours, then llama.cpp's, then ours
    again ...), on the same token ids and the same thread count: decode tokens/s after a 16- and a 1024-token
-   prompt, the 1024-token prefill time, peak resident memory; medians over the rounds.
-4. Compares every model's teacher-forced next-token distributions with the source in PyTorch (float32) on texts
-   that no part of slmdeploy was tuned on (``benchmarks/heldout.txt``): top-1 agreement and mean KL.
-5. Measures this machine's read bandwidth at the same thread count between the rounds, counts the bytes one
+   prompt, the 1024-token prefill time, peak resident memory; medians over the rounds. The source model in
+   PyTorch (float32, greedy, its own KV cache) is measured the same way in each group.
+5. Compares every model's teacher-forced next-token distributions with its group's source in PyTorch (float32)
+   on texts that no part of slmdeploy was tuned on (``benchmarks/heldout.txt``): top-1 agreement and mean KL.
+6. Measures this machine's read bandwidth at the same thread count between the rounds, counts the bytes one
    decode step of each model reads (`slmdeploy_evaluate.bound`: weights, plus the KV cache at the mean position of
    the decode run) and reports each decode speed as a fraction of the bytes-bound speed.
-6. Prints one table with our / llama.cpp ratios and writes it to ``build/peers.md`` (and ``peers.json``) of the
-   project it was run from.
+7. Prints a table per source with ratios to that source's llama.cpp Q4_K_M (and each prefill's ratio to PyTorch's)
+   and writes them to ``build/peers.md`` (and ``peers.json``) of the project it was run from.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -33,6 +42,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 HELDOUT = Path(__file__).resolve().parent / "heldout.txt"
 PEERS = {"llama.cpp Q4_K_M": "LLAMA_FTYPE_MOSTLY_Q4_K_M", "llama.cpp Q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0"}
+PEER, TORCH = "llama.cpp Q4_K_M", "PyTorch fp32 (source)"
+HF_SUFFIX = " (bf16 folder)"  # the names of the models made from the Hugging Face folder
 SHORT, LONG, NEW_TOKENS = 16, 1024, 64
 
 
@@ -41,6 +52,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0, help="0: every core this process may use")
     parser.add_argument("--keep", action="store_true")
+    parser.add_argument(
+        "--llama-cpp-bin",
+        type=Path,
+        help="llama.cpp's llama-quantize, built from the llama-cpp-python sdist (its "
+        "extracted tree beside it holds convert_hf_to_gguf.py): also compare from a Hugging Face bf16 folder",
+    )
     parser.add_argument("--tokenizer", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--measure", nargs=2, metavar=("KIND", "PATH"), help=argparse.SUPPRESS)
     parser.add_argument("--logits", nargs=3, metavar=("KIND", "PATH", "OUT"), help=argparse.SUPPRESS)
@@ -53,14 +70,26 @@ def main() -> None:
     elif args.logits:
         save_logits(*args.logits, threads, args.tokenizer)
     else:
-        compare(args.rounds, threads, args.keep)
+        compare(args.rounds, threads, args.keep, args.llama_cpp_bin)
 
 
-def compare(rounds: int, threads: int, keep: bool) -> None:
+def compare(rounds: int, threads: int, keep: bool, tools: Path | None) -> None:
     work = Path(tempfile.mkdtemp(prefix="slmdeploy-peers-"))
     try:
-        models = {**build_ours(work), **build_peers(work)}
         source = prepare_source(work)
+        groups = {"the demo's GGUF": (source, {TORCH: ("torch", source), **build_ours(work), **build_peers(work)})}
+        if tools is None:
+            print("no --llama-cpp-bin: the comparison from a Hugging Face folder is left out")
+        else:
+            folder = bf16_folder(source, work)
+            models = {
+                TORCH + HF_SUFFIX: ("torch", folder),
+                **build_ours(work, folder),
+                PEER + HF_SUFFIX: ("llama", hf_q4_k_m(tools, folder, work)),
+            }
+            groups["a Hugging Face bf16 folder"] = (folder, models)
+        models = {name: kind_path for _, group in groups.values() for name, kind_path in group.items()}
+        tokenizers = {name: folder for folder, group in groups.values() for name in group}
         print(f"\nmeasuring {len(models)} models, {rounds} interleaved rounds, {threads} threads each", flush=True)
         speed = {name: [] for name in models}  # type: dict[str, list[dict[str, Any]]]
         bandwidth = []
@@ -68,13 +97,16 @@ def compare(rounds: int, threads: int, keep: bool) -> None:
             bandwidth.append(read_bandwidth(threads))
             print(f"  round {round_index + 1}: read bandwidth {bandwidth[-1]:.1f} GB/s at {threads} threads")
             for name, (kind, path) in models.items():
-                speed[name].append(run_self("--measure", kind, str(path), threads=threads, tokenizer=source))
+                speed[name].append(run_self("--measure", kind, str(path), threads=threads, tokenizer=tokenizers[name]))
                 print(f"  round {round_index + 1}: {name}: {brief(speed[name][-1])}", flush=True)
-        fidelity = measure_fidelity(models, source, work, threads)
-        rows = [row(name, kind_path, speed[name], fidelity[name]) for name, kind_path in models.items()]
-        for item, (kind, path) in zip(rows, models.values(), strict=True):
-            item.update(bound_figures(kind, path, item, statistics.median(bandwidth)))
-        write_table(rows, threads, rounds, statistics.median(bandwidth))
+        tables = {}
+        for title, (folder, group) in groups.items():
+            fidelity = measure_fidelity(group, folder, work, threads)
+            rows = [row(name, kind_path, speed[name], fidelity[name]) for name, kind_path in group.items()]
+            for item, (kind, path) in zip(rows, group.values(), strict=True):
+                item.update(bound_figures(kind, path, item, statistics.median(bandwidth)))
+            tables[title] = rows
+        write_tables(tables, threads, rounds, statistics.median(bandwidth))
     finally:
         if keep:
             print(f"kept: {work}")
@@ -88,11 +120,13 @@ def read_bandwidth(threads: int) -> float:
     return measured(threads)
 
 
-def bound_figures(kind: str, path: Path, item: dict[str, Any], bandwidth: float) -> dict[str, float]:
+def bound_figures(kind: str, path: Path, item: dict[str, Any], bandwidth: float) -> dict[str, float | None]:
     """Bytes one decode step reads and each decode speed over its bytes-bound speed, at the mean position of the
-    decode run (prompt + half the new tokens)."""
+    decode run (prompt + half the new tokens). Not counted for PyTorch."""
     from slmdeploy_evaluate.bound import gguf_step_bytes, package_step_bytes
 
+    if kind == "torch":
+        return dict.fromkeys(("step_mb_short", "step_mb_long", "bound_short", "bound_long"))
     step = package_step_bytes(path) if kind == "genai" else gguf_step_bytes(path)
     short, long = SHORT + NEW_TOKENS / 2, LONG + NEW_TOKENS / 2
     return {
@@ -103,21 +137,42 @@ def bound_figures(kind: str, path: Path, item: dict[str, Any], bandwidth: float)
     }
 
 
-def build_ours(work: Path) -> dict[str, tuple[str, Path]]:
-    """Every variant of the demo project, built in a copy with no evaluation, registration or fallback."""
+def build_ours(work: Path, folder: Path | None = None) -> dict[str, tuple[str, Path]]:
+    """Every variant of the demo project, built in a copy with no evaluation, registration or fallback; with
+    `folder`, the same project's int4 from that Hugging Face folder instead of the GGUF: as [quantize] sets it by
+    default (rtn), and with ``algorithm = "q4_1"`` and the head and embedding at 8 bits."""
+    if folder is None:
+        return build_project(work / "demo", {}, "")
+    q4_1 = {"algorithm": "q4_1", "keep_int8": ["lm_head", "embeddings"]}
+    return {
+        **build_project(work / "demo-hf", {"source": {"path": str(folder)}, "precision": ["int4"]}, HF_SUFFIX),
+        **build_project(
+            work / "demo-hf-q4_1",
+            {"source": {"path": str(folder)}, "precision": ["int4"], **q4_1},
+            f" q4_1 + 8-bit head{HF_SUFFIX}",
+        ),
+    }
+
+
+def build_project(project: Path, changes: dict[str, Any], suffix: str) -> dict[str, tuple[str, Path]]:
+    """The demo project in `project` with `changes` (``source`` replaces [source], the rest go into [quantize]),
+    built; its variants' packages, named ``slmdeploy VARIANT`` + `suffix`."""
     import tomlkit
 
-    project = work / "demo"
     project.mkdir()
     document = tomlkit.parse((ROOT / "slmdeploy.toml").read_text(encoding="utf-8"))
     for table in ("evaluate", "register"):
         document.pop(table, None)
+    changes = dict(changes)
+    if "source" in changes:
+        document["source"] = changes.pop("source")
+    document["quantize"].update(changes)
     (project / "slmdeploy.toml").write_text(tomlkit.dumps(document), encoding="utf-8")
     started = time.monotonic()
     subprocess.run(["slmdeploy", "--plain", "-C", str(project), "build"], check=True)
-    print(f"built the demo's variants in {time.monotonic() - started:.0f} s")
+    print(f"built {project.name}'s variants in {time.monotonic() - started:.0f} s")
     folders = sorted(path.parent for path in (project / "build").glob("*/model/genai_config.json"))
-    return {f"slmdeploy {folder.parent.name}": ("genai", folder) for folder in folders}
+    return {f"slmdeploy {found.parent.name}{suffix}": ("genai", found) for found in folders}
 
 
 def build_peers(work: Path) -> dict[str, tuple[str, Path]]:
@@ -139,6 +194,43 @@ def build_peers(work: Path) -> dict[str, tuple[str, Path]]:
         print(f"made {name} ({out.stat().st_size / 1e6:.0f} MB) in {time.monotonic() - started:.1f} s")
         made[name] = ("llama", out)
     return made
+
+
+def bf16_folder(source: Path, work: Path) -> Path:
+    """The float32 source saved as a bfloat16 Hugging Face folder, its tokenizer and chat template beside it.
+
+    Its weights are the GGUF's Q4_1 values rounded to bfloat16 (no model hub here, so no original checkpoint);
+    both quantizers below start from the same bytes."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    out = work / "hf-bf16"
+    AutoModelForCausalLM.from_pretrained(source, dtype=torch.bfloat16).save_pretrained(out)
+    for file in source.iterdir():
+        if file.is_file() and not (out / file.name).exists():
+            shutil.copy2(file, out / file.name)
+    size = sum(file.stat().st_size for file in out.glob("*.safetensors")) / 1e6
+    print(f"saved the source as a bfloat16 Hugging Face folder ({size:.0f} MB of weights)")
+    return out
+
+
+def hf_q4_k_m(tools: Path, folder: Path, work: Path) -> Path:
+    """llama.cpp's Q4_K_M of a Hugging Face folder, made as its README says: the vendored tree's
+    ``convert_hf_to_gguf.py`` (its own ``gguf-py`` first on the path) to f16, then ``llama-quantize``."""
+    vendored = next(tools.parent.parent.glob("llama_cpp_python-*/vendor/llama.cpp"), None)
+    if vendored is None:
+        raise SystemExit(f"no llama_cpp_python-*/vendor/llama.cpp beside {tools.parent}: nox -s bench-peers builds it")
+    f16, out = work / "hf-f16.gguf", work / "hf-Q4_K_M.gguf"
+    started = time.monotonic()
+    subprocess.run(
+        [sys.executable, str(vendored / "convert_hf_to_gguf.py"), str(folder), "--outtype", "f16",
+         "--outfile", str(f16)],
+        check=True, env={**os.environ, "PYTHONPATH": str(vendored / "gguf-py")}, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    subprocess.run([str(tools / "llama-quantize"), str(f16), str(out), "Q4_K_M"], check=True, capture_output=True)
+    print(f"made {PEER}{HF_SUFFIX} ({out.stat().st_size / 1e6:.0f} MB) in {time.monotonic() - started:.1f} s")
+    return out
 
 
 def demo_gguf() -> Path:
@@ -187,7 +279,8 @@ def prompt_ids(tokenizer_folder: Path, count: int) -> list[int]:
 def measure(kind: str, path: str, threads: int, tokenizer: Path) -> dict[str, Any]:
     """In this process: load, decode after a short and a long prompt, long prefill, peak memory."""
     started = time.perf_counter()
-    runner = GenaiRunner(Path(path), threads) if kind == "genai" else LlamaRunner(Path(path), threads)
+    runners = {"genai": GenaiRunner, "llama": LlamaRunner, "torch": TorchRunner}
+    runner = runners[kind](Path(path), threads)
     load_s = time.perf_counter() - started
     runner.decode(prompt_ids(tokenizer, SHORT), 8)  # warm-up
     short = runner.decode(prompt_ids(tokenizer, SHORT), NEW_TOKENS)
@@ -271,6 +364,29 @@ class LlamaRunner:
         return np.array(self.llm.scores[: len(ids)], dtype=np.float32)
 
 
+class TorchRunner:
+    """The source in PyTorch float32, greedy with its own KV cache: what the demo's benchmark compares against."""
+
+    def __init__(self, folder: Path, threads: int) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        torch.set_num_threads(threads)
+        self.torch = torch
+        self.model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+
+    def decode(self, ids: list[int], new_tokens: int) -> dict[str, float]:
+        torch = self.torch
+        with torch.inference_mode():
+            started = time.perf_counter()
+            output = self.model(torch.tensor([ids]), use_cache=True)
+            prefilled = time.perf_counter()
+            for _ in range(new_tokens):
+                token = output.logits[:, -1:].argmax(-1)
+                output = self.model(token, past_key_values=output.past_key_values, use_cache=True)
+        return timings(started, prefilled, time.perf_counter(), new_tokens)
+
+
 def timings(started: float, prefilled: float, ended: float, new_tokens: int) -> dict[str, float]:
     return {"prefill_ms": (prefilled - started) * 1000, "decode_tokens_per_s": new_tokens / (ended - prefilled)}
 
@@ -310,17 +426,20 @@ class TorchLogits:
 
 def measure_fidelity(
     models: dict[str, tuple[str, Path]], source: Path, work: Path, threads: int
-) -> dict[str, dict[str, float]]:
+) -> dict[str, dict[str, float | None]]:
     import numpy as np
 
     from slmdeploy.plugin.fidelity import add_sums, fidelity_figures, fidelity_sums
 
-    reference = work / "logits" / "source"
+    reference = work / "logits" / f"source-{source.name}"
     reference.mkdir(parents=True)
     run_self("--logits", "torch", str(source), str(reference), threads=threads, tokenizer=source)
     sequences = heldout_sequences(source)
-    found = {}
+    found: dict[str, dict[str, float | None]] = {}
     for name, (kind, path) in models.items():
+        if kind == "torch":
+            found[name] = {"top1_agreement": None, "mean_kl": None}  # the reference itself
+            continue
         out = work / "logits" / name.replace(" ", "_")
         out.mkdir()
         run_self("--logits", kind, str(path), str(out), threads=threads, tokenizer=source)
@@ -355,6 +474,7 @@ COLUMNS = (  # key, header, format, higher is better (None: no ratio)
     ("decode_short", f"decode tok/s @{SHORT}", "{:.1f}", True),
     ("decode_long", f"decode tok/s @{LONG}", "{:.1f}", True),
     ("prefill_long_ms", f"prefill {LONG} ms", "{:.0f}", False),
+    ("prefill_vs_torch", "prefill vs PyTorch", "{:.2f}x", None),
     ("peak_rss_mb", "peak MB", "{:.0f}", None),
     ("step_mb_short", f"MB read per step @{SHORT}", "{:.1f}", None),
     ("bound_short", f"of bytes bound @{SHORT}", "{:.0%}", None),
@@ -366,33 +486,51 @@ COLUMNS = (  # key, header, format, higher is better (None: no ratio)
 
 
 def cell(item: dict[str, Any], peer: dict[str, Any], key: str, form: str, higher: bool | None) -> str:
-    """A figure, with its speed ratio to the peer's (above 1: faster) where one applies."""
+    """A figure, with its speed ratio to the peer's (above 1: faster) where one applies; "-" where none is measured
+    (PyTorch's bytes per step; its fidelity to itself)."""
+    if item[key] is None:
+        return "-"
     text = form.format(item[key])
     if higher is None or item is peer:
         return text
     return f"{text} ({(item[key] / peer[key]) if higher else (peer[key] / item[key]):.2f}x)"
 
 
-def write_table(rows: list[dict[str, Any]], threads: int, rounds: int, bandwidth: float) -> None:
-    peer = next(item for item in rows if item["model"] == "llama.cpp Q4_K_M")
+def table_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """One source's models, each speed with its ratio to that source's llama.cpp Q4_K_M, each prefill with its
+    ratio to the source in PyTorch."""
+    peer = next(item for item in rows if item["model"].startswith(PEER))
+    torch = next(item for item in rows if item["model"].startswith(TORCH))
+    for item in rows:
+        item["prefill_vs_torch"] = torch["prefill_long_ms"] / item["prefill_long_ms"]
     lines = ["| model | " + " | ".join(column[1] for column in COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
     for item in rows:
         cells = [cell(item, peer, key, form, higher) for key, _, form, higher in COLUMNS]
         lines.append(f"| {item['model']} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def write_tables(tables: dict[str, list[dict[str, Any]]], threads: int, rounds: int, bandwidth: float) -> None:
+    sections = [f"## From {title}\n\n" + "\n".join(table_lines(rows)) for title, rows in tables.items()]
     note = (
-        f"Medians of {rounds} interleaved rounds, {threads} threads each, in one run; a ratio is the speed over "
-        "llama.cpp Q4_K_M's (above 1: faster). Top-1 agreement and mean KL (nats): teacher-forced against the source "
-        "in PyTorch fp32 on benchmarks/heldout.txt, text that nothing in slmdeploy was tuned on. Bytes bound: "
-        f"this machine's read bandwidth at {threads} threads ({bandwidth:.1f} GB/s, numpy, median of the rounds) over "
-        "the bytes one decode step reads (weights, plus the KV cache at the decode run's mean position: "
+        f"Medians of {rounds} interleaved rounds, {threads} threads each, in one run; a ratio in brackets is the speed "
+        "over the same source's llama.cpp Q4_K_M (above 1: faster); 'prefill vs PyTorch' is the source in PyTorch "
+        "fp32's 1,024-token prefill time over the model's (above 1: faster). Top-1 agreement and mean KL (nats): "
+        "teacher-forced against the same source in PyTorch fp32 on benchmarks/heldout.txt, text that nothing in "
+        "slmdeploy was tuned on. The bfloat16 folder is the GGUF's weights rounded to bfloat16: slmdeploy builds its "
+        "default int4 (rtn) and q4_1 with an 8-bit head from it, llama.cpp its convert_hf_to_gguf.py f16 file "
+        "quantized to Q4_K_M. Bytes bound: this "
+        f"machine's read bandwidth at {threads} threads ({bandwidth:.1f} GB/s, numpy, median of the rounds) over the "
+        "bytes one decode step reads (weights, plus the KV cache at the decode run's mean position: "
         "slmdeploy_evaluate.bound); a fraction is the measured decode speed over that bound."
     )
-    table = "\n".join(lines)
-    print(f"\n{table}\n\n{note}")
+    text = "\n\n".join(sections)
+    print(f"\n{text}\n\n{note}")
     out = Path.cwd() / "build"
     out.mkdir(exist_ok=True)
-    (out / "peers.md").write_text(f"# slmdeploy and llama.cpp, side by side\n\n{table}\n\n{note}\n", encoding="utf-8")
-    summary = {"threads": threads, "rounds": rounds, "bandwidth_gb_s": bandwidth, "rows": rows}
+    (out / "peers.md").write_text(f"# slmdeploy, llama.cpp and PyTorch, side by side\n\n{text}\n\n{note}\n",
+                                  encoding="utf-8")  # fmt: skip
+    summary = {"threads": threads, "rounds": rounds, "bandwidth_gb_s": bandwidth, "sources": tables}
     (out / "peers.json").write_text(json.dumps(summary, indent=2))
     print(f"written: {out / 'peers.md'}")
 
