@@ -13,17 +13,22 @@ HEAD = ["lm_head", "embeddings"]
 
 
 def candidates(table: Mapping[str, Any]) -> list[Candidate]:
-    """int4 as the table sets it, then int4 variations that keep more of the model, then int8."""
+    """int4 as the table sets it, the fastest int4, then int4 variations that keep more of the model, then int8."""
     base = {"precision": "int4"}
     return [
-        Candidate("int4", base, "int4 as [quantize] sets it (from a Q4_0/Q4_1/Q8_0 GGUF: its own blocks)"),
+        Candidate(
+            "int4",
+            base,
+            "int4 as [quantize] sets it (by default Q4_1 blocks with an 8-bit head and embedding; from a "
+            "Q4_0/Q4_1/Q4_K/Q8_0 GGUF: its own blocks)",
+        ),
+        Candidate(
+            "int4-rtn",
+            {**base, "algorithm": "rtn", "keep_int8": []},
+            "round to nearest, symmetric, 4-bit head: the fastest decode, the least faithful",
+        ),
         Candidate("int4-kquant", {**base, "algorithm": "k_quant"}, "k-quant blocks with zero points"),
         Candidate("int4-head8", {**base, "keep_int8": HEAD}, "lm_head and embeddings at 8 bits"),
-        Candidate(
-            "int4-q4_1",
-            {**base, "algorithm": "q4_1", "keep_int8": HEAD},
-            "llama.cpp's Q4_1 blocks (a minimum per block), lm_head and embeddings at 8 bits",
-        ),
         Candidate(
             "int4-edge8",
             {**base, "keep_int8": [*HEAD, "first_layer", "last_layer"]},

@@ -1,11 +1,11 @@
 """Editing the int4 graph to hold carried GGUF blocks: weights, scales, bit widths, and the offset term.
 
-A block's offset (Q4_1's m + 8d) is added to MatMulNBits' output as (block sums of x) @ offsets:
-x viewed as [.., K/32, 32] -> ReduceSum over the last axis gives the block sums -> MatMul with float32
-[K/32, N] offsets -> Add; scales and offsets are stored as fp16 where that is exact (`gguf_narrow`). Nodes
-that read the same input (gate and up) become one MatMulNBits with their weights side by side, one offset
-term, and a Split after. The tied lm_head reads the embedding table through a Reshape, so it changes with
-the embedding.
+A block's offset (Q4_1's m + 8d) is added to MatMulNBits' output as (block sums of x) @ offsets: x viewed as
+[.., K/B, B] (B the node's block_size: 32 for a GGUF) -> ReduceSum over the last axis gives the block sums ->
+MatMul with float32 [K/B, N] offsets -> Add; scales and offsets are stored as fp16 where that is exact
+(`gguf_narrow`). Nodes that read the same input (gate and up) become one MatMulNBits with their weights side by
+side, one offset term, and a Split after. The tied lm_head reads the embedding table through a Reshape, so it
+changes with the embedding. `q4_1` puts blocks made from float weights into the same form.
 """
 
 from __future__ import annotations
@@ -168,9 +168,9 @@ def _offset_chain(graph: Any, nodes: list[Any], chosen: dict[str, Blocks]) -> li
     assert blocks is not None and blocks.offsets is not None  # grouped by bit width, all with offsets
     matmul = nodes[0] if len(nodes) == 1 else _fused(graph, nodes, blocks, prefix)
     matmul.output[0] = f"{prefix}/weights_product"
-    k = _attribute(nodes[0], "K")
-    in_blocks = f"gguf_blocks_of_{k}"  # [batch, sequence, K] viewed as [batch, sequence, K/32, 32]; one per K
-    _set_initializer(graph, in_blocks, _int64([0, 0, k // BLOCK, BLOCK]))
+    k, size = _attribute(nodes[0], "K"), _attribute(nodes[0], "block_size")
+    in_blocks = f"gguf_blocks_of_{k}" + ("" if size == BLOCK else f"_by_{size}")  # one per K and block size
+    _set_initializer(graph, in_blocks, _int64([0, 0, k // size, size]))  # [batch, sequence, K] as [.., K/B, B]
     _set_initializer(graph, "gguf_last_axis", _int64([-1]))
     offsets = np.ascontiguousarray(blocks.offsets.T, dtype=np.float32)
     scales = (matmul.input[2], np.asarray(blocks.scales, dtype=np.float32).reshape(blocks.rows, -1))

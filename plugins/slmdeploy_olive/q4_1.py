@@ -1,19 +1,20 @@
-"""``[quantize] algorithm = "q4_1"``: llama.cpp's Q4_1 blocks made from the float weights, in the form the int4
-graph already carries a Q4_1 GGUF's blocks (`gguf_graph`).
+"""``[quantize] algorithm = "q4_1"`` (the default for int4): llama.cpp's Q4_1 blocks made from the float weights,
+in the form the int4 graph already carries a Q4_1 GGUF's blocks (`gguf_graph`).
 
-Each block of 32 weights along K gets a scale d and a minimum m, both rounded to fp16 as a Q4_1 GGUF stores them,
-and 4-bit values q with w = d * q + m: llama.cpp's ``quantize_row_q4_1_ref`` (d = (max - min) / 15, m = min, q
-rounded to the nearest level), except that q is rounded against the fp16 d and m that are stored, not the float32
-ones, so that each weight is the level nearest to it among those the block can hold. The minimum makes the grid
-follow each block's own range where round to nearest's symmetric grid (``rtn``) spans [-max|w|, max|w|] and an
-integer zero point (``symmetric = false``) can only move it by whole steps. A source whose weights were already
-quantized with a minimum per block (a dequantized Q4_1 or Q4_K checkpoint) gets its blocks back.
+Each block of weights along K (``block_size``: 32 by default, as in llama.cpp) gets a scale d and a minimum m,
+both rounded to fp16 as a Q4_1 GGUF stores them, and 4-bit values q with w = d * q + m: llama.cpp's
+``quantize_row_q4_1_ref`` (d = (max - min) / 15, m = min, q rounded to the nearest level), except that q is
+rounded against the fp16 d and m that are stored, not the float32 ones, so that each weight is the level nearest
+to it among those the block can hold. The minimum makes the grid follow each block's own range, where round to
+nearest's symmetric grid (``rtn``) spans [-max|w|, max|w|] and an integer zero point (``symmetric = false``) can
+only move it by whole steps. A source whose weights were already quantized with a minimum per block (a
+dequantized Q4_1 or Q4_K checkpoint) gets its blocks back.
 
 The RTN pass makes the graph (MatMulNBits per weight, names, the tied head's view of the embedding table); here
 every 4-bit MatMulNBits gets its Q4_1 blocks and an offset term, and nodes that read one input share one
 MatMulNBits (gate and up), as for a GGUF. The embedding table and a head tied to it are left as the RTN pass made
-them (GatherBlockQuantized has no offset per block): keep them at 8 bits with ``keep_int8``. Runs in the quantize
-worker. numpy only.
+them (GatherBlockQuantized has no offset per block): at 8 bits by default (``keep_int8``), as llama.cpp keeps
+them in its Q4_1 files, in one table when the source ties them. Runs in the quantize worker. numpy only.
 """
 
 from __future__ import annotations
@@ -27,12 +28,12 @@ from slmdeploy_olive.gguf_blocks import BLOCK, Blocks
 from slmdeploy_olive.gguf_carry import REPORT
 
 
-def q4_1_blocks(weight: Any) -> Blocks:
-    """float32 [N, K] (K a multiple of 32) as Q4_1 blocks: fp16 scales and minimums, 4-bit values."""
+def q4_1_blocks(weight: Any, block: int = BLOCK) -> Blocks:
+    """float32 [N, K] (K a multiple of `block`) as Q4_1 blocks: fp16 scales and minimums, 4-bit values."""
     import numpy as np
 
     rows = weight.shape[0]
-    blocks = np.asarray(weight, dtype=np.float32).reshape(rows, -1, BLOCK)
+    blocks = np.asarray(weight, dtype=np.float32).reshape(rows, -1, block)
     low, high = blocks.min(axis=-1), blocks.max(axis=-1)
     minimums = low.astype(np.float16).astype(np.float32)
     scales = ((high - low) / np.float32(15)).astype(np.float16).astype(np.float32)
@@ -47,8 +48,9 @@ def requantize(
     folder: Path, export: Path, progress: Callable[[str], None], carried: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """Give every 4-bit MatMulNBits of the int4 model in `folder` Q4_1 blocks of the float32 `export`'s weight;
-    write `quantization.json` and return its content. `carried`: the report of a GGUF source's blocks kept in it
-    before (`gguf_carry`); only the nodes it requantized get Q4_1 blocks, and its report is kept in this one."""
+    write `quantization.json` and return its content. `carried`: the report written before, of a GGUF source's
+    blocks kept in it (`gguf_carry`: then only the nodes it requantized get Q4_1 blocks) or of why none were; it is
+    kept in this one."""
     import onnx
 
     from slmdeploy_olive import gguf_graph
@@ -61,20 +63,29 @@ def requantize(
     kept: dict[str, str] = {}
     for node in gguf_graph.quantized_nodes(model.graph):
         reason = _why_kept(node, producers)
-        if carried is not None and node.name not in carried["requantized"]:
+        if carried is not None and "requantized" in carried and node.name not in carried["requantized"]:
             reason = reason or "the GGUF's own blocks"
         weight = None if reason else reference.weight(node)
-        if weight is None or weight.shape[1] % BLOCK:
-            kept[node.name] = reason or "no float32 weight with K a multiple of 32 in the export"
+        block = _block_size(node)
+        if weight is None or weight.shape[1] % block:
+            kept[node.name] = reason or f"no float32 weight with K a multiple of {block} in the export"
             continue
-        chosen[node.name] = q4_1_blocks(weight)
+        chosen[node.name] = q4_1_blocks(weight, block)
+    untied = gguf_graph.untied_head(model.graph)
     gguf_graph.apply(model, chosen)
     tied = gguf_graph.tie_head(model.graph, reference)
-    gguf_graph.save(model, folder)
+    if chosen or (untied and tied):
+        gguf_graph.save(model, folder)
     report = {**(carried or {}), "algorithm": "q4_1", "q4_1": sorted(chosen), "kept": kept, "head_tied": tied}
     (folder / REPORT).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     progress(f"Q4_1 blocks in {len(chosen)} MatMulNBits; {len(kept)} nodes kept as the RTN pass made them")
     return report
+
+
+def _block_size(node: Any) -> int:
+    from onnx import helper
+
+    return int(next((helper.get_attribute_value(item) for item in node.attribute if item.name == "block_size"), BLOCK))
 
 
 def _why_kept(node: Any, producers: dict[str, Any]) -> str:

@@ -5,6 +5,9 @@ Each precision is an Olive workflow over the converted ONNX model:
 - int4 / int8: ``OnnxBlockWiseRtnQuantization`` (round to nearest, MatMulNBits) or ``OnnxKQuantQuantization``;
   int4 also turns the embedding table into a GatherBlockQuantized one (k-quant: with the k-quant pass's own
   blocks, `kquant_embeddings`);
+- int4 with ``q4_1`` (the default): the round-to-nearest pass makes the graph, then every 4-bit MatMul gets
+  llama.cpp's Q4_1 blocks of the float weights, a scale and a minimum per block, carried as a Q4_1 GGUF's are
+  (`q4_1`); the head and the embedding table stay at 8 bits unless ``keep_int8`` says otherwise;
 - int4 with ``gptq`` (calibrated on ``[quantize] calibration``) or ``hqq``: onnxruntime's own quantizers on the
   MatMuls first (`weight_only`), then the round-to-nearest pass on what they leave (the embedding, a tied lm_head).
   Olive 0.13's ``OnnxHqqQuantization`` is not used: on the demo model it made a 755 MB model with top-1 agreement
@@ -36,6 +39,7 @@ from slmdeploy_olive.workflow import OLIVE_ENVIRONMENT, LibraryVersioned
 BLOCK_SIZES = (16, 32, 64, 128, 256)
 ACCURACY_LEVELS = (0, 1, 2, 3, 4)
 GPU_ONLY = {"fp16"}
+HEAD = ("lm_head", "embeddings")  # what q4_1 keeps at 8 bits unless keep_int8 is set
 
 
 @attrs.define
@@ -51,11 +55,13 @@ class QuantizeOptions:
     symmetric: bool = option(
         True, help="rtn: symmetric blocks (no zero points); false stores a zero point per block. k_quant is asymmetric"
     )
-    algorithm: Literal["rtn", "q4_1", "k_quant", "gptq", "hqq"] = option(
-        "rtn",
-        help="rtn: round to nearest; q4_1 (int4, block_size 32): llama.cpp's Q4_1 blocks, an fp16 scale and minimum "
-        "per block, carried as a Q4_1 GGUF's are (more faithful than rtn, decodes slower); k_quant: llama.cpp's "
-        "search for each block's scale and offset; gptq (int4): "
+    algorithm: Literal["q4_1", "rtn", "k_quant", "gptq", "hqq"] = option(
+        "q4_1",
+        help="how int4 weights are quantized (int8 is round to nearest with q4_1). q4_1: llama.cpp's Q4_1 blocks, an "
+        "fp16 scale and minimum per block, with the head and embedding table at 8 bits (keep_int8); from a GGUF "
+        "with Q4_0/Q4_1/Q4_K/Q8_0 blocks, those blocks are kept instead; rtn: round to nearest, symmetric (the "
+        "fastest decode, the least faithful); k_quant: llama.cpp's search for each block's scale and offset; "
+        "gptq (int4): "
         "GPTQ (onnxruntime's, corrected), calibrated on [quantize] calibration, for experiments (below rtn on the "
         "demo); hqq (int4): half-quadratic scales and float zero points, no data: closer to the source, but "
         "onnxruntime 1.31's CPU MatMulNBits decodes about 12x slower with float zero points (docs/quantization.md)",
@@ -72,10 +78,11 @@ class QuantizeOptions:
         validator=attrs.validators.in_(ACCURACY_LEVELS),
     )
     keep_float: list[str] = option([], help="names of MatMul or Gather nodes left unquantized, e.g. /lm_head/MatMul")
-    keep_int8: list[str] = option(
-        [],
+    keep_int8: list[str] | None = option(
+        None,
         help="int4: parts kept at 8 bits (round to nearest, symmetric): lm_head, embeddings, first_layer, last_layer, "
-        "or MatMul/Gather node names",
+        "or MatMul/Gather node names; unset: lm_head and embeddings with q4_1 (unless a GGUF's blocks are kept), "
+        "none otherwise; [] keeps none",
     )
     quantize_embeddings: bool | None = option(
         None,
@@ -91,8 +98,8 @@ class QuantizeOptions:
 
 class OliveQuantizer(LibraryVersioned, Quantizer):
     PLUGIN_NAME = "olive"
-    CACHE_VERSION = "4"  # 2: int4 from a GGUF keeps the GGUF's blocks; 3: k_quant quantizes the embedding table;
-    # 4: the GGUF offsets' block sums by ReduceSum
+    CACHE_VERSION = "5"  # 2: int4 from a GGUF keeps the GGUF's blocks; 3: k_quant quantizes the embedding table;
+    # 4: the GGUF offsets' block sums by ReduceSum; 5: q4_1, and keep_int8's 8-bit head tied to the embedding
 
     Options = QuantizeOptions
 
@@ -106,19 +113,22 @@ class OliveQuantizer(LibraryVersioned, Quantizer):
         device = artifact.execution_provider
         options = self.options
         embeddings = embeds(options)
+        gguf, gguf_note = self._gguf_blocks()
+        parts = int8_parts(options, carried=gguf is not None)
         task = {
             "input": str(artifact.path),
             "device": device,
-            "passes": passes(options),
+            "passes": passes(options, parts),
             "keep_embeddings_float": not embeddings,
-            "keep_int8": options.keep_int8 if options.precision == "int4" else [],
+            "keep_int8": parts,
             "kquant_embeddings": embeddings and options.algorithm == "k_quant",
             "weight_only": self._weight_only() if options.algorithm in WEIGHT_ONLY else None,
-            "q4_1": options.algorithm == "q4_1",
+            "q4_1": options.algorithm == "q4_1" and options.precision == "int4",
             "scratch": str(self.context.scratch),
             "out": str(output_dir / "model"),
+            "gguf": gguf,
+            "gguf_note": gguf_note,
         }
-        task["gguf"], task["gguf_note"] = self._gguf_blocks()
         run_in_worker(
             "slmdeploy_olive.quantize_worker:quantize_in_worker", task, self.context, "quantize", OLIVE_ENVIRONMENT
         )
@@ -159,6 +169,16 @@ class OliveQuantizer(LibraryVersioned, Quantizer):
         return str(source.path), ""
 
 
+def int8_parts(options: QuantizeOptions, carried: bool) -> list[str]:
+    """The parts an int4 model keeps at 8 bits: keep_int8 as set; unset, the head and the embedding table with q4_1
+    (as llama.cpp keeps them in its Q4_1 files) unless a GGUF's own blocks are carried (they hold their own)."""
+    if options.precision != "int4":
+        return []
+    if options.keep_int8 is not None:
+        return list(options.keep_int8)
+    return list(HEAD) if options.algorithm == "q4_1" and not carried else []
+
+
 def embeds(options: QuantizeOptions) -> bool:
     """Whether the token embedding table is quantized: as set, else for int4 only (as the plain builder does)."""
     return options.precision == "int4" if options.quantize_embeddings is None else options.quantize_embeddings
@@ -175,14 +195,12 @@ def _refusals(options: QuantizeOptions) -> list[tuple[str, str]]:
             "weights as float, and 8-bit HQQ is not offered by this plugin)"
         )
         return [(problem, 'Use precision = "int4" with it, or algorithm = "rtn" for int8.')]
-    misfit = options.precision != "int4" or options.block_size != 32 or not options.symmetric
-    if options.algorithm == "q4_1" and misfit:
+    if options.algorithm == "q4_1" and not options.symmetric and options.precision == "int4":
         problem = (
-            f"algorithm q4_1 makes int4 blocks of 32 with their own minimum; precision is {options.precision}, "
-            f"block_size {options.block_size}, symmetric {str(options.symmetric).lower()}"
+            "symmetric = false stores a zero point per round-to-nearest block, and algorithm is q4_1 (the default), "
+            "whose blocks each hold their own minimum"
         )
-        fix = 'Use precision = "int4", block_size = 32 and leave symmetric unset with it, or algorithm = "rtn".'
-        return [(problem, fix)]
+        return [(problem, 'Add algorithm = "rtn" to use zero points, or leave out symmetric.')]
     if options.algorithm == "gptq" and not options.calibration:
         problem = "algorithm gptq needs calibration text, and calibration is not set"
         fix = (
@@ -193,14 +211,16 @@ def _refusals(options: QuantizeOptions) -> list[tuple[str, str]]:
     return []
 
 
-def passes(options: QuantizeOptions) -> dict[str, Any]:
-    """The Olive passes that make `options.precision` from the float32 export. Node lists that need the graph
-    (keep_int8, the embedding) are filled in by the worker."""
+def passes(options: QuantizeOptions, int8: list[str] | None = None) -> dict[str, Any]:
+    """The Olive passes that make `options.precision` from the float32 export, `int8` the parts kept at 8 bits
+    (`int8_parts`; keep_int8 as set if not given). Node lists that need the graph (keep_int8's, the embedding) are
+    filled in by the worker."""
+    int8 = list(options.keep_int8 or []) if int8 is None else int8
     external = {"save_as_external_data": True, "all_tensors_to_one_file": True, "external_data_name": "model.onnx.data"}
     chain: dict[str, Any] = {}
     if options.precision in ("int4", "int8"):
         bits = int(options.precision[3:])
-        if options.keep_int8 and bits == 4:
+        if int8 and bits == 4:
             chain["keep_int8"] = {
                 "type": "OnnxBlockWiseRtnQuantization",
                 "bits": 8,

@@ -36,12 +36,13 @@ def quantize_in_worker(task: dict[str, Any], progress: Callable[[str], None]) ->
     elif task["gguf_note"]:
         from slmdeploy_olive.gguf_carry import REPORT
 
-        (out / REPORT).write_text(json.dumps({"carried": {}, "note": task["gguf_note"]}, indent=2) + "\n", "utf-8")
+        carried = {"carried": {}, "note": task["gguf_note"]}
+        (out / REPORT).write_text(json.dumps(carried, indent=2) + "\n", "utf-8")
         progress(task["gguf_note"])
-    if task.get("q4_1"):
+    if task.get("q4_1") and (carried is None or carried.get("requantized", True)):  # nothing left: the GGUF held all
         from slmdeploy_olive.q4_1 import requantize
 
-        progress("Q4_1 blocks (a scale and a minimum per block of 32) for the 4-bit MatMuls")
+        progress("Q4_1 blocks (a scale and a minimum per block) for the 4-bit MatMuls")
         requantize(out, source, progress, carried)
     elif task["keep_int8"]:
         _tie_head(out, source, progress)

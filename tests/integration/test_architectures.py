@@ -258,7 +258,7 @@ def test_plan_refuses_an_architecture_it_does_not_convert(architecture, reason, 
     [
         {"precision": "int8"},
         {"precision": "int4", "algorithm": "k_quant"},
-        {"precision": "int4", "symmetric": False, "block_size": 16},
+        {"precision": "int4", "algorithm": "rtn", "symmetric": False, "block_size": 16},
         {"precision": "int4", "accuracy_level": 1, "keep_float": ["/lm_head/MatMul"]},
         {"precision": "int8", "quantize_embeddings": True},
         {"precision": "fp32"},

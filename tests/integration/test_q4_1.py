@@ -12,7 +12,7 @@ from slmdeploy.testing.fidelity import compare, genai_logits, torch_logits
 from slmdeploy.testing.models import SAMPLE_TEXT
 from slmdeploy_olive.convert import OliveConverter
 from slmdeploy_olive.q4_1 import q4_1_blocks
-from slmdeploy_olive.quantize import OliveQuantizer
+from slmdeploy_olive.quantize import OliveQuantizer, QuantizeOptions
 
 from package_weights import decoded_weights
 
@@ -146,10 +146,27 @@ def test_q4_1_follows_the_source(built, source):
     assert figures["q4_1"]["mean_kl"] <= figures["rtn"]["mean_kl"], figures
 
 
-@pytest.mark.parametrize(
-    "options",
-    [{"block_size": 64}, {"precision": "int8"}, {"symmetric": False}],
-)
-def test_q4_1_refuses_what_its_blocks_cannot_be(run_stage, tmp_path, options):
-    with pytest.raises(ConfigError, match="algorithm q4_1 makes int4 blocks of 32"):
-        run_stage(OliveQuantizer, SourceModel(tmp_path), {"algorithm": "q4_1", **options})
+def test_q4_1_is_the_default_and_takes_other_block_sizes(built, source, run_stage):
+    from transformers import AutoTokenizer
+
+    export, made = built
+    ids = AutoTokenizer.from_pretrained(source)(SAMPLE_TEXT)["input_ids"]
+    reference = torch_logits(source, ids)
+    by_default = run_stage(OliveQuantizer, export, {})
+    report = json.loads((by_default.path / "quantization.json").read_text())
+    assert (
+        report["algorithm"] == "q4_1"
+        and report["q4_1"] == json.loads((made["q4_1"].path / "quantization.json").read_text())["q4_1"]
+    )
+    wider = run_stage(OliveQuantizer, export, {"block_size": 64})
+    assert b"_by_64" in (wider.path / "model.onnx").read_bytes()  # the block sums' view, [.., K/64, 64]
+    figures = compare(reference, genai_logits(wider.path, ids), ids)
+    assert figures["top1_agreement"] >= 0.9, figures
+
+
+def test_q4_1_refuses_zero_points_for_int4_only():
+    with pytest.raises(ConfigError, match="symmetric = false stores a zero point") as refused:
+        OliveQuantizer.check(QuantizeOptions(symmetric=False))
+    assert 'algorithm = "rtn"' in str(refused.value.fix)
+    OliveQuantizer.check(QuantizeOptions(precision="int8", symmetric=False))  # int8 is round to nearest
+    OliveQuantizer.check(QuantizeOptions(algorithm="rtn", symmetric=False))

@@ -24,7 +24,7 @@ plugin = "olive"
 
 [quantize]
 plugin = "olive"
-search = { min_top1 = 0.5, max_size_mb = 1000, candidates = ["int4", "int4-head8", "int8"] }
+search = { min_top1 = 0.5, max_size_mb = 1000, candidates = ["int4", "int4-rtn", "int8"] }
 
 [template]
 family = "auto"
@@ -54,7 +54,7 @@ def test_search_picks_the_fastest_candidate_that_meets_the_targets(tmp_path):
     result = run_slmdeploy(tmp_path, "--plain", "build")
     reports = {
         name: json.loads((tmp_path / "build" / name / "report.json").read_text())
-        for name in ("int4", "int4-head8", "int8")
+        for name in ("int4", "int4-rtn", "int8")
     }
     passing = {name: report for name, report in reports.items() if report["status"] == "passed"}
     assert passing, result.stdout + result.stderr

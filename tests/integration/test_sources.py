@@ -189,7 +189,7 @@ def test_a_builder_option_that_makes_an_unloadable_model_fails_the_stage(tiny_mo
     converted = run_stage(OliveConverter, SourceModel(tiny_model("llama")))
     broken = quantize.passes
     try:
-        quantize.passes = lambda options: {k: v for k, v in broken(options).items() if k != "surgery"}
+        quantize.passes = lambda *given: {k: v for k, v in broken(*given).items() if k != "surgery"}
         with pytest.raises(StageError, match=r"genai_config\.json expects the graph's logits to be 'logits'"):
             run_stage(quantize.OliveQuantizer, converted, {"precision": "int4"})
     finally:

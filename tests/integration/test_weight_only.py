@@ -53,7 +53,7 @@ def graph_nodes(folder):
 
 
 def test_gptq_and_hqq_follow_the_source_as_closely_as_rtn(source, export, run_stage, calibration):
-    rtn = figures(source, run_stage(OliveQuantizer, export, {}).path)
+    rtn = figures(source, run_stage(OliveQuantizer, export, {"algorithm": "rtn"}).path)
     for options in ({"algorithm": "gptq", "calibration": str(calibration)}, {"algorithm": "hqq"}):
         made = run_stage(OliveQuantizer, export, options)
         nodes = graph_nodes(made.path)
