@@ -11,8 +11,9 @@
    ``[convert] adapters = "runtime"`` (the int4 base once, the 8 adapter files beside it) and with ``"merge"`` (an
    int4 package per adapter; pirate and json only: a copy of an adapter merges to the same weights, so the merged
    packages of N = 8 are those two folders in turn, as the adapters are). The runtime project twice: as the example
-   builds it (``base``: the GGUF's Q4_1 blocks kept) and with ``[quantize] gguf_blocks = false`` (``base rtn``:
-   requantized with round-to-nearest, as every merged package is, since a merged adapter changes the weights).
+   builds it (``base``: the GGUF's Q4_1 blocks kept) and with ``[quantize] gguf_blocks = false`` (``base
+   requantized``: quantized again from the float weights, as every merged package is, since a merged adapter changes
+   the weights; both with [quantize]'s default algorithm, q4_1).
 3. Converts pirate and json to GGUF adapters with the vendored llama.cpp's ``convert_lora_to_gguf.py`` (f32, its own
    ``gguf-py`` first on the path), against the demo's GGUF dequantized to a float32 folder.
 4. Measures, each in a fresh process, the rounds interleaved (every configuration once per round), same threads:
@@ -56,7 +57,7 @@ COUNTS = (1, 2, 8)
 BASE_ALONE = 0  # a runtime base with no adapter file loaded: where its memory starts
 BASES = {  # each runtime base measured: its [quantize] settings over the example's
     "base": {},  # the example as it is: the GGUF's blocks kept
-    "base rtn": {"gguf_blocks": False},  # requantized as the merged packages are
+    "base requantized": {"gguf_blocks": False},  # quantized again (q4_1) as the merged packages are
 }
 SHORT, LONG, NEW_TOKENS = 16, 1024, 64
 QUESTION = "What is the capital of Peru?"
@@ -394,8 +395,8 @@ def report(
         "process holding N merged packages (as one server would), after 8 tokens with each adapter (model). "
         f"Decode: {NEW_TOKENS} tokens after a {SHORT}-token prompt; prefill: a {LONG}-token prompt. "
         "The merged packages are requantized (RTN int4: a merged adapter changes the weights, so the GGUF's blocks "
-        "are not kept); `base` keeps the GGUF's Q4_1 blocks (the example as built), `base rtn` is the same runtime "
-        "project with [quantize] gguf_blocks = false. A ratio in a memory cell is to N merged packages. "
+        "are not kept); `base` keeps the GGUF's Q4_1 blocks (the example as built), `base requantized` is the same "
+        "runtime project with [quantize] gguf_blocks = false. A ratio in a memory cell is to N merged packages. "
         "llama.cpp: llama-server --poll 0 on the demo's Q4_1 GGUF, its own timings, with --lora of the same adapters "
         "converted by its convert_lora_to_gguf.py (f32)."
     )
