@@ -9,9 +9,10 @@ measured interleaved in one run.
 3. With ``--llama-cpp-bin`` (llama.cpp's tools built from the llama-cpp-python sdist, as ``nox -s bench-peers``
    does): a source that is not a GGUF. The demo's GGUF, dequantized, is saved as a bfloat16 Hugging Face folder
    (SmolLM2 is published in bfloat16); slmdeploy builds its int4 from that folder (the demo project with that
-   folder as ``[source] path``): as [quantize] sets it by default (round to nearest) and with ``algorithm = "q4_1"``
-   and ``keep_int8 = ["lm_head", "embeddings"]``; llama.cpp makes its Q4_K_M from the same folder as a user would:
-   the vendored ``convert_hf_to_gguf.py --outtype f16``, then ``llama-quantize ... Q4_K_M``.
+   folder as ``[source] path``): as [quantize] sets it by default (Q4_1 blocks, 8-bit head and embedding) and with
+   ``algorithm = "rtn"`` and ``keep_int8 = []`` (round to nearest, 4-bit head: the fastest); llama.cpp makes its
+   Q4_K_M from the same folder as a user would: the vendored ``convert_hf_to_gguf.py --outtype f16``, then
+   ``llama-quantize ... Q4_K_M``.
 4. Measures each model in a fresh process per round, the rounds interleaved (ours, then llama.cpp's, then ours
    again ...), on the same token ids and the same thread count: decode tokens/s after a 16- and a 1024-token
    prompt, the 1024-token prefill time, peak resident memory; medians over the rounds. The source model in
@@ -140,17 +141,13 @@ def bound_figures(kind: str, path: Path, item: dict[str, Any], bandwidth: float)
 def build_ours(work: Path, folder: Path | None = None) -> dict[str, tuple[str, Path]]:
     """Every variant of the demo project, built in a copy with no evaluation, registration or fallback; with
     `folder`, the same project's int4 from that Hugging Face folder instead of the GGUF: as [quantize] sets it by
-    default (rtn), and with ``algorithm = "q4_1"`` and the head and embedding at 8 bits."""
+    default (q4_1 with an 8-bit head), and with ``algorithm = "rtn"`` and a 4-bit head (the default before)."""
     if folder is None:
         return build_project(work / "demo", {}, "")
-    q4_1 = {"algorithm": "q4_1", "keep_int8": ["lm_head", "embeddings"]}
+    source = {"source": {"path": str(folder)}, "precision": ["int4"]}
     return {
-        **build_project(work / "demo-hf", {"source": {"path": str(folder)}, "precision": ["int4"]}, HF_SUFFIX),
-        **build_project(
-            work / "demo-hf-q4_1",
-            {"source": {"path": str(folder)}, "precision": ["int4"], **q4_1},
-            f" q4_1 + 8-bit head{HF_SUFFIX}",
-        ),
+        **build_project(work / "demo-hf", source, HF_SUFFIX),
+        **build_project(work / "demo-hf-rtn", {**source, "algorithm": "rtn", "keep_int8": []}, f" rtn{HF_SUFFIX}"),
     }
 
 
@@ -518,8 +515,8 @@ def write_tables(tables: dict[str, list[dict[str, Any]]], threads: int, rounds: 
         "fp32's 1,024-token prefill time over the model's (above 1: faster). Top-1 agreement and mean KL (nats): "
         "teacher-forced against the same source in PyTorch fp32 on benchmarks/heldout.txt, text that nothing in "
         "slmdeploy was tuned on. The bfloat16 folder is the GGUF's weights rounded to bfloat16: slmdeploy builds its "
-        "default int4 (rtn) and q4_1 with an 8-bit head from it, llama.cpp its convert_hf_to_gguf.py f16 file "
-        "quantized to Q4_K_M. Bytes bound: this "
+        "default int4 (q4_1, 8-bit head) and rtn with a 4-bit head from it, llama.cpp its convert_hf_to_gguf.py "
+        "f16 file quantized to Q4_K_M. Bytes bound: this "
         f"machine's read bandwidth at {threads} threads ({bandwidth:.1f} GB/s, numpy, median of the rounds) over the "
         "bytes one decode step reads (weights, plus the KV cache at the decode run's mean position: "
         "slmdeploy_evaluate.bound); a fraction is the measured decode speed over that bound."
