@@ -12,8 +12,9 @@
    int4 package per adapter; pirate and json only: a copy of an adapter merges to the same weights, so the merged
    packages of N = 8 are those two folders in turn, as the adapters are). The runtime project twice: as the example
    builds it (``base``: the GGUF's Q4_1 blocks kept) and with ``[quantize] gguf_blocks = false`` (``base
-   requantized``: quantized again from the float weights, as every merged package is, since a merged adapter changes
-   the weights; both with [quantize]'s default algorithm, q4_1).
+   requantized``: quantized again from the float weights, with [quantize]'s default Q4_1 blocks). Every merged
+   package is quantized again too (a merged adapter changes the weights), with round to nearest: Q4_1 blocks would
+   round a merged adapter away on the GGUF's grid (docs/quantization.md).
 3. Converts pirate and json to GGUF adapters with the vendored llama.cpp's ``convert_lora_to_gguf.py`` (f32, its own
    ``gguf-py`` first on the path), against the demo's GGUF dequantized to a float32 folder.
 4. Measures, each in a fresh process, the rounds interleaved (every configuration once per round), same threads:
@@ -57,7 +58,7 @@ COUNTS = (1, 2, 8)
 BASE_ALONE = 0  # a runtime base with no adapter file loaded: where its memory starts
 BASES = {  # each runtime base measured: its [quantize] settings over the example's
     "base": {},  # the example as it is: the GGUF's blocks kept
-    "base requantized": {"gguf_blocks": False},  # quantized again (q4_1) as the merged packages are
+    "base requantized": {"gguf_blocks": False},  # quantized again from the float weights (q4_1)
 }
 SHORT, LONG, NEW_TOKENS = 16, 1024, 64
 QUESTION = "What is the capital of Peru?"

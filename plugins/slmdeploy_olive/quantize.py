@@ -114,7 +114,10 @@ class OliveQuantizer(LibraryVersioned, Quantizer):
         options = self.options
         embeddings = embeds(options)
         gguf, gguf_note = self._gguf_blocks()
-        parts = int8_parts(options, carried=gguf is not None)
+        q4_1 = options.algorithm == "q4_1" and options.precision == "int4"
+        if q4_1 and self._adapter_on_blocks():
+            q4_1, gguf_note = False, f"{gguf_note}. {ADAPTER_ON_BLOCKS}"
+        parts = int8_parts(options, carried=gguf is not None or not q4_1)
         task = {
             "input": str(artifact.path),
             "device": device,
@@ -123,7 +126,7 @@ class OliveQuantizer(LibraryVersioned, Quantizer):
             "keep_int8": parts,
             "kquant_embeddings": embeddings and options.algorithm == "k_quant",
             "weight_only": self._weight_only() if options.algorithm in WEIGHT_ONLY else None,
-            "q4_1": options.algorithm == "q4_1" and options.precision == "int4",
+            "q4_1": q4_1,
             "scratch": str(self.context.scratch),
             "out": str(output_dir / "model"),
             "gguf": gguf,
@@ -149,6 +152,11 @@ class OliveQuantizer(LibraryVersioned, Quantizer):
             "calibration": read_calibration(self.context.project_dir / options.calibration) if calibration else [],
         }
 
+    def _adapter_on_blocks(self) -> bool:
+        """Whether a LoRA adapter is merged into a block-quantized GGUF's weights (`ADAPTER_ON_BLOCKS`)."""
+        source = self.context.source
+        return source is not None and source.format == "gguf" and source.adapter is not None
+
     def _gguf_blocks(self) -> tuple[str | None, str]:
         """The GGUF file whose blocks to carry, or None and why not."""
         source, options = self.context.source, self.options
@@ -171,7 +179,8 @@ class OliveQuantizer(LibraryVersioned, Quantizer):
 
 def int8_parts(options: QuantizeOptions, carried: bool) -> list[str]:
     """The parts an int4 model keeps at 8 bits: keep_int8 as set; unset, the head and the embedding table with q4_1
-    (as llama.cpp keeps them in its Q4_1 files) unless a GGUF's own blocks are carried (they hold their own)."""
+    (as llama.cpp keeps them in its Q4_1 files) unless a GGUF's own blocks are carried (they hold their own) or
+    q4_1 is not used (`carried` then too)."""
     if options.precision != "int4":
         return []
     if options.keep_int8 is not None:
@@ -262,3 +271,8 @@ ALGORITHM_PASSES = {
 }
 WEIGHT_ONLY = ("gptq", "hqq")
 CARRIED = ("rtn", "q4_1")  # the algorithms with which a GGUF source's blocks are kept where it has them
+ADAPTER_ON_BLOCKS = (
+    "Round to nearest instead of q4_1: the adapter moves each weight by less than a step of the GGUF's blocks, so "
+    "Q4_1 blocks would find the base's grid again and round the fine-tune away (the merged int4 answered as the "
+    'base); adapters = "runtime" keeps both exactly'
+)
