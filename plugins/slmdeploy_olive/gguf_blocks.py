@@ -81,8 +81,7 @@ def _q4_k(blocks: Any) -> Blocks:
     values = np.concatenate([nibbles & 0x0F, nibbles >> 4], axis=3).reshape(rows, -1, BLOCK)
     scales = (d * sc).reshape(rows, -1)
     minimums = -(dmin * mn).reshape(rows, -1)
-    packed = (values[..., 0::2] | (values[..., 1::2] << 4)).astype(np.uint8)
-    return Blocks(4, packed, scales, minimums + np.float32(8) * scales)
+    return Blocks(4, pack_nibbles(values), scales, minimums + np.float32(8) * scales)
 
 
 def _k_scales(packed: Any) -> tuple[Any, Any]:
@@ -100,7 +99,13 @@ def repack_nibbles(ggml_bytes: Any) -> Any:
     i. uint8 [..., 16] -> uint8 [..., 16]."""
     import numpy as np
 
-    values = np.concatenate([ggml_bytes & 0x0F, ggml_bytes >> 4], axis=-1)
+    return pack_nibbles(np.concatenate([ggml_bytes & 0x0F, ggml_bytes >> 4], axis=-1))
+
+
+def pack_nibbles(values: Any) -> Any:
+    """4-bit values uint8 [..., 32] in order -> MatMulNBits' bytes [..., 16] (2i low, 2i+1 high)."""
+    import numpy as np
+
     return (values[..., 0::2] | (values[..., 1::2] << 4)).astype(np.uint8)
 
 

@@ -34,7 +34,7 @@ def untie_conflicts(graph: Any, chosen: dict[str, Blocks]) -> list[str]:
     nodes = {node.name: node for node in quantized_nodes(graph)}
     dropped = []
     for node in nodes.values():
-        table = _tied_table(node, producers)
+        table = tied_table(node, producers)
         if table is None:
             continue
         sharing = [other for other in nodes.values() if other.input[0] == table]
@@ -57,7 +57,7 @@ def apply(model: Any, chosen: dict[str, Blocks]) -> None:
             _set_initializer(graph, node.input[0], blocks.packed.reshape(blocks.rows, -1))
             _set_initializer(graph, node.input[2], blocks.scales)
             continue
-        table = _tied_table(node, producers)
+        table = tied_table(node, producers)
         if table is not None:  # the weight is the embedding's table, set with it; only the view changes
             reshape = producers[node.input[1]]
             _set_initializer(graph, reshape.input[1], _int64(list(blocks.packed.shape)))
@@ -76,7 +76,7 @@ def untied_head(graph: Any) -> bool:
     producers = {output: node for node in graph.node for output in node.output}
     head = producers.get("logits")
     lookup = any(node.op_type == "GatherBlockQuantized" for node in quantized_nodes(graph))
-    return head is not None and head.op_type == "MatMulNBits" and lookup and _tied_table(head, producers) is None
+    return head is not None and head.op_type == "MatMulNBits" and lookup and tied_table(head, producers) is None
 
 
 def tie_head(graph: Any, reference: Any) -> bool:
@@ -84,8 +84,7 @@ def tie_head(graph: Any, reference: Any) -> bool:
     reads it) when the float32 export's two tables are equal and both nodes hold the same bits and block size.
     Two quantizers made them (Olive's keep_int8 pass at 8 bits rounds a few values differently for each, so its
     tying surgery leaves both); the embedding's blocks serve both, and the package holds one table. `reference`:
-    the export's weights (`gguf_carry.ReferenceWeights`). Returns whether the head reads that table (now or
-    already)."""
+    the export's weights (`gguf_carry.ReferenceWeights`). Returns whether it changed the graph."""
     import numpy as np
     from onnx import helper
 
@@ -93,11 +92,9 @@ def tie_head(graph: Any, reference: Any) -> bool:
     head = producers.get("logits")
     embedding = next((node for node in quantized_nodes(graph) if node.op_type == "GatherBlockQuantized"), None)
     initializers = {tensor.name: tensor for tensor in graph.initializer}
-    if head is not None and embedding is not None and _tied_table(head, producers) == embedding.input[0]:
-        return True
     if head is None or embedding is None or head.op_type != "MatMulNBits" or head.input[1] not in initializers:
         return False
-    same = all(_attribute(head, name) == _attribute(embedding, name) for name in ("bits", "block_size"))
+    same = all(attribute(head, name) == attribute(embedding, name) for name in ("bits", "block_size"))
     points = [node.input[3] for node in (head, embedding) if len(node.input) > 3 and node.input[3]]
     table, weight = reference.weight(embedding), reference.weight(head)
     if not same or points or table is None or weight is None or not np.array_equal(table, weight):
@@ -130,7 +127,7 @@ def save(model: Any, folder: Path) -> None:
     )
 
 
-def _tied_table(node: Any, producers: dict[str, Any]) -> str | None:
+def tied_table(node: Any, producers: dict[str, Any]) -> str | None:
     """The embedding table a MatMulNBits reads through a Reshape (a tied lm_head), else None."""
     producer = producers.get(node.input[1]) if node.op_type == "MatMulNBits" else None
     return producer.input[0] if producer is not None and producer.op_type == "Reshape" else None
@@ -168,7 +165,7 @@ def _offset_chain(graph: Any, nodes: list[Any], chosen: dict[str, Blocks]) -> li
     assert blocks is not None and blocks.offsets is not None  # grouped by bit width, all with offsets
     matmul = nodes[0] if len(nodes) == 1 else _fused(graph, nodes, blocks, prefix)
     matmul.output[0] = f"{prefix}/weights_product"
-    k, size = _attribute(nodes[0], "K"), _attribute(nodes[0], "block_size")
+    k, size = attribute(nodes[0], "K"), attribute(nodes[0], "block_size")
     in_blocks = f"gguf_blocks_of_{k}" + ("" if size == BLOCK else f"_by_{size}")  # one per K and block size
     _set_initializer(graph, in_blocks, _int64([0, 0, k // size, size]))  # [batch, sequence, K] as [.., K/B, B]
     _set_initializer(graph, "gguf_last_axis", _int64([-1]))
@@ -186,7 +183,7 @@ def _offset_chain(graph: Any, nodes: list[Any], chosen: dict[str, Blocks]) -> li
         helper.make_node("Add", [matmul.output[0], f"{prefix}/term"], [total], name=f"{prefix}/Add"),
     ]
     if len(nodes) > 1:
-        _set_initializer(graph, f"{prefix}/split", _int64([_attribute(node, "N") for node in nodes]))
+        _set_initializer(graph, f"{prefix}/split", _int64([attribute(node, "N") for node in nodes]))
         chain.append(helper.make_node("Split", [total, f"{prefix}/split"], outputs, axis=-1, name=f"{prefix}/Split"))
     return chain
 
@@ -244,7 +241,7 @@ def _set_initializer(graph: Any, name: str, array: Any) -> None:
     graph.initializer.append(numpy_helper.from_array(array, name))
 
 
-def _attribute(node: Any, name: str) -> Any:
+def attribute(node: Any, name: str) -> Any:
     from onnx import helper
 
     return next(helper.get_attribute_value(item) for item in node.attribute if item.name == name)

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from slmdeploy_olive.gguf_blocks import BLOCK, Blocks
+from slmdeploy_olive.gguf_blocks import BLOCK, Blocks, pack_nibbles
 from slmdeploy_olive.gguf_carry import REPORT
 
 
@@ -39,8 +39,7 @@ def q4_1_blocks(weight: Any, block: int = BLOCK) -> Blocks:
     scales = ((high - low) / np.float32(15)).astype(np.float16).astype(np.float32)
     inverse = np.divide(np.float32(1), scales, out=np.zeros_like(scales), where=scales > 0)
     levels = np.rint((blocks - minimums[..., None]) * inverse[..., None])
-    values = np.clip(levels, 0, 15).astype(np.uint8)
-    packed = (values[..., 0::2] | (values[..., 1::2] << 4)).astype(np.uint8)
+    packed = pack_nibbles(np.clip(levels, 0, 15).astype(np.uint8))
     return Blocks(4, packed, scales, minimums + np.float32(8) * scales)
 
 
@@ -66,40 +65,32 @@ def requantize(
         if carried is not None and "requantized" in carried and node.name not in carried["requantized"]:
             reason = reason or "the GGUF's own blocks"
         weight = None if reason else reference.weight(node)
-        block = _block_size(node)
+        block = gguf_graph.attribute(node, "block_size")
         if weight is None or weight.shape[1] % block:
             kept[node.name] = reason or f"no float32 weight with K a multiple of {block} in the export"
             continue
         chosen[node.name] = q4_1_blocks(weight, block)
-    untied = gguf_graph.untied_head(model.graph)
     gguf_graph.apply(model, chosen)
-    tied = gguf_graph.tie_head(model.graph, reference)
-    if chosen or (untied and tied):
+    if gguf_graph.tie_head(model.graph, reference) or chosen:
         gguf_graph.save(model, folder)
+    tied = not gguf_graph.untied_head(model.graph)
     report = {**(carried or {}), "algorithm": "q4_1", "q4_1": sorted(chosen), "kept": kept, "head_tied": tied}
     (folder / REPORT).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     progress(f"Q4_1 blocks in {len(chosen)} MatMulNBits; {len(kept)} nodes kept as the RTN pass made them")
     return report
 
 
-def _block_size(node: Any) -> int:
-    from onnx import helper
-
-    return int(next((helper.get_attribute_value(item) for item in node.attribute if item.name == "block_size"), BLOCK))
-
-
 def _why_kept(node: Any, producers: dict[str, Any]) -> str:
     """Why a quantized node keeps the RTN pass's blocks, or "" when it gets Q4_1's."""
-    from onnx import helper
+    from slmdeploy_olive import gguf_graph
 
     if node.op_type != "MatMulNBits":
         return "the embedding lookup (GatherBlockQuantized has no offset per block)"
-    attributes = {item.name: helper.get_attribute_value(item) for item in node.attribute}
-    if attributes.get("bits") != 4:
-        return f"{attributes.get('bits')}-bit (keep_int8)"
+    bits = gguf_graph.attribute(node, "bits")
+    if bits != 4:
+        return f"{bits}-bit (keep_int8)"
     if len(node.input) > 3 and node.input[3]:
         return "it has zero points"
-    producer = producers.get(node.input[1])
-    if producer is not None and producer.op_type == "Reshape":
+    if gguf_graph.tied_table(node, producers) is not None:
         return "the head tied to the embedding table reads that table"
     return ""

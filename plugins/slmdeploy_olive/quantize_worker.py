@@ -59,8 +59,7 @@ def _tie_head(folder: Path, source: Path, progress: Callable[[str], None]) -> No
     from slmdeploy_olive.gguf_carry import ReferenceWeights
 
     model = onnx.load(str(folder / "model.onnx"))
-    graph = model.graph
-    if gguf_graph.untied_head(graph) and gguf_graph.tie_head(graph, ReferenceWeights(source / "model.onnx")):
+    if gguf_graph.tie_head(model.graph, ReferenceWeights(source / "model.onnx")):
         gguf_graph.save(model, folder)
         progress("the lm_head reads the embedding's table (tied, one table)")
 
